@@ -1,0 +1,526 @@
+"""The `xwvm` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from xwvm.client import formats
+from xwvm.client.sdk import Client
+from xwvm.client.session import Session
+from xwvm.errors import XwvmError
+
+WORK_COLUMNS = ("uid", "status", "app", "label", "exit_code", "retries", "host", "error")
+HOST_COLUMNS = ("uid", "name", "status", "os", "arch", "cpus", "memory_mb", "shared_apps",
+                "hypervisors", "last_seen")
+DATA_COLUMNS = ("uid", "name", "size", "sha256", "status", "access_rights")
+APP_COLUMNS = ("uid", "name", "kind", "binaries", "access_rights")
+USER_COLUMNS = ("uid", "login", "rights", "group", "enabled")
+
+
+def fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except XwvmError as e:
+            raise click.ClickException(f"{e.message} [{e.code}]") from None
+        except OSError as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+def client() -> Client:
+    return Session.load().client()
+
+
+def read_secret(path: str) -> str:
+    text = Path(path).read_text().strip()
+    if not text:
+        fail(f"{path} is empty")
+    return text
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, desc: str) -> Iterator[Callable[[int], None] | None]:
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False) as bar:
+        yield bar.update
+
+
+def upload(c: Client, path: Path, access_rights: str = "755") -> dict[str, Any]:
+    with progress_bar(path.stat().st_size, f"upload {path.name}") as cb:
+        return c.upload_data(path, access_rights=access_rights, progress=cb)
+
+
+def output(rows: list[dict[str, Any]], columns: tuple[str, ...], fmt: str, kind: str) -> None:
+    click.echo(formats.render(rows, columns, fmt, kind))
+
+
+format_option = click.option("--format", "fmt", type=click.Choice(formats.FORMATS),
+                             default="table", show_default=True, help="output format")
+
+
+def this_platform() -> str:
+    from xwvm.worker.facts import normalize_arch
+    return f"{platform.system().lower()}/{normalize_arch(platform.machine())}"
+
+
+@click.group()
+@click.version_option(package_name="xwvm")
+def main() -> None:
+    """xwvm: a VM-centric desktop grid (XtremWeb-HEP rebuilt)."""
+
+
+# --- server -----------------------------------------------------------------------------
+
+@main.group()
+def server() -> None:
+    """Initialize and run the server."""
+
+
+@server.command("init")
+@click.option("--data-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--admin-password-file", required=True, type=click.Path(exists=True))
+@click.option("--admin-login", default="admin", show_default=True)
+@click.option("--db", "db_url", help="database URL (default: SQLite in the data dir)")
+@click.option("--public-name", help="host name in xw:// URIs (default: this host's name)")
+@click.option("--hostname", "hostnames", multiple=True,
+              help="names/addresses for the server certificate (repeatable)")
+@click.option("--alive-period", type=int, help="worker heartbeat period in seconds")
+@handle_errors
+def server_init(data_dir: Path, admin_password_file: str, admin_login: str, db_url: str | None,
+                public_name: str | None, hostnames: tuple[str, ...],
+                alive_period: int | None) -> None:
+    """Create the database, the CA (DATA_DIR/ca.pem), the server certificate and the admin."""
+    from xwvm.server.init import init
+    from xwvm.server.pki import fingerprint
+    cfg = init(data_dir, read_secret(admin_password_file), db_url=db_url,
+               admin_login=admin_login, hostnames=list(hostnames) or None,
+               public_name=public_name, alive_period_s=alive_period)
+    click.echo(f"initialized {data_dir}")
+    click.echo(f"  CA certificate: {cfg.ca_cert}")
+    click.echo(f"  CA SHA-256 fingerprint: {fingerprint(cfg.ca_cert.read_bytes())}")
+    click.echo(f"  admin login: {admin_login}")
+
+
+@server.command("run")
+@click.option("--data-dir", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--bind", default="127.0.0.1:4322", show_default=True)
+@click.option("--workers", type=int, help="server processes (default: number of CPUs, min 2)")
+@click.option("--threads", type=int, default=8, show_default=True)
+@click.option("--db", "db_url", help="database URL (overrides server.yaml)")
+@handle_errors
+def server_run(data_dir: Path, bind: str, workers: int | None, threads: int,
+               db_url: str | None) -> None:
+    """Serve the API over TLS with gunicorn."""
+    from xwvm.server import config as server_config
+    from xwvm.server.wsgi import run
+    cfg = server_config.load(data_dir, db_url=db_url)
+    run(cfg, bind, workers=workers, threads=threads)
+
+
+# --- login ------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--server", "url", required=True, help="https://HOST:PORT")
+@click.option("--ca", type=click.Path(exists=True), help="the server's CA certificate")
+@click.option("--user", "login", required=True)
+@click.option("--password-file", required=True, type=click.Path(exists=True))
+@handle_errors
+def login(url: str, ca: str | None, login: str, password_file: str) -> None:
+    """Log in with a password; the token is saved for later commands."""
+    c = Client(url, Path(ca).resolve() if ca else None)
+    answer = c.login(login, read_secret(password_file))
+    Session(server=url, ca=str(Path(ca).resolve()) if ca else None, token=answer["token"],
+            login=login, expires_at=answer["expires_at"]).save()
+    click.echo(f"logged in as {login} ({answer['user']['rights']}) until {answer['expires_at']}")
+
+
+@main.command()
+@handle_errors
+def logout() -> None:
+    """Revoke the saved token."""
+    with contextlib.suppress(XwvmError):
+        client().logout()
+    Session.forget()
+    click.echo("logged out")
+
+
+@main.command()
+@format_option
+@handle_errors
+def whoami(fmt: str) -> None:
+    output([client().whoami()], USER_COLUMNS, fmt, "user")
+
+
+# --- apps and data ----------------------------------------------------------------------
+
+@main.group()
+def app() -> None:
+    """Applications."""
+
+
+@app.command("send")
+@click.argument("name")
+@click.option("--file", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="the binary or script (repeatable with --platform)")
+@click.option("--platform", "platforms", multiple=True,
+              help="os/arch of each --file (default: this machine's)")
+@click.option("--shared", is_flag=True, help="an app provided by workers (e.g. root)")
+@click.option("--chmod", "mode", default="755", show_default=True)
+@format_option
+@handle_errors
+def app_send(name: str, files: tuple[str, ...], platforms: tuple[str, ...], shared: bool,
+             mode: str, fmt: str) -> None:
+    """Register an application."""
+    send_app(name, files, platforms, shared, mode, fmt)
+
+
+def send_app(name: str, files: tuple[str, ...], platforms: tuple[str, ...], shared: bool,
+             mode: str, fmt: str) -> None:
+    if platforms and len(platforms) != len(files):
+        fail("give one --platform per --file")
+    c = client()
+    binaries = {}
+    for i, f in enumerate(files):
+        plat = platforms[i] if platforms else this_platform()
+        binaries[plat] = upload(c, Path(f))["uid"]
+    result = c.create_app(name, binaries, "shared" if shared else "native", mode)
+    output([result], APP_COLUMNS, fmt, "app")
+
+
+@app.command("list")
+@format_option
+@handle_errors
+def app_list(fmt: str) -> None:
+    output(client().list_apps(), APP_COLUMNS, fmt, "app")
+
+
+@app.command("rm")
+@click.argument("refs", nargs=-1, required=True)
+@handle_errors
+def app_rm(refs: tuple[str, ...]) -> None:
+    c = client()
+    for ref in refs:
+        c.delete_app(ref)
+        click.echo(f"removed app {ref}")
+
+
+@main.group()
+def data() -> None:
+    """Data."""
+
+
+@data.command("send")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--chmod", "mode", default="755", show_default=True)
+@format_option
+@handle_errors
+def data_send(files: tuple[str, ...], mode: str, fmt: str) -> None:
+    c = client()
+    output([upload(c, Path(f), mode) for f in files], DATA_COLUMNS, fmt, "data")
+
+
+@data.command("list")
+@format_option
+@handle_errors
+def data_list(fmt: str) -> None:
+    output(client().list_data(), DATA_COLUMNS, fmt, "data")
+
+
+@data.command("get")
+@click.argument("uid")
+@click.option("-o", "--output", "dest", required=True, type=click.Path(path_type=Path))
+@handle_errors
+def data_get(uid: str, dest: Path) -> None:
+    c = client()
+    meta = c.get_data(uid)
+    with progress_bar(meta["size"] or 0, f"download {meta['name']}") as cb:
+        c.download_data(uid, dest, sha256=meta["sha256"], progress=cb)
+    click.echo(f"{dest}: {meta['size']} bytes, sha256 verified")
+
+
+@data.command("rm")
+@click.argument("uids", nargs=-1, required=True)
+@handle_errors
+def data_rm(uids: tuple[str, ...]) -> None:
+    c = client()
+    for uid in uids:
+        c.delete_data(uid)
+        click.echo(f"removed data {uid}")
+
+
+# --- jobs -------------------------------------------------------------------------------
+
+def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        if "=" not in pair:
+            fail(f"--env {pair!r}: use NAME=VALUE")
+        k, v = pair.split("=", 1)
+        env[k] = v
+    return env
+
+
+def submit_jobs(app_name: str, args: tuple[str, ...], inputs: tuple[str, ...],
+                input_data: tuple[str, ...], stdin: str | None, env: tuple[str, ...],
+                count: int, wait: bool, timeout: float | None, fmt: str,
+                options: dict[str, Any]) -> None:
+    c = client()
+    refs = [{"data": upload(c, Path(f))["uid"], "name": Path(f).name} for f in inputs]
+    for item in input_data:
+        uid, _, name = item.partition(":")
+        refs.append({"data": uid, "name": name or c.get_data(uid)["name"]})
+    stdin_uid = upload(c, Path(stdin))["uid"] if stdin else None
+    spec = dict(args=list(args), env=parse_env(env), inputs=refs, stdin=stdin_uid, **options)
+    works = [c.submit(app_name, **spec) for _ in range(count)]
+    if wait:
+        works = c.wait([w["uid"] for w in works], timeout=timeout)
+    output(works, WORK_COLUMNS, fmt, "work")
+    if wait and any(w["status"] != "COMPLETED" for w in works):
+        sys.exit(1)
+
+
+def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.argument("app_name", metavar="APP"),
+        click.argument("args", nargs=-1),
+        click.option("--input", "inputs", multiple=True,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="a local file uploaded and placed in the job's directory"),
+        click.option("--input-data", multiple=True, metavar="UID[:NAME]",
+                     help="an existing data object as an input"),
+        click.option("--stdin", type=click.Path(exists=True, dir_okay=False)),
+        click.option("--env", multiple=True, metavar="NAME=VALUE"),
+        click.option("--count", type=int, default=1, show_default=True),
+        click.option("--wait", is_flag=True, help="wait until the jobs end"),
+        click.option("--timeout", type=float, help="with --wait: give up after seconds"),
+        click.option("--wall-clock", "wall_clock_s", type=int, help="seconds"),
+        click.option("--max-retries", type=int),
+        click.option("--min-memory", "min_memory_mb", type=int, default=0, help="MB"),
+        click.option("--min-cpus", type=int, default=0),
+        click.option("--min-disk", "min_disk_mb", type=int, default=0, help="MB"),
+        click.option("--host", "expected_host", help="run only on this host id"),
+        click.option("--label"),
+        click.option("--hold", is_flag=True, help="submit as WAITING"),
+        click.option("--listen-port", type=int, help="stored for internode connections"),
+        click.option("--chmod", "access_rights", default="755", show_default=True),
+        format_option,
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@submit_options
+@handle_errors
+def submit(app_name: str, args: tuple[str, ...], inputs: tuple[str, ...],
+           input_data: tuple[str, ...], stdin: str | None, env: tuple[str, ...], count: int,
+           wait: bool, timeout: float | None, fmt: str, **options: Any) -> None:
+    """Submit COUNT jobs of APP with ARGS (put them after --)."""
+    submit_jobs(app_name, args, inputs, input_data, stdin, env, count, wait, timeout, fmt,
+                options)
+
+
+@main.command()
+@click.argument("uids", nargs=-1)
+@click.option("--status", help="only jobs in this status")
+@format_option
+@handle_errors
+def works(uids: tuple[str, ...], status: str | None, fmt: str) -> None:
+    """List jobs (yours, or the given ones)."""
+    output(client().list_works(list(uids) or None, status), WORK_COLUMNS, fmt, "work")
+
+
+def safe_extract(archive: Path, dest: Path) -> list[str]:
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+        return tar.getnames()
+
+
+@main.command()
+@click.argument("uid")
+@click.option("-o", "--output", "dest", required=True, type=click.Path(path_type=Path))
+@handle_errors
+def results(uid: str, dest: Path) -> None:
+    """Download a job's results into a directory."""
+    fetch_results(uid, dest)
+
+
+def fetch_results(uid: str, dest: Path) -> None:
+    c = client()
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = c.download_result(uid, Path(tmp) / "results.tar.gz")
+        names = safe_extract(archive, dest)
+    click.echo(f"{dest}: {len(names)} files from job {uid}")
+
+
+for _action in ("abort", "hold", "release"):
+    def _make(action: str) -> None:
+        @main.command(action, help=f"{action.capitalize()} jobs.")
+        @click.argument("uids", nargs=-1, required=True)
+        @handle_errors
+        def _cmd(uids: tuple[str, ...]) -> None:
+            c = client()
+            for uid in uids:
+                w = c.work_action(uid, action)
+                click.echo(f"{uid} {w['status']}")
+    _make(_action)
+
+
+@main.command()
+@click.argument("uids", nargs=-1, required=True)
+@handle_errors
+def rm(uids: tuple[str, ...]) -> None:
+    """Remove jobs (aborting unfinished ones) and their results."""
+    c = client()
+    for uid in uids:
+        c.delete_work(uid)
+        click.echo(f"removed {uid}")
+
+
+@main.command()
+@click.argument("mode")
+@click.argument("uids", nargs=-1, required=True)
+@handle_errors
+def chmod(mode: str, uids: tuple[str, ...]) -> None:
+    """Change access rights: 700, 750, 755, g+rx, o-rwx, +t ..."""
+    c = client()
+    for uid in uids:
+        r = c.chmod(uid, mode)
+        click.echo(f"{uid} ({r['kind']}) {r['access_rights']}")
+
+
+@main.command()
+@format_option
+@handle_errors
+def workers(fmt: str) -> None:
+    """List worker hosts."""
+    output(client().list_hosts(), HOST_COLUMNS, fmt, "host")
+
+
+@main.command()
+@click.option("--object", "obj", help="events of this object only")
+@click.option("--since", type=int, default=0)
+@format_option
+@handle_errors
+def events(obj: str | None, since: int, fmt: str) -> None:
+    """Read the event log."""
+    rows = client().events(obj, since)
+    output(rows, ("id", "at", "kind", "object", "from", "to", "detail"), fmt, "event")
+
+
+# --- users and groups -------------------------------------------------------------------
+
+@main.group()
+def user() -> None:
+    """User accounts."""
+
+
+@user.command("add")
+@click.argument("login")
+@click.option("--rights", default="standard", show_default=True)
+@click.option("--group")
+@click.option("--password-file", required=True, type=click.Path(exists=True))
+@handle_errors
+def user_add(login: str, rights: str, group: str | None, password_file: str) -> None:
+    u = client().create_user(login, read_secret(password_file), rights, group)
+    click.echo(f"created user {u['login']} ({u['rights']}) {u['uid']}")
+
+
+@user.command("list")
+@format_option
+@handle_errors
+def user_list(fmt: str) -> None:
+    output(client().list_users(), USER_COLUMNS, fmt, "user")
+
+
+@main.group()
+def group() -> None:
+    """User groups (projects)."""
+
+
+@group.command("add")
+@click.argument("name")
+@handle_errors
+def group_add(name: str) -> None:
+    g = client().create_group(name)
+    click.echo(f"created group {g['name']} {g['uid']}")
+
+
+@group.command("list")
+@format_option
+@handle_errors
+def group_list(fmt: str) -> None:
+    output(client().list_groups(), ("uid", "name", "owner"), fmt, "group")
+
+
+# --- workers ----------------------------------------------------------------------------
+
+@main.group()
+def worker() -> None:
+    """Enroll and run workers."""
+
+
+@worker.command("enroll")
+@click.option("-o", "--output", "dest", required=True, type=click.Path(path_type=Path))
+@click.option("--project", help="run only this usergroup's jobs")
+@click.option("--public", is_flag=True, help="run public jobs of anyone (super users)")
+@handle_errors
+def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
+    """Write a worker credential file (worker-user rights)."""
+    from xwvm.worker.credential import Credential
+    s = Session.load()
+    answer = s.client().enroll_worker(project, public)
+    ca_pem = Path(s.ca).read_text() if s.ca else None
+    Credential(server=s.server, login=answer["login"], password=answer["password"],
+               ca_pem=ca_pem).save(dest)
+    scope = project or ("public jobs" if public else f"jobs of {s.login}")
+    click.echo(f"wrote {dest}: worker {answer['login']} for {scope}")
+
+
+@worker.command("run")
+@click.option("--server", "url", help="default: the one in the credential")
+@click.option("--ca", type=click.Path(exists=True), help="default: the one in the credential")
+@click.option("--credential", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--work-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--name", help="host name shown in 'xwvm workers'")
+@click.option("--shared-app", "shared_apps", multiple=True, help="apps this host provides")
+@click.option("--max-jobs", type=int, help="exit after this many jobs")
+@click.option("--max-idle", type=float, help="exit after this many idle seconds")
+@handle_errors
+def worker_run(url: str | None, ca: str | None, credential: Path, work_dir: Path,
+               name: str | None, shared_apps: tuple[str, ...], max_jobs: int | None,
+               max_idle: float | None) -> None:
+    """Pull and run jobs until stopped (SIGTERM gives the running job back)."""
+    from xwvm.worker.agent import Worker, WorkerOptions
+    from xwvm.worker.credential import Credential
+    cred = Credential.load(credential)
+    opts = WorkerOptions(work_dir=work_dir, name=name or platform.node(),
+                         shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle)
+    Worker(cred, opts, server=url, ca=ca).run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,291 @@
+"""The Python SDK: one `Client` over the server's REST API (requests), used by the CLI and
+by the worker."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import requests
+
+from xwvm.errors import XwvmError
+
+CHUNK = 1024 * 1024
+TERMINAL = ("COMPLETED", "ERROR", "ABORTED")
+Progress = Callable[[int], None]
+
+
+class ApiError(XwvmError):
+    """An error answered by the server (its JSON body), or no answer at all."""
+
+    @classmethod
+    def from_response(cls, resp: requests.Response) -> ApiError:
+        try:
+            body = resp.json()
+            return cls(body.get("message") or resp.reason, code=body.get("error", "error"),
+                       status=resp.status_code, details=body.get("details"))
+        except ValueError:
+            return cls(f"HTTP {resp.status_code}: {resp.text[:200]}", code="http_error",
+                       status=resp.status_code)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _ProgressReader:
+    """A file wrapper that reports bytes read (requests streams it; len() sets Content-Length)."""
+
+    def __init__(self, f: BinaryIO, size: int, progress: Progress | None) -> None:
+        self.f, self.size, self.progress = f, size, progress
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.f.read(n if n and n > 0 else CHUNK)
+        if self.progress and chunk:
+            self.progress(len(chunk))
+        return chunk
+
+
+class Client:
+    def __init__(self, server: str, ca: str | Path | None = None, token: str | None = None,
+                 timeout: float = 60.0) -> None:
+        self.server = server.rstrip("/")
+        self.verify: str | bool = str(ca) if ca else True
+        self.token = token
+        self.timeout = timeout
+        self.http = requests.Session()
+        # Called once on an expired/revoked token; returns a new token (workers re-login).
+        self.reauth: Callable[[], str] | None = None
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, expect: Iterable[int] = (200, 201),
+                **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", self.timeout)
+        for attempt in (0, 1):
+            headers = dict(kw.pop("headers", None) or {})
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            try:
+                resp = self.http.request(method, f"{self.server}/api/v1{path}",
+                                         headers=headers, verify=self.verify, **kw)
+            except requests.exceptions.SSLError as e:
+                raise ApiError(f"TLS verification of {self.server} failed: {e}",
+                               code="tls_error", status=0) from None
+            except requests.exceptions.ConnectionError as e:
+                raise ApiError(f"cannot reach {self.server}: {e.__class__.__name__}",
+                               code="unreachable", status=0) from None
+            except requests.exceptions.Timeout:
+                raise ApiError(f"{self.server} did not answer in time", code="timeout",
+                               status=0) from None
+            if resp.status_code in expect:
+                return resp
+            err = ApiError.from_response(resp)
+            retryable = err.code in ("token_expired", "token_revoked")
+            if attempt == 0 and retryable and self.reauth and "data" not in kw:
+                self.token = self.reauth()
+                kw["headers"] = headers
+                continue
+            raise err
+        raise AssertionError("unreachable")
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw).json()
+
+    def post(self, path: str, body: dict[str, Any] | None = None, **kw: Any) -> Any:
+        return self.request("POST", path, json=body or {}, **kw).json()
+
+    # --- auth, users, groups ------------------------------------------------------------
+
+    def login(self, login: str, password: str) -> dict[str, Any]:
+        answer = self.post("/auth/login", {"login": login, "password": password})
+        self.token = answer["token"]
+        return answer
+
+    def logout(self) -> None:
+        self.post("/auth/logout")
+        self.token = None
+
+    def whoami(self) -> dict[str, Any]:
+        return self.get("/auth/whoami")
+
+    def create_user(self, login: str, password: str, rights: str,
+                    group: str | None = None) -> dict[str, Any]:
+        return self.post("/users", {"login": login, "password": password, "rights": rights,
+                                    "group": group})
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return self.get("/users")
+
+    def create_group(self, name: str) -> dict[str, Any]:
+        return self.post("/groups", {"name": name})
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return self.get("/groups")
+
+    def enroll_worker(self, project: str | None = None, public: bool = False) -> dict[str, Any]:
+        return self.post("/workers/enroll", {"project": project, "public": public})
+
+    # --- data ---------------------------------------------------------------------------
+
+    def upload_data(self, path: Path, name: str | None = None, access_rights: str = "755",
+                    progress: Progress | None = None) -> dict[str, Any]:
+        path = Path(path)
+        size = path.stat().st_size
+        sha = sha256_file(path)
+        data = self.post("/data", {"name": name or path.name, "size": size, "sha256": sha,
+                                   "access_rights": access_rights})
+        self._put_file(f"/data/{data['uid']}/content", path, size, sha, progress)
+        return self.get(f"/data/{data['uid']}")
+
+    def _put_file(self, route: str, path: Path, size: int, sha: str,
+                  progress: Progress | None) -> Any:
+        with open(path, "rb") as f:
+            return self.request("PUT", route, data=_ProgressReader(f, size, progress),
+                                headers={"X-Content-SHA256": sha,
+                                         "Content-Type": "application/octet-stream",
+                                         "Content-Length": str(size)}).json()
+
+    def download(self, route: str, dest: Path, *, sha256: str | None = None,
+                 progress: Progress | None = None) -> Path:
+        """Download to ``dest`` through ``dest.part``, resuming a partial file with Range,
+        and verify the sha256 (from the argument or the server's header)."""
+        dest = Path(dest)
+        part = dest.with_name(dest.name + ".part")
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        resp = self.request("GET", route, expect=(200, 206, 416), headers=headers,
+                            stream=True)
+        if resp.status_code == 416:  # the partial file is already complete (or bogus)
+            resp.close()
+            part.unlink()
+            return self.download(route, dest, sha256=sha256, progress=progress)
+        mode = "ab" if resp.status_code == 206 else "wb"
+        if progress and mode == "ab":
+            progress(have)
+        with open(part, mode) as out:
+            for chunk in resp.iter_content(CHUNK):
+                out.write(chunk)
+                if progress:
+                    progress(len(chunk))
+        expected = sha256 or resp.headers.get("X-Content-SHA256")
+        if expected and sha256_file(part) != expected:
+            part.unlink()
+            raise ApiError(f"downloaded file does not match sha256 {expected}; "
+                           "the partial file was removed, retry", code="checksum_mismatch",
+                           status=0)
+        os.replace(part, dest)
+        return dest
+
+    def download_data(self, uid: str, dest: Path, **kw: Any) -> Path:
+        return self.download(f"/data/{uid}/content", dest, **kw)
+
+    def list_data(self) -> list[dict[str, Any]]:
+        return self.get("/data")
+
+    def get_data(self, uid: str) -> dict[str, Any]:
+        return self.get(f"/data/{uid}")
+
+    def delete_data(self, uid: str) -> None:
+        self.request("DELETE", f"/data/{uid}")
+
+    # --- apps ---------------------------------------------------------------------------
+
+    def create_app(self, name: str, binaries: dict[str, str] | None = None,
+                   kind: str = "native", access_rights: str = "755") -> dict[str, Any]:
+        return self.post("/apps", {"name": name, "kind": kind, "binaries": binaries or {},
+                                   "access_rights": access_rights})
+
+    def list_apps(self) -> list[dict[str, Any]]:
+        return self.get("/apps")
+
+    def get_app(self, ref: str) -> dict[str, Any]:
+        return self.get(f"/apps/{ref}")
+
+    def delete_app(self, ref: str) -> None:
+        self.request("DELETE", f"/apps/{ref}")
+
+    # --- works --------------------------------------------------------------------------
+
+    def submit(self, app: str, **spec: Any) -> dict[str, Any]:
+        return self.post("/works", {"app": app, **{k: v for k, v in spec.items()
+                                                   if v is not None}})
+
+    def list_works(self, uids: list[str] | None = None,
+                   status: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {}
+        if uids:
+            params["uid"] = uids
+        if status:
+            params["status"] = status
+        return self.get("/works", params=params)
+
+    def get_work(self, uid: str) -> dict[str, Any]:
+        return self.get(f"/works/{uid}")
+
+    def work_action(self, uid: str, action: str) -> dict[str, Any]:
+        return self.post(f"/works/{uid}/{action}")
+
+    def delete_work(self, uid: str) -> None:
+        self.request("DELETE", f"/works/{uid}")
+
+    def wait(self, uids: list[str], timeout: float | None = None,
+             poll: float = 0.5) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout if timeout else None
+        delay = poll
+        while True:
+            works = self.list_works(uids)
+            if len(works) == len(uids) and all(w["status"] in TERMINAL for w in works):
+                return works
+            if deadline and time.monotonic() > deadline:
+                raise ApiError(f"timed out after {timeout} s waiting for {len(uids)} job(s)",
+                               code="wait_timeout", status=0)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+
+    def download_result(self, uid: str, dest: Path, **kw: Any) -> Path:
+        return self.download(f"/works/{uid}/result", dest, **kw)
+
+    def chmod(self, uid: str, mode: str) -> dict[str, Any]:
+        return self.post(f"/objects/{uid}/chmod", {"mode": mode})
+
+    def list_hosts(self) -> list[dict[str, Any]]:
+        return self.get("/hosts")
+
+    def events(self, obj: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"since": since}
+        if obj:
+            params["object"] = obj
+        return self.get("/events", params=params)
+
+    # --- the worker's side ----------------------------------------------------------------
+
+    def register_host(self, facts: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/hosts", facts)
+
+    def heartbeat(self, host: str, running: list[str]) -> dict[str, Any]:
+        return self.post(f"/hosts/{host}/heartbeat", {"running": running})
+
+    def request_work(self, host: str) -> dict[str, Any]:
+        return self.post(f"/hosts/{host}/work")
+
+    def upload_result(self, uid: str, path: Path) -> dict[str, Any]:
+        path = Path(path)
+        return self._put_file(f"/works/{uid}/result", path, path.stat().st_size,
+                              sha256_file(path), None)
+
+    def report(self, uid: str, status: str, exit_code: int | None = None,
+               message: str | None = None) -> dict[str, Any]:
+        return self.post(f"/works/{uid}/report", {"status": status, "exit_code": exit_code,
+                                                  "message": message})

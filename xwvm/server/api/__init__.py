@@ -1,0 +1,12 @@
+"""The HTTP layer: thin Flask blueprints over xwvm.server.services, one per resource."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    from xwvm.server.api import apps, auth, data, events, hosts, objects, users, works
+
+    for module in (auth, users, apps, data, works, hosts, events, objects):
+        app.register_blueprint(module.bp, url_prefix="/api/v1")

@@ -1,0 +1,54 @@
+"""/apps: native and shared applications."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from xwvm.server import policy
+from xwvm.server.api import views
+from xwvm.server.api.base import cfg, commit, db, json_body, principal
+from xwvm.server.rights import PUBLIC, parse_mode
+from xwvm.server.services import apps as app_service
+
+bp = Blueprint("apps", __name__)
+
+NEW_APP = {"type": "object", "additionalProperties": False, "required": ["name"],
+           "properties": {"name": {"type": "string"},
+                          "kind": {"enum": ["native", "shared"]},
+                          "binaries": {"type": "object",
+                                       "additionalProperties": {"type": "string"}},
+                          "access_rights": {"type": "string"}}}
+
+
+def _view(app):
+    return views.app(app, app_service.binaries(db(), app.uid), cfg().public_name)
+
+
+@bp.post("/apps")
+def create():
+    body = json_body(NEW_APP)
+    mode = parse_mode(body.get("access_rights", "755"), PUBLIC)
+    app = app_service.create(db(), principal(), body["name"], body.get("kind", "native"),
+                             body.get("binaries", {}), mode)
+    commit()
+    return jsonify(_view(app)), 201
+
+
+@bp.get("/apps")
+def list_apps():
+    return jsonify([_view(a) for a in app_service.list_apps(db(), principal())])
+
+
+@bp.get("/apps/<ref>")
+def show(ref: str):
+    p = principal()
+    app = app_service.find(db(), ref)
+    policy.check(p, app, "r", "app")
+    return jsonify(_view(app))
+
+
+@bp.delete("/apps/<ref>")
+def delete(ref: str):
+    app_service.delete(db(), principal(), ref)
+    commit()
+    return jsonify(ok=True)

@@ -1,0 +1,62 @@
+"""/hosts: worker registration, heartbeats and work requests; the list of workers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from xwvm.server.api import views
+from xwvm.server.api.base import cfg, commit, db, json_body, principal
+from xwvm.server.services import hosts as host_service
+
+bp = Blueprint("hosts", __name__)
+
+REGISTER = {
+    "type": "object", "additionalProperties": False,
+    "required": ["name", "os", "arch", "cpus", "memory_mb", "disk_mb"],
+    "properties": {
+        "uid": {"type": ["string", "null"]},
+        "name": {"type": "string", "maxLength": 255},
+        "os": {"type": "string", "pattern": "^[a-z0-9_]{1,32}$"},
+        "arch": {"type": "string", "pattern": "^[a-z0-9_]{1,32}$"},
+        "cpus": {"type": "integer", "minimum": 1, "maximum": 100000},
+        "memory_mb": {"type": "integer", "minimum": 0},
+        "disk_mb": {"type": "integer", "minimum": 0},
+        "shared_apps": {"type": "array", "items": {"type": "string", "maxLength": 128},
+                        "maxItems": 256},
+        "hypervisors": {"type": "object"},
+        "version": {"type": "string", "maxLength": 32},
+    }}
+HEARTBEAT = {"type": "object", "additionalProperties": False,
+             "properties": {"running": {"type": "array", "items": {"type": "string"},
+                                        "maxItems": 4096}}}
+
+
+@bp.post("/hosts")
+def register():
+    body = json_body(REGISTER)
+    host = host_service.register(db(), principal(), body, cfg().alive_period_s)
+    commit()
+    return jsonify(views.host(host, cfg().public_name)), 201
+
+
+@bp.post("/hosts/<uid>/heartbeat")
+def heartbeat(uid: str):
+    body = json_body(HEARTBEAT)
+    answer = host_service.heartbeat(db(), principal(), uid, body.get("running", []))
+    commit()
+    return jsonify(answer)
+
+
+@bp.post("/hosts/<uid>/work")
+def request_work(uid: str):
+    work = host_service.request_work(db(), principal(), uid)
+    commit()
+    if work is None:
+        return jsonify(retry_after=cfg().idle_retry_s), 200
+    return jsonify(work=work, alive_period=cfg().alive_period_s)
+
+
+@bp.get("/hosts")
+def list_hosts():
+    return jsonify([views.host(h, cfg().public_name)
+                    for h in host_service.list_hosts(db(), principal())])

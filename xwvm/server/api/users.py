@@ -1,0 +1,63 @@
+"""/users, /groups and /workers/enroll."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from xwvm.server.api import views
+from xwvm.server.api.base import cfg, commit, db, json_body, principal
+from xwvm.server.rights import Level
+from xwvm.server.services import users as user_service
+
+bp = Blueprint("users", __name__)
+
+NEW_USER = {"type": "object", "additionalProperties": False,
+            "required": ["login", "password", "rights"],
+            "properties": {"login": {"type": "string"},
+                           "password": {"type": "string", "maxLength": 1024},
+                           "rights": {"type": "string"},
+                           "group": {"type": ["string", "null"]}}}
+NEW_GROUP = {"type": "object", "additionalProperties": False, "required": ["name"],
+             "properties": {"name": {"type": "string"}}}
+ENROLL = {"type": "object", "additionalProperties": False,
+          "properties": {"project": {"type": ["string", "null"]},
+                         "public": {"type": "boolean"}}}
+
+
+@bp.post("/users")
+def create_user():
+    body = json_body(NEW_USER)
+    user = user_service.create_user(db(), principal(), body["login"], body["password"],
+                                    Level.parse(body["rights"]), body.get("group"))
+    commit()
+    return jsonify(views.user(user, cfg().public_name)), 201
+
+
+@bp.get("/users")
+def list_users():
+    return jsonify([views.user(u, cfg().public_name)
+                    for u in user_service.list_users(db(), principal())])
+
+
+@bp.post("/groups")
+def create_group():
+    body = json_body(NEW_GROUP)
+    grp = user_service.create_group(db(), principal(), body["name"])
+    commit()
+    return jsonify(views.group(grp, cfg().public_name)), 201
+
+
+@bp.get("/groups")
+def list_groups():
+    return jsonify([views.group(g, cfg().public_name)
+                    for g in user_service.list_groups(db(), principal())])
+
+
+@bp.post("/workers/enroll")
+def enroll():
+    body = json_body(ENROLL)
+    user, password = user_service.enroll_worker(db(), principal(), body.get("project"),
+                                                bool(body.get("public", False)))
+    commit()
+    return jsonify(login=user.login, password=password,
+                   user=views.user(user, cfg().public_name)), 201

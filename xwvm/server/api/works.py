@@ -1,0 +1,112 @@
+"""/works: submit, list, show, abort/hold/release, remove, results; the worker's reports."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from xwvm.errors import Conflict, NotFound
+from xwvm.server.api import views
+from xwvm.server.api.base import cfg, commit, db, json_body, principal, store, upload_length
+from xwvm.server.api.download import blob_response
+from xwvm.server.db.models import Data
+from xwvm.server.rights import PUBLIC, parse_mode
+from xwvm.server.services import works as work_service
+
+bp = Blueprint("works", __name__)
+
+_STR = {"type": "string", "maxLength": 65536}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**40}
+SUBMIT = {
+    "type": "object", "additionalProperties": False, "required": ["app"],
+    "properties": {
+        "app": {"type": "string", "minLength": 1},
+        "args": {"type": "array", "items": _STR},
+        "env": {"type": "object", "additionalProperties": _STR},
+        "inputs": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["data", "name"],
+            "properties": {"data": {"type": "string"}, "name": {"type": "string"}}}},
+        "stdin": {"type": ["string", "null"]},
+        "max_retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 1000},
+        "wall_clock_s": {"type": ["integer", "null"], "minimum": 1},
+        "min_memory_mb": _COUNT, "min_cpus": _COUNT, "min_disk_mb": _COUNT,
+        "expected_host": {"type": ["string", "null"]},
+        "listen_port": {"type": ["integer", "null"]},
+        "label": {"type": ["string", "null"], "maxLength": 255},
+        "hold": {"type": "boolean"},
+        "access_rights": {"type": "string"},
+    }}
+REPORT = {"type": "object", "additionalProperties": False, "required": ["status"],
+          "properties": {"status": {"type": "string"},
+                         "exit_code": {"type": ["integer", "null"]},
+                         "message": {"type": ["string", "null"], "maxLength": 65536}}}
+
+
+def _view(work):
+    return views.work(work, cfg().public_name)
+
+
+@bp.post("/works")
+def submit():
+    body = json_body(SUBMIT)
+    mode = parse_mode(body.pop("access_rights", "755"), PUBLIC)
+    spec = work_service.WorkSpec(**body, access_rights=mode)
+    work = work_service.submit(db(), principal(), spec, cfg().default_max_retries)
+    commit()
+    return jsonify(_view(work)), 201
+
+
+@bp.get("/works")
+def list_works():
+    uids = [u for u in request.args.getlist("uid") if u]
+    rows = work_service.list_works(db(), principal(), uids or None, request.args.get("status"))
+    return jsonify([_view(w) for w in rows])
+
+
+@bp.get("/works/<uid>")
+def show(uid: str):
+    return jsonify(_view(work_service.get_readable(db(), principal(), uid)))
+
+
+@bp.post("/works/<uid>/<any(abort, hold, release):action>")
+def owner_action(uid: str, action: str):
+    work = work_service.owner_action(db(), principal(), uid, action)
+    commit()
+    return jsonify(_view(work))
+
+
+@bp.delete("/works/<uid>")
+def delete(uid: str):
+    work_service.delete(db(), store(), principal(), uid)
+    commit()
+    return jsonify(ok=True)
+
+
+@bp.get("/works/<uid>/result")
+def result(uid: str):
+    work = work_service.get_readable(db(), principal(), uid)
+    if work.result_data_uid is None:
+        raise Conflict(f"job {uid} has no results yet (status {work.status})",
+                       code="no_results")
+    data = db().get(Data, work.result_data_uid)
+    if data is None or data.sha256 is None or data.size is None:
+        raise NotFound(f"the results of job {uid} are gone", code="no_results")
+    db().close()
+    return blob_response(store(), data.sha256, data.size, data.name)
+
+
+@bp.put("/works/<uid>/result")
+def upload_result(uid: str):
+    p = principal()
+    data = work_service.upload_result(db(), store(), p, uid, request.stream, upload_length(),
+                                      cfg().max_upload_bytes,
+                                      request.headers.get("X-Content-SHA256"))
+    commit()
+    return jsonify(views.data(data, cfg().public_name))
+
+
+@bp.post("/works/<uid>/report")
+def report(uid: str):
+    body = json_body(REPORT)
+    work = work_service.report(db(), principal(), uid, body)
+    commit()
+    return jsonify(_view(work))

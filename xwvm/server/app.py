@@ -1,0 +1,104 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from xwvm.errors import XwvmError
+from xwvm.server import api
+from xwvm.server.blobs import BlobStore
+from xwvm.server.config import ServerConfig
+from xwvm.server.db.engine import make_engine, make_sessionmaker, read_only
+from xwvm.server.db.models import Setting
+from xwvm.server.scheduler import reaper
+
+log = logging.getLogger("xwvm.server")
+
+
+def create_app(config: ServerConfig, *, start_reaper: bool = True) -> Flask:
+    app = Flask("xwvm.server")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
+    engine = make_engine(config.db_url)
+    sessions = make_sessionmaker(engine)
+    with sessions() as db:
+        row = db.scalars(select(Setting).where(Setting.name == "token_secret")).first()
+        if row is None:
+            raise RuntimeError(f"database {config.db_url} is not initialized: "
+                               "run 'xwvm server init' first")
+        secret = bytes.fromhex(row.value)
+    app.extensions["xwvm"] = {"config": config, "engine": engine, "sessions": sessions,
+                              "blobs": BlobStore(config.blob_dir), "secret": secret}
+    api.register(app)
+    _errors(app)
+
+    @app.before_request
+    def _mark_read_only() -> None:
+        g.ro_token = read_only.set(request.method in ("GET", "HEAD"))
+
+    @app.teardown_request
+    def _close(_exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.rollback()
+            session.close()
+        token = g.pop("ro_token", None)
+        if token is not None:
+            read_only.reset(token)
+
+    @app.get("/api/v1/health")
+    def health() -> Any:
+        return jsonify(ok=True, version=_version())
+
+    if start_reaper:
+        _start_reaper(app)
+    return app
+
+
+def _version() -> str:
+    from xwvm import __version__
+    return __version__
+
+
+def _errors(app: Flask) -> None:
+    @app.errorhandler(XwvmError)
+    def _xwvm(err: XwvmError) -> Any:
+        return jsonify(err.to_json()), err.status
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException) -> Any:
+        code = (err.name or "error").lower().replace(" ", "_")
+        return jsonify(error=code, message=err.description), err.code or 500
+
+    @app.errorhandler(sa_exc.OperationalError)
+    def _db_down(err: sa_exc.OperationalError) -> Any:
+        log.warning("database error: %s", err)
+        return jsonify(error="database_unavailable",
+                       message="the database is busy or unreachable; retry later"), 503
+
+
+def _start_reaper(app: Flask) -> None:
+    cfg: ServerConfig = app.extensions["xwvm"]["config"]
+    sessions = app.extensions["xwvm"]["sessions"]
+
+    def loop() -> None:
+        while True:
+            time.sleep(cfg.reap_interval_s)
+            try:
+                with sessions() as db:
+                    if reaper.claim(db, "reaper", cfg.reap_interval_s * 0.9):
+                        counts = reaper.sweep(db)
+                        if any(counts.values()):
+                            log.info("reaper: %s", counts)
+                    db.commit()
+            except Exception:  # keep sweeping whatever one round hit; it is logged
+                log.exception("reaper round failed")
+
+    threading.Thread(target=loop, name="xwvm-reaper", daemon=True).start()

@@ -1,0 +1,1 @@
+"""Authentication: password hashing, signed bearer tokens, and request principals."""

@@ -1,0 +1,89 @@
+"""Content-addressed blob store on the local file system (sha256 names, atomic publish)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from xwvm.errors import BadRequest, TooLarge
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    size: int
+
+
+class BlobStore:
+    """Blobs live at ``root/ab/cd/<sha256>``; an upload is written to ``root/tmp`` and
+    renamed into place only once its size and digest are verified, so an interrupted
+    upload never leaves a visible blob."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def put_stream(self, stream: BinaryIO, *, length: int, max_size: int,
+                   expected_sha256: str | None = None) -> StoredBlob:
+        if length > max_size:
+            raise TooLarge(f"upload of {length} bytes exceeds the limit of {max_size} bytes")
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        digest = hashlib.sha256()
+        got = 0
+        try:
+            with open(tmp, "wb") as out:
+                while got < length:
+                    chunk = stream.read(min(CHUNK, length - got))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                    got += len(chunk)
+                if got < length:
+                    raise BadRequest(f"truncated upload: received {got} of {length} bytes",
+                                     code="truncated")
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            if expected_sha256 and sha != expected_sha256.lower():
+                raise BadRequest(f"checksum mismatch: the upload's sha256 is {sha}, "
+                                 f"expected {expected_sha256}", code="checksum_mismatch")
+            final = self.path(sha)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                tmp.unlink()
+            else:
+                os.replace(tmp, final)
+            return StoredBlob(sha256=sha, size=got)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]:
+        """Yield bytes start..end inclusive."""
+        with open(self.path(sha256), "rb") as f:
+            f.seek(start)
+            left = end - start + 1
+            while left > 0:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+
+    def remove(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)

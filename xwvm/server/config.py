@@ -1,0 +1,93 @@
+"""Server configuration: defaults, then DATA_DIR/server.yaml, then XWVM_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xwvm.errors import BadRequest
+
+CONFIG_FILE = "server.yaml"
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    db_url: str = ""
+    public_name: str = field(default_factory=socket.gethostname)
+    alive_period_s: int = 60
+    token_lifetime_s: int = 12 * 3600
+    worker_token_lifetime_s: int = 24 * 3600
+    max_upload_bytes: int = 8 * 1024**3
+    max_json_bytes: int = 1024**2
+    default_max_retries: int = 10
+    idle_retry_s: int = 10
+    reap_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if not self.db_url:
+            self.db_url = f"sqlite:///{self.data_dir / 'xwvm.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.data_dir / "ca.pem"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.data_dir / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.data_dir / "server-key.pem"
+
+    def to_file_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("data_dir")
+        return out
+
+
+def _coerce(name: str, raw: Any, typ: Any) -> Any:
+    try:
+        if typ in (int, "int"):
+            return int(raw)
+        if typ in (float, "float"):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"server setting {name}: {raw!r} is not a valid {typ}",
+                         code="bad_config") from None
+
+
+def load(data_dir: Path, **overrides: Any) -> ServerConfig:
+    values: dict[str, Any] = {}
+    path = Path(data_dir) / CONFIG_FILE
+    if path.is_file():
+        values.update(yaml.safe_load(path.read_text()) or {})
+    fields = {f.name: f.type for f in dataclasses.fields(ServerConfig) if f.name != "data_dir"}
+    for name in fields:
+        env = os.environ.get(f"XWVM_{name.upper()}")
+        if env is not None:
+            values[name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise BadRequest(f"unknown server settings in {path}: {', '.join(sorted(unknown))}",
+                         code="bad_config")
+    typed = {k: _coerce(k, v, fields[k]) for k, v in values.items()}
+    return ServerConfig(data_dir=Path(data_dir), **typed)
+
+
+def save(cfg: ServerConfig) -> None:
+    path = cfg.data_dir / CONFIG_FILE
+    path.write_text(yaml.safe_dump(cfg.to_file_dict(), sort_keys=True))

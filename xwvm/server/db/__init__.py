@@ -1,0 +1,1 @@
+"""Database: models, engine/session setup and Alembic migrations."""

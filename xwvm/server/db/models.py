@@ -1,0 +1,218 @@
+"""The server's objects as SQLAlchemy models: the only persistent state of xwvm."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+UID = String(36)
+
+
+def new_uid() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores naive UTC (SQLite has no time zones) and always returns aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON,
+                           list[Any]: JSON}
+
+
+class Owned:
+    """Columns every access-controlled object carries."""
+
+    owner_uid: Mapped[str] = mapped_column(UID, index=True)
+    group_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    access_rights: Mapped[int] = mapped_column(Integer, default=0o755)
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class UserGroup(Owned, Base):
+    __tablename__ = "usergroups"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class User(Owned, Base):
+    __tablename__ = "users"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
+    login: Mapped[str] = mapped_column(String(128), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    rights: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A worker account is confined to the jobs of this user or group (None: public worker).
+    confine_user_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    confine_group_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    # Fair share: owners are served in order of their last assignment.
+    last_served_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"),
+                                          index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="session")
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Data(Owned, Base):
+    __tablename__ = "data"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | available
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class App(Owned, Base):
+    __tablename__ = "apps"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    # "native": binaries per os/arch; "shared": provided by workers that share it (e.g. root).
+    kind: Mapped[str] = mapped_column(String(16), default="native")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AppBinary(Base):
+    __tablename__ = "app_binaries"
+    app_uid: Mapped[str] = mapped_column(ForeignKey("apps.uid", ondelete="CASCADE"),
+                                         primary_key=True)
+    os: Mapped[str] = mapped_column(String(32), primary_key=True)
+    arch: Mapped[str] = mapped_column(String(32), primary_key=True)
+    data_uid: Mapped[str] = mapped_column(ForeignKey("data.uid"))
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
+    name: Mapped[str] = mapped_column(String(255))
+    worker_user_uid: Mapped[str] = mapped_column(ForeignKey("users.uid"), index=True)
+    os: Mapped[str] = mapped_column(String(32))
+    arch: Mapped[str] = mapped_column(String(32))
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_mb: Mapped[int] = mapped_column(BigInteger)
+    shared_apps: Mapped[list[Any]] = mapped_column(default=list)
+    hypervisors: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    version: Mapped[str] = mapped_column(String(32), default="")
+    status: Mapped[str] = mapped_column(String(16), default="alive")  # alive | lost | gone
+    alive_period: Mapped[int] = mapped_column(Integer)
+    registered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Work(Owned, Base):
+    __tablename__ = "works"
+    # seq orders jobs by submission (a UUID does not).
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(UID, unique=True, default=new_uid)
+    app_uid: Mapped[str] = mapped_column(ForeignKey("apps.uid"))
+    status: Mapped[str] = mapped_column(String(16))
+    args: Mapped[list[Any]] = mapped_column(default=list)
+    env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    stdin_data_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    result_data_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    host_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=10)
+    wall_clock_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    min_memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    min_cpus: Mapped[int] = mapped_column(Integer, default=0)
+    min_disk_mb: Mapped[int] = mapped_column(BigInteger, default=0)
+    expected_host_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    listen_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    label: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    submitted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (Index("ix_works_status_seq", "status", "seq"),
+                      Index("ix_works_owner_status_seq", "owner_uid", "status", "seq"))
+
+
+class WorkData(Base):
+    """The data a job reads (app binary, inputs, stdin): what its worker may download."""
+
+    __tablename__ = "work_data"
+    work_uid: Mapped[str] = mapped_column(ForeignKey("works.uid", ondelete="CASCADE"),
+                                          primary_key=True)
+    data_uid: Mapped[str] = mapped_column(ForeignKey("data.uid"), primary_key=True,
+                                          index=True)
+    role: Mapped[str] = mapped_column(String(16))  # app | input | stdin
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class Event(Base):
+    """Append-only log of every state move and every refused request."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    object_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
+    actor_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Maintenance(Base):
+    """Claims for periodic sweeps so that one server process runs each at a time."""
+
+    __tablename__ = "maintenance"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_run: Mapped[dt.datetime] = mapped_column()
+
+
+__all__ = [
+    "App", "AppBinary", "Base", "Data", "Event", "Host", "Maintenance", "Setting", "Token",
+    "User", "UserGroup", "Work", "WorkData", "new_uid", "utcnow",
+]

@@ -1,0 +1,42 @@
+"""`xwvm server init`: data directory, configuration, database, CA and first admin."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from pathlib import Path
+
+from xwvm.errors import Conflict
+from xwvm.server import config as server_config
+from xwvm.server import pki
+from xwvm.server.db.engine import make_engine, make_sessionmaker, migrate
+from xwvm.server.db.models import Setting
+from xwvm.server.rights import Level
+from xwvm.server.services import users as user_service
+
+
+def init(data_dir: Path, admin_password: str, *, db_url: str | None = None,
+         admin_login: str = "admin", hostnames: list[str] | None = None,
+         **settings: object) -> server_config.ServerConfig:
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if (data_dir / server_config.CONFIG_FILE).exists():
+        raise Conflict(f"{data_dir} is already initialized (it has {server_config.CONFIG_FILE})",
+                       code="exists")
+    cfg = server_config.load(data_dir, db_url=db_url, **settings)
+    engine = make_engine(cfg.db_url)
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    with sessions() as db:
+        if db.get(Setting, "token_secret") is not None:
+            raise Conflict(f"database {cfg.db_url} is already initialized", code="exists")
+        db.add(Setting(name="token_secret", value=secrets.token_hex(32)))
+        user_service.create_user(db, None, admin_login, admin_password, Level.SUPER)
+        db.commit()
+    engine.dispose()
+    names = hostnames or ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+    ca, ca_key = pki.make_ca(data_dir, cfg.public_name)
+    pki.issue_server_cert(data_dir, ca, ca_key, names)
+    (cfg.blob_dir).mkdir(parents=True, exist_ok=True)
+    server_config.save(cfg)
+    return cfg

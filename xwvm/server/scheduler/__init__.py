@@ -1,0 +1,1 @@
+"""Scheduling: matching jobs to workers, atomic assignment, and the periodic reaper."""

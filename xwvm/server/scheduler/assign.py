@@ -1,0 +1,60 @@
+"""Atomic, owner-fair assignment of one pending job to a requesting host.
+
+Fairness: owners with pending jobs are tried in order of their last assignment (least
+recently served first), and each owner's oldest matching job is taken; so one user's
+100,000 jobs do not starve another user's 10.
+
+Atomicity: on PostgreSQL the job row is taken with ``FOR UPDATE SKIP LOCKED`` (concurrent
+requests, in any number of server processes, skip each other's rows); on SQLite every
+writing transaction starts with ``BEGIN IMMEDIATE`` (see db/engine.py), which serializes
+assignments.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from xwvm.server import states
+from xwvm.server.db.models import Host, User, Work, utcnow
+from xwvm.server.scheduler.matching import conditions
+
+OWNER_PAGE = 32
+
+
+def _owners_with_pending(db: Session, offset: int) -> list[str]:
+    q = (select(User.uid)
+         .where(exists(select(Work.seq).where(Work.owner_uid == User.uid,
+                                              Work.status == states.PENDING)))
+         .order_by(User.last_served_at.asc().nulls_first(), User.uid)
+         .offset(offset).limit(OWNER_PAGE))
+    return list(db.scalars(q))
+
+
+def _take(db: Session, owner_uid: str, host: Host, worker: User) -> Work | None:
+    q = (select(Work)
+         .where(Work.owner_uid == owner_uid, Work.status == states.PENDING,
+                *conditions(host, worker))
+         .order_by(Work.seq).limit(1)
+         .with_for_update(skip_locked=True))
+    return db.scalars(q).first()
+
+
+def assign(db: Session, host: Host, worker: User) -> Work | None:
+    """Give ``host`` its next job (now RUNNING on it), or None. The caller commits."""
+    offset = 0
+    while True:
+        owners = _owners_with_pending(db, offset)
+        for owner_uid in owners:
+            work = _take(db, owner_uid, host, worker)
+            if work is None:
+                continue
+            states.move(db, work, states.RUNNING, actor_uid=worker.uid,
+                        reason=f"assigned to host {host.uid}")
+            work.host_uid = host.uid
+            db.execute(update(User).where(User.uid == owner_uid)
+                       .values(last_served_at=utcnow()))
+            return work
+        if len(owners) < OWNER_PAGE:
+            return None
+        offset += OWNER_PAGE

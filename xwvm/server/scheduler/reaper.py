@@ -1,0 +1,67 @@
+"""Periodic sweeps: silent workers lose their jobs, over-time jobs end in ERROR.
+
+Any server process may run a sweep; a row in ``maintenance`` is claimed atomically so
+that only one process does it per interval (no state in process memory).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from xwvm.server import events, states
+from xwvm.server.db.models import Host, Maintenance, Work, utcnow
+
+MISSED_BEATS = 3
+WALL_CLOCK_GRACE_S = 30
+
+
+def claim(db: Session, name: str, interval_s: float) -> bool:
+    """True if this caller won the right to run sweep ``name`` now."""
+    now = utcnow()
+    if db.get(Maintenance, name) is None:
+        db.add(Maintenance(name=name, last_run=now - dt.timedelta(days=1)))
+        db.flush()
+    res = db.execute(update(Maintenance)
+                     .where(Maintenance.name == name,
+                            Maintenance.last_run <= now - dt.timedelta(seconds=interval_s))
+                     .values(last_run=now))
+    return res.rowcount == 1
+
+
+def lose_host_jobs(db: Session, host: Host, reason: str) -> int:
+    works = db.scalars(select(Work).where(Work.host_uid == host.uid,
+                                          Work.status.in_((states.RUNNING,
+                                                           states.RESULTREQUEST)))
+                       .with_for_update()).all()
+    for work in works:
+        states.lose(db, work, reason=reason)
+    return len(works)
+
+
+def sweep(db: Session, now: dt.datetime | None = None) -> dict[str, int]:
+    """Run both sweeps once; returns counts for logs and tests. The caller commits."""
+    now = now or utcnow()
+    lost_hosts = lost_jobs = timed_out = 0
+    for host in db.scalars(select(Host).where(Host.status == "alive")).all():
+        silent_for = (now - host.last_seen).total_seconds()
+        if silent_for > MISSED_BEATS * host.alive_period:
+            host.status = "lost"
+            lost_hosts += 1
+            events.record(db, "host_lost", object_uid=host.uid,
+                          detail=f"no heartbeat for {silent_for:.0f} s")
+            lost_jobs += lose_host_jobs(
+                db, host, f"worker {host.name} ({host.uid}) stopped sending heartbeats")
+    overdue = db.scalars(select(Work).where(
+        Work.status.in_((states.RUNNING, states.RESULTREQUEST)),
+        Work.wall_clock_s.is_not(None), Work.started_at.is_not(None))).all()
+    for work in overdue:
+        assert work.started_at is not None and work.wall_clock_s is not None
+        limit = work.wall_clock_s + WALL_CLOCK_GRACE_S
+        if (now - work.started_at).total_seconds() > limit:
+            states.move(db, work, states.ERROR, actor_uid=None,
+                        reason=f"wall-clock limit of {work.wall_clock_s} s exceeded")
+            timed_out += 1
+    return {"lost_hosts": lost_hosts, "lost_jobs": lost_jobs, "timed_out": timed_out}

@@ -1,0 +1,1 @@
+"""Plain functions behind the HTTP API: one module per resource, callable from tests."""

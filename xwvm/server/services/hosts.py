@@ -1,0 +1,97 @@
+"""Worker hosts: registration, heartbeats and work requests."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from xwvm.errors import BadRequest, Forbidden
+from xwvm.server import events, policy, states
+from xwvm.server.db.models import Host, User, Work, utcnow
+from xwvm.server.policy import Principal
+from xwvm.server.rights import Level
+from xwvm.server.scheduler import assign as scheduler
+from xwvm.server.scheduler import reaper
+from xwvm.server.services import works as work_service
+from xwvm.server.services.common import get_or_404
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$")
+
+
+def _own_host(db: Session, p: Principal, uid: str) -> Host:
+    host = get_or_404(db, Host, uid, "host")
+    if host.worker_user_uid != p.uid and p.level < Level.SUPER:
+        raise Forbidden(f"host {uid} belongs to another worker account", code="not_your_host")
+    return host
+
+
+def register(db: Session, p: Principal, facts: dict[str, Any], alive_period_s: int) -> Host:
+    """Register a new host, or re-register a known one (a restarted worker): jobs the
+    previous run held are lost and go back to the queue with the retry counted."""
+    policy.require(p, "register_host")
+    name = str(facts["name"])
+    if not NAME_RE.match(name):
+        raise BadRequest(f"host name {name!r} is not valid", code="bad_name")
+    values = dict(name=name, os=facts["os"], arch=facts["arch"], cpus=facts["cpus"],
+                  memory_mb=facts["memory_mb"], disk_mb=facts["disk_mb"],
+                  shared_apps=sorted(set(facts.get("shared_apps", []))),
+                  hypervisors=facts.get("hypervisors", {}), version=facts.get("version", ""),
+                  status="alive", alive_period=alive_period_s, last_seen=utcnow())
+    uid = facts.get("uid")
+    host = None
+    if uid:
+        host = _own_host(db, p, uid)
+        reaper.lose_host_jobs(db, host, f"worker {name} restarted")
+        for k, v in values.items():
+            setattr(host, k, v)
+        events.record(db, "host_registered", object_uid=host.uid, actor_uid=p.uid,
+                      detail=f"{name} re-registered")
+    else:
+        host = Host(worker_user_uid=p.uid, **values)
+        db.add(host)
+        db.flush()
+        events.record(db, "host_registered", object_uid=host.uid, actor_uid=p.uid, detail=name)
+    return host
+
+
+def heartbeat(db: Session, p: Principal, uid: str, running: list[str]) -> dict[str, Any]:
+    """Mark the host alive and tell it which of its jobs it must stop (aborted, timed out,
+    reassigned after it was thought lost)."""
+    host = _own_host(db, p, uid)
+    host.last_seen = utcnow()
+    if host.status != "alive":
+        events.record(db, "host_back", object_uid=host.uid, detail="heartbeat after silence")
+        host.status = "alive"
+    stop = []
+    if running:
+        held = set(db.scalars(select(Work.uid).where(
+            Work.uid.in_(running), Work.host_uid == host.uid,
+            Work.status.in_(policy.ACTIVE_ON_WORKER))))
+        stop = sorted(set(running) - held)
+    return {"alive_period": host.alive_period, "stop": stop}
+
+
+def request_work(db: Session, p: Principal, uid: str) -> dict[str, Any] | None:
+    policy.require(p, "request_work")
+    host = _own_host(db, p, uid)
+    host.last_seen = utcnow()
+    host.status = "alive"
+    worker = db.get(User, p.uid)
+    assert worker is not None
+    work = scheduler.assign(db, host, worker)
+    if work is None:
+        return None
+    return work_service.description_for_worker(db, work)
+
+
+def list_hosts(db: Session, p: Principal) -> list[Host]:
+    policy.require(p, "list_hosts")
+    return list(db.scalars(select(Host).where(Host.status != "gone").order_by(Host.name)))
+
+
+def running_on(db: Session, host_uid: str) -> list[str]:
+    return list(db.scalars(select(Work.uid).where(
+        Work.host_uid == host_uid, Work.status.in_((states.RUNNING, states.RESULTREQUEST)))))

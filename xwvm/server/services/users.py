@@ -1,0 +1,156 @@
+"""Users, usergroups, logins and worker enrollment."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from xwvm.server import events, policy
+from xwvm.server.auth import passwords, tokens
+from xwvm.server.db.models import Token, User, UserGroup
+from xwvm.server.policy import Principal
+from xwvm.server.rights import GROUP, PRIVATE, Level
+
+LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+MIN_PASSWORD = 8
+
+
+def _check_login(login: str) -> None:
+    if not LOGIN_RE.match(login):
+        raise BadRequest(f"login {login!r} must be 1-128 letters, digits, '_', '.', '@' or '-'",
+                         code="bad_login")
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise BadRequest(f"password must have at least {MIN_PASSWORD} characters",
+                         code="weak_password")
+
+
+def group_by_name(db: Session, name: str) -> UserGroup:
+    grp = db.scalars(select(UserGroup).where(UserGroup.name == name)).first()
+    if grp is None:
+        raise NotFound(f"no usergroup named {name!r}", code="unknown_group")
+    return grp
+
+
+def create_group(db: Session, p: Principal, name: str) -> UserGroup:
+    policy.require(p, "insert_group")
+    _check_login(name)
+    if db.scalars(select(UserGroup).where(UserGroup.name == name)).first():
+        raise Conflict(f"usergroup {name!r} already exists", code="exists")
+    grp = UserGroup(name=name, owner_uid=p.uid, access_rights=GROUP)
+    db.add(grp)
+    db.flush()
+    grp.group_uid = grp.uid
+    events.record(db, "group_created", object_uid=grp.uid, actor_uid=p.uid, detail=name)
+    return grp
+
+
+def create_user(db: Session, p: Principal | None, login: str, password: str | None,
+                level: Level, group_name: str | None = None) -> User:
+    """Create an account; ``p`` None is the bootstrap (server init) path."""
+    _check_login(login)
+    if password is not None:
+        _check_password(password)
+    group = group_by_name(db, group_name) if group_name else None
+    group_uid = group.uid if group else None
+    if p is not None:
+        policy.require(p, "insert_user")
+        if not policy.manage_user_allowed(p, group_uid, level):
+            raise Forbidden(f"you may not create a {level.label} user in this group",
+                            code="forbidden_level")
+    if db.scalars(select(User).where(User.login == login)).first():
+        raise Conflict(f"user {login!r} already exists", code="exists")
+    user = User(login=login, rights=int(level), group_uid=group_uid,
+                password_hash=passwords.hash_password(password) if password else None,
+                access_rights=PRIVATE, owner_uid="")
+    db.add(user)
+    db.flush()
+    user.owner_uid = p.uid if p else user.uid
+    events.record(db, "user_created", object_uid=user.uid, actor_uid=p.uid if p else None,
+                  detail=f"{login} ({level.label})")
+    return user
+
+
+def enroll_worker(db: Session, p: Principal, project: str | None,
+                  public: bool = False) -> tuple[User, str]:
+    """A new worker account. By default it runs only the enrolling user's jobs; with a
+    project, only that usergroup's jobs; ``public`` (super users only) runs public jobs."""
+    policy.require(p, "enroll_worker")
+    confine_user = confine_group = None
+    group_uid = p.group_uid
+    if project:
+        grp = group_by_name(db, project)
+        if p.level < Level.SUPER and not (p.level >= Level.GROUP_ADMIN
+                                          and p.group_uid == grp.uid):
+            raise Forbidden(f"only an admin of usergroup {project!r} may enroll its workers",
+                            code="forbidden_level")
+        confine_group = group_uid = grp.uid
+    elif public:
+        if p.level < Level.SUPER:
+            raise Forbidden("only a super user may enroll a public worker",
+                            code="forbidden_level")
+    else:
+        confine_user = p.uid
+    password = secrets.token_urlsafe(24)
+    login = f"worker-{secrets.token_hex(6)}"
+    user = User(login=login, rights=int(Level.WORKER), group_uid=group_uid,
+                password_hash=passwords.hash_password(password), access_rights=PRIVATE,
+                owner_uid=p.uid, confine_user_uid=confine_user,
+                confine_group_uid=confine_group)
+    db.add(user)
+    db.flush()
+    scope = project or ("public" if public else f"user {p.login}")
+    events.record(db, "worker_enrolled", object_uid=user.uid, actor_uid=p.uid,
+                  detail=f"{login} for {scope}")
+    return user, password
+
+
+def login(db: Session, secret: bytes, login_name: str, password: str,
+          lifetime_s: int, worker_lifetime_s: int) -> tuple[str, User, object]:
+    user = db.scalars(select(User).where(User.login == login_name)).first()
+    if user is None or not user.enabled or not passwords.verify_password(
+            password, user.password_hash):
+        events.record(db, "login_refused", detail=f"login {login_name!r}")
+        raise Unauthorized("wrong login or password", code="bad_credentials")
+    lifetime = worker_lifetime_s if user.rights in (Level.WORKER, Level.VWORKER) else lifetime_s
+    token, expires = tokens.issue(db, secret, user.uid, lifetime)
+    events.record(db, "login", object_uid=user.uid, actor_uid=user.uid)
+    return token, user, expires
+
+
+def principal_for(db: Session, secret: bytes, token: str) -> Principal:
+    claims = tokens.decode(secret, token)
+    row = db.execute(select(Token.revoked, User)
+                     .join(User, User.uid == Token.user_uid)
+                     .where(Token.jti == claims.jti)).first()
+    if row is None or row[0]:
+        raise Unauthorized("token revoked: log in again", code="token_revoked")
+    user: User = row[1]
+    if not user.enabled:
+        raise Unauthorized(f"account {user.login} is disabled", code="account_disabled")
+    return Principal(uid=user.uid, login=user.login, level=Level(user.rights),
+                     group_uid=user.group_uid, confine_user_uid=user.confine_user_uid,
+                     confine_group_uid=user.confine_group_uid, token_jti=claims.jti)
+
+
+def logout(db: Session, p: Principal) -> None:
+    if p.token_jti:
+        tokens.revoke(db, p.token_jti)
+    events.record(db, "logout", object_uid=p.uid, actor_uid=p.uid)
+
+
+def list_users(db: Session, p: Principal) -> list[User]:
+    policy.require(p, "list")
+    users = db.scalars(select(User).order_by(User.login)).all()
+    return [u for u in users if u.uid == p.uid or policy.allows(p, u, "r")]
+
+
+def list_groups(db: Session, p: Principal) -> list[UserGroup]:
+    policy.require(p, "list")
+    return list(db.scalars(select(UserGroup).order_by(UserGroup.name)))

@@ -1,0 +1,236 @@
+"""Jobs ("works"): submission, queries, owner actions, and the worker's reports."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from xwvm.errors import BadRequest, Conflict
+from xwvm.server import events, policy, states
+from xwvm.server.blobs import BlobStore
+from xwvm.server.db.models import Data, Host, Work, WorkData
+from xwvm.server.policy import Principal
+from xwvm.server.rights import PUBLIC
+from xwvm.server.services import apps as app_service
+from xwvm.server.services import data as data_service
+from xwvm.server.services.common import check_uid, get_or_404
+
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-][A-Za-z0-9_.+/-]{0,254}$")
+MAX_ARGS, MAX_ENV = 1024, 256
+
+
+@dataclass
+class WorkSpec:
+    app: str
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    inputs: list[dict[str, str]] = field(default_factory=list)  # {data, name}
+    stdin: str | None = None
+    max_retries: int | None = None
+    wall_clock_s: int | None = None
+    min_memory_mb: int = 0
+    min_cpus: int = 0
+    min_disk_mb: int = 0
+    expected_host: str | None = None
+    listen_port: int | None = None
+    label: str | None = None
+    hold: bool = False
+    access_rights: int = PUBLIC
+
+
+def _check_spec(spec: WorkSpec) -> None:
+    if len(spec.args) > MAX_ARGS:
+        raise BadRequest(f"at most {MAX_ARGS} arguments", code="too_many_args")
+    if len(spec.env) > MAX_ENV:
+        raise BadRequest(f"at most {MAX_ENV} environment variables", code="too_many_env")
+    for name in spec.env:
+        if not ENV_RE.match(name):
+            raise BadRequest(f"environment variable name {name!r} is not valid",
+                             code="bad_env")
+    names = [i["name"] for i in spec.inputs]
+    for name in names:
+        if not INPUT_NAME_RE.match(name) or ".." in name.split("/"):
+            raise BadRequest(f"input name {name!r} must be a relative path without '..'",
+                             code="bad_input_name")
+    if len(set(names)) != len(names):
+        raise BadRequest("two inputs have the same name", code="duplicate_input")
+    if spec.listen_port is not None and not 1 <= spec.listen_port <= 65535:
+        raise BadRequest("listen_port must be 1..65535", code="bad_port")
+    if spec.wall_clock_s is not None and spec.wall_clock_s <= 0:
+        raise BadRequest("wall_clock_s must be positive", code="bad_wall_clock")
+
+
+def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) -> Work:
+    policy.require(p, "insert_work")
+    _check_spec(spec)
+    app = app_service.find(db, spec.app)
+    policy.check(p, app, "x", "app")
+    if spec.expected_host:
+        get_or_404(db, Host, spec.expected_host, "host")
+    work = Work(app_uid=app.uid, status=states.PENDING, args=list(spec.args),
+                env=dict(spec.env), max_retries=(default_max_retries if spec.max_retries is None
+                                                 else spec.max_retries),
+                wall_clock_s=spec.wall_clock_s, min_memory_mb=spec.min_memory_mb,
+                min_cpus=spec.min_cpus, min_disk_mb=spec.min_disk_mb,
+                expected_host_uid=spec.expected_host, listen_port=spec.listen_port,
+                label=spec.label, owner_uid=p.uid, group_uid=p.group_uid,
+                access_rights=spec.access_rights)
+    db.add(work)
+    db.flush()
+    refs = [(i["data"], "input", i["name"]) for i in spec.inputs]
+    if spec.stdin:
+        refs.append((spec.stdin, "stdin", "stdin"))
+    for data_uid in app_service.binaries(db, app.uid).values():
+        refs.append((data_uid, "app", app.name))
+    seen: set[str] = set()
+    for data_uid, role, name in refs:
+        data = get_or_404(db, Data, data_uid, "data")
+        if data.uid in seen:
+            continue
+        seen.add(data.uid)
+        if role != "app":
+            policy.check(p, data, "r", "data")
+        db.add(WorkData(work_uid=work.uid, data_uid=data.uid, role=role, name=name))
+        if role == "stdin":
+            work.stdin_data_uid = data.uid
+    db.flush()
+    first = states.WAITING if spec.hold else states.PENDING
+    if data_service.missing_inputs(db, work.uid):
+        first = states.DATAREQUEST
+    work.status = first
+    events.record(db, "transition", object_uid=work.uid, actor_uid=p.uid, to_status=first,
+                  detail=f"submitted ({app.name})")
+    return work
+
+
+def get_readable(db: Session, p: Principal, uid: str) -> Work:
+    work = get_or_404(db, Work, uid, "job")
+    if p.is_worker:
+        policy.check_worker_holds(db, p, work)
+    else:
+        policy.check(p, work, "r", "job")
+    return work
+
+
+def list_works(db: Session, p: Principal, uids: list[str] | None = None,
+               status: str | None = None, limit: int = 1000) -> list[Work]:
+    policy.require(p, "list")
+    q = select(Work).order_by(Work.seq)
+    if uids:
+        q = q.where(Work.uid.in_([check_uid(u, "job") for u in uids]))
+    if status:
+        if status.upper() not in states.ALL:
+            raise BadRequest(f"unknown status {status!r}", code="bad_status")
+        q = q.where(Work.status == status.upper())
+    if p.level < policy.Level.SUPER and not uids:
+        q = q.where(Work.owner_uid == p.uid)
+    rows = db.scalars(q.limit(limit)).all()
+    return [w for w in rows if policy.allows(p, w, "r")]
+
+
+def owner_action(db: Session, p: Principal, uid: str, action: str) -> Work:
+    """abort, hold or release, by someone with write access to the job."""
+    work = get_or_404(db, Work, uid, "job")
+    policy.check(p, work, "w", "job")
+    target = {"abort": states.ABORTED, "hold": states.WAITING,
+              "release": states.PENDING}.get(action)
+    if target is None:
+        raise BadRequest(f"unknown action {action!r}", code="bad_action")
+    if action == "release" and work.status != states.WAITING:
+        raise Conflict(f"job {uid} is {work.status}, not WAITING", code="illegal_transition")
+    reason = f"{action} by {p.login}"
+    if target == states.PENDING and data_service.missing_inputs(db, work.uid):
+        target = states.DATAREQUEST
+    states.move(db, work, target, actor_uid=p.uid, reason=reason)
+    return work
+
+
+def delete(db: Session, store: BlobStore, p: Principal, uid: str) -> None:
+    work = get_or_404(db, Work, uid, "job")
+    policy.check_delete(p, work, "job")
+    if work.status not in states.TERMINAL:
+        states.move(db, work, states.ABORTED, actor_uid=p.uid, reason=f"removed by {p.login}")
+    result = work.result_data_uid
+    db.query(WorkData).filter(WorkData.work_uid == work.uid).delete()
+    db.delete(work)
+    db.flush()
+    if result and db.get(Data, result) is not None:
+        data_service.delete(db, store, p, result)
+    events.record(db, "work_deleted", object_uid=uid, actor_uid=p.uid)
+
+
+# --- the worker's side -----------------------------------------------------------------
+
+
+def upload_result(db: Session, store: BlobStore, p: Principal, uid: str, stream: BinaryIO,
+                  length: int, max_size: int, sha256: str | None) -> Data:
+    work = get_or_404(db, Work, uid, "job")
+    policy.check_worker_holds(db, p, work)
+    result = Data(name=f"{uid}-results.tar.gz", owner_uid=work.owner_uid,
+                  group_uid=work.group_uid, access_rights=work.access_rights)
+    db.add(result)
+    db.flush()
+    data_service.store_content(db, store, result, stream, length, max_size, sha256, p.uid)
+    old = work.result_data_uid
+    work.result_data_uid = result.uid
+    if old and db.get(Data, old) is not None:
+        data_service.delete(db, store, _as_super(p), old)
+    return result
+
+
+def _as_super(p: Principal) -> Principal:
+    return Principal(uid=p.uid, login=p.login, level=policy.Level.SUPER, group_uid=None)
+
+
+def report(db: Session, p: Principal, uid: str, body: dict[str, Any]) -> Work:
+    """The worker's final or intermediate report on a job it holds."""
+    work = get_or_404(db, Work, uid, "job")
+    policy.check_worker_holds(db, p, work)
+    status = str(body.get("status", "")).upper()
+    message = str(body.get("message") or "")[:2000]
+    exit_code = body.get("exit_code")
+    if exit_code is not None and not isinstance(exit_code, int):
+        raise BadRequest("exit_code must be an integer", code="bad_exit_code")
+    if status == states.COMPLETED:
+        if work.result_data_uid is None:
+            raise Conflict(f"job {uid} has no uploaded results yet; upload them first",
+                           code="no_results")
+        work.exit_code = exit_code
+        if exit_code not in (None, 0):
+            states.move(db, work, states.ERROR, actor_uid=p.uid,
+                        reason=message or f"exit code {exit_code}")
+        else:
+            states.move(db, work, states.COMPLETED, actor_uid=p.uid, reason=message)
+    elif status == states.ERROR:
+        work.exit_code = exit_code
+        states.move(db, work, states.ERROR, actor_uid=p.uid,
+                    reason=message or "the worker reported an error")
+    elif status == states.RESULTREQUEST:
+        work.exit_code = exit_code
+        states.move(db, work, states.RESULTREQUEST, actor_uid=p.uid,
+                    reason=message or "result upload failed; the worker retries")
+    elif status == states.PENDING:
+        states.move(db, work, states.PENDING, actor_uid=p.uid,
+                    reason=message or "given back by its worker")
+    else:
+        raise BadRequest("status must be COMPLETED, ERROR, RESULTREQUEST or PENDING",
+                         code="bad_status")
+    return work
+
+
+def description_for_worker(db: Session, work: Work) -> dict[str, Any]:
+    """What a worker needs to run the job: the app, the files to fetch, the limits."""
+    rows = db.execute(select(WorkData, Data).join(Data, Data.uid == WorkData.data_uid)
+                      .where(WorkData.work_uid == work.uid)).all()
+    files = [{"role": wd.role, "name": wd.name, "data": d.uid, "sha256": d.sha256,
+              "size": d.size} for wd, d in rows]
+    app = app_service.find(db, work.app_uid)
+    return {"uid": work.uid, "app": app.name, "app_kind": app.kind, "args": work.args,
+            "env": work.env, "files": sorted(files, key=lambda f: (f["role"], f["name"])),
+            "wall_clock_s": work.wall_clock_s, "min_memory_mb": work.min_memory_mb,
+            "min_cpus": work.min_cpus, "listen_port": work.listen_port}

@@ -1,0 +1,77 @@
+"""The job state graph: the only module that sets a job's status.
+
+PENDING → RUNNING → COMPLETED | ERROR | ABORTED, with WAITING (held by its owner),
+DATAREQUEST (inputs not uploaded yet), RESULTREQUEST (the worker finished but could not
+upload the results yet, and retries) and LOST (its worker went silent: back to PENDING
+with the retry counted, or ERROR once the retries are spent).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from xwvm.errors import Conflict
+from xwvm.server import events
+from xwvm.server.db.models import Work, utcnow
+
+PENDING, WAITING, DATAREQUEST = "PENDING", "WAITING", "DATAREQUEST"
+RUNNING, RESULTREQUEST, LOST = "RUNNING", "RESULTREQUEST", "LOST"
+COMPLETED, ERROR, ABORTED = "COMPLETED", "ERROR", "ABORTED"
+
+TERMINAL = frozenset({COMPLETED, ERROR, ABORTED})
+ALL = (PENDING, WAITING, DATAREQUEST, RUNNING, RESULTREQUEST, LOST, COMPLETED, ERROR, ABORTED)
+
+GRAPH: dict[str, frozenset[str]] = {
+    DATAREQUEST: frozenset({PENDING, WAITING, ABORTED}),
+    PENDING: frozenset({RUNNING, WAITING, ABORTED}),
+    WAITING: frozenset({PENDING, DATAREQUEST, ABORTED}),
+    RUNNING: frozenset({COMPLETED, ERROR, RESULTREQUEST, LOST, PENDING, ABORTED}),
+    RESULTREQUEST: frozenset({COMPLETED, ERROR, LOST, ABORTED}),
+    LOST: frozenset({PENDING, ERROR}),
+    COMPLETED: frozenset(),
+    ERROR: frozenset(),
+    ABORTED: frozenset(),
+}
+
+
+def can_move(src: str, dst: str) -> bool:
+    return dst in GRAPH.get(src, frozenset())
+
+
+def move(db: Session, work: Work, dst: str, *, actor_uid: str | None, reason: str = "") -> None:
+    """Validate and apply one transition, and log it. An illegal move is a 409."""
+    src = work.status
+    if not can_move(src, dst):
+        events.record(db, "transition_refused", object_uid=work.uid, actor_uid=actor_uid,
+                      from_status=src, to_status=dst, detail=reason or None)
+        allowed = ", ".join(sorted(GRAPH.get(src, ()))) or "none: it is final"
+        raise Conflict(f"job {work.uid} cannot go from {src} to {dst} (allowed: {allowed})",
+                       code="illegal_transition",
+                       details={"from": src, "to": dst, "allowed": sorted(GRAPH.get(src, ()))})
+    now = utcnow()
+    work.status = dst
+    if dst == RUNNING:
+        work.started_at = now
+        work.exit_code = None
+        work.error_message = None
+    elif dst == PENDING:
+        work.host_uid = None
+        work.started_at = None
+    elif dst in TERMINAL:
+        work.completed_at = now
+        if dst in (ERROR, ABORTED) and reason:
+            work.error_message = reason
+    events.record(db, "transition", object_uid=work.uid, actor_uid=actor_uid,
+                  from_status=src, to_status=dst, detail=reason or None)
+
+
+def lose(db: Session, work: Work, *, reason: str) -> None:
+    """The job's worker vanished: LOST, then back to PENDING or ERROR if retries are spent."""
+    move(db, work, LOST, actor_uid=None, reason=reason)
+    work.retries += 1
+    if work.retries > work.max_retries:
+        move(db, work, ERROR, actor_uid=None,
+             reason=f"{reason}; gave up after {work.max_retries} retries")
+    else:
+        move(db, work, PENDING, actor_uid=None,
+             reason=f"retry {work.retries} of {work.max_retries}")

@@ -1,0 +1,238 @@
+"""The worker's pull loop: register, ask for work, run it, report; outbound connections only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from xwvm.client.sdk import ApiError, Client
+from xwvm.errors import XwvmError
+from xwvm.worker import facts, native
+from xwvm.worker.cache import DataCache
+from xwvm.worker.credential import Credential
+from xwvm.worker.heartbeat import Heartbeat
+
+log = logging.getLogger("xwvm.worker")
+T = TypeVar("T")
+TRANSIENT_STATUS = (0, 502, 503, 504)
+
+
+@dataclass
+class WorkerOptions:
+    work_dir: Path
+    name: str
+    shared_apps: list[str] = field(default_factory=list)
+    max_jobs: int | None = None
+    max_idle: float | None = None
+    max_backoff: float = 30.0
+    upload_attempts: int = 3
+
+
+class Worker:
+    def __init__(self, cred: Credential, opts: WorkerOptions, server: str | None = None,
+                 ca: str | None = None) -> None:
+        self.cred, self.opts = cred, opts
+        self.work_dir = Path(opts.work_dir).resolve()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        ca_path: str | None = ca
+        if ca_path is None and cred.ca_pem:
+            ca_file = self.work_dir / "server-ca.pem"
+            ca_file.write_text(cred.ca_pem)
+            ca_path = str(ca_file)
+        self.client = Client(server or cred.server, ca_path)
+        self.client.reauth = self._login
+        self.cache = DataCache(self.work_dir / "cache")
+        self.stopping = threading.Event()  # SIGTERM / SIGINT
+        self.job_stop = threading.Event()  # the running job must stop
+        self.alive_period = 60.0
+        self.host = ""
+        self.current: str | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self._retry(self._login)
+        self._remove_leftovers()
+        self.host = self._retry(self._register)
+        log.info("worker %s registered as host %s", self.opts.name, self.host)
+        done, idle_since, delay = 0, time.monotonic(), 1.0
+        while not self.stopping.is_set():
+            answer = self._retry(lambda: self.client.request_work(self.host))
+            if answer is None:
+                break
+            job = answer.get("work")
+            if job is None:
+                if self.opts.max_idle and time.monotonic() - idle_since > self.opts.max_idle:
+                    break
+                delay = min(max(delay * 2, 1.0), self.opts.max_backoff,
+                            float(answer.get("retry_after", self.opts.max_backoff)))
+                self.stopping.wait(delay * random.uniform(0.5, 1.0))
+                continue
+            self.alive_period = float(answer.get("alive_period", self.alive_period))
+            delay = 0.0
+            self.run_job(job)
+            done += 1
+            idle_since = time.monotonic()
+            if self.opts.max_jobs and done >= self.opts.max_jobs:
+                break
+        return done
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping; the running job is given back", signum)
+        self.stopping.set()
+        self.job_stop.set()
+
+    def _login(self) -> str:
+        self.client.token = None
+        return self.client.login(self.cred.login, self.cred.password)["token"]
+
+    def _register(self) -> str:
+        state = self.work_dir / "host.json"
+        facts_now = facts.collect(self.work_dir, self.opts.name, self.opts.shared_apps)
+        known = json.loads(state.read_text()) if state.is_file() else {}
+        if known.get("server") == self.client.server and known.get("uid"):
+            try:
+                return self.client.register_host({**facts_now, "uid": known["uid"]})["uid"]
+            except ApiError as e:
+                if e.status not in (403, 404):
+                    raise
+        uid = self.client.register_host(facts_now)["uid"]
+        state.write_text(json.dumps({"server": self.client.server, "uid": uid}))
+        return uid
+
+    def _remove_leftovers(self) -> None:
+        """A previous run that crashed may have left sandboxes and partial downloads."""
+        jobs = self.work_dir / "jobs"
+        if jobs.exists():
+            for leftover in jobs.iterdir():
+                log.info("removing leftover %s", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+        for part in self.cache.root.glob("*.download"):
+            part.unlink(missing_ok=True)
+
+    def _retry(self, fn: Callable[[], T]) -> T | None:
+        """Call ``fn`` until it succeeds, backing off while the server is unreachable;
+        None if the worker is asked to stop meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                return fn()
+            except ApiError as e:
+                if e.status not in TRANSIENT_STATUS:
+                    raise
+                log.warning("server unavailable (%s); retrying in %.1f s", e.message, delay)
+            if self.stopping.wait(delay):
+                return None
+            delay = min(delay * 2, self.opts.max_backoff)
+
+    # --- one job ----------------------------------------------------------------------------
+
+    def run_job(self, job: dict[str, Any]) -> None:
+        uid = job["uid"]
+        self.current = uid
+        self.job_stop.clear()
+        if self.stopping.is_set():
+            self.job_stop.set()
+        sandbox = native.Sandbox(self.work_dir / "jobs" / uid)
+
+        def on_stop(stopped: str) -> None:
+            if stopped == uid:
+                log.info("server says job %s is no longer ours: stopping it", uid)
+                self.job_stop.set()
+
+        try:
+            with Heartbeat(self.client, self.host, self.alive_period,
+                           lambda: [uid] if self.current else [], on_stop):
+                self._execute(job, sandbox)
+        finally:
+            self.current = None
+            sandbox.remove()
+
+    def _execute(self, job: dict[str, Any], sandbox: native.Sandbox) -> None:
+        uid = job["uid"]
+        sandbox.create()
+        try:
+            program, stdin, placed = self._prepare(job, sandbox)
+        except (XwvmError, OSError) as e:
+            if self.stopping.is_set():
+                self._report(uid, "PENDING", message="worker stopping")
+            else:
+                self._report(uid, "ERROR", message=f"could not fetch the job's files: {e}")
+            return
+        outcome = native.run(job, sandbox, program, stdin, self.job_stop)
+        if outcome.stopped and self.stopping.is_set():
+            self._report(uid, "PENDING", message="worker stopping: job given back")
+            return
+        if outcome.stopped and "wall-clock" not in outcome.reason:
+            return  # the server took the job away; there is nobody to report to
+        with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
+            archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz")
+            if not self._upload(uid, archive, outcome.exit_code):
+                return
+        if outcome.stopped:
+            self._report(uid, "ERROR", outcome.exit_code, outcome.reason)
+        else:
+            self._report(uid, "COMPLETED", outcome.exit_code)
+
+    def _prepare(self, job: dict[str, Any],
+                 sandbox: native.Sandbox) -> tuple[Path, Path | None, dict[str, float]]:
+        program: Path | None = None
+        stdin: Path | None = None
+        placed: dict[str, float] = {}
+        for f in job["files"]:
+            cached = self.cache.get(f["sha256"], lambda dest, f=f: self.client.download_data(
+                f["data"], dest, sha256=f["sha256"]))
+            if f["role"] == "stdin":
+                stdin = cached
+                continue
+            executable = f["role"] == "app"
+            name = job["app"] if executable else f["name"]
+            dest = sandbox.place(cached, name, executable=executable)
+            placed[name] = dest.stat().st_mtime
+            if executable:
+                program = dest
+        if program is None:
+            raise OSError(f"app {job['app']} has no binary for this host")
+        return program, stdin, placed
+
+    def _upload(self, uid: str, archive: Path, exit_code: int | None) -> bool:
+        """Upload the results; after a few failures, tell the server (RESULTREQUEST) and
+        keep trying until it works or the worker stops."""
+        attempt, delay, told = 0, 1.0, False
+        while True:
+            try:
+                self.client.upload_result(uid, archive)
+                return True
+            except ApiError as e:
+                if e.code == "not_active" or e.status in (403, 404):
+                    return False
+                attempt += 1
+                log.warning("result upload of %s failed (%s), attempt %d", uid, e.message,
+                            attempt)
+                if attempt >= self.opts.upload_attempts and not told:
+                    told = self._report(uid, "RESULTREQUEST", exit_code,
+                                        f"result upload failed: {e.message}")
+            if self.stopping.wait(delay):
+                return False
+            delay = min(delay * 2, self.opts.max_backoff)
+
+    def _report(self, uid: str, status: str, exit_code: int | None = None,
+                message: str | None = None) -> bool:
+        try:
+            self._retry(lambda: self.client.report(uid, status, exit_code, message))
+            return True
+        except ApiError as e:
+            log.warning("report %s for %s refused: %s", status, uid, e.message)
+            return False
