@@ -1,0 +1,1 @@
+"""Holds the contextualizer's JSON Schema files (package data, loaded by ``validation``)."""
