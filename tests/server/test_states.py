@@ -1,0 +1,59 @@
+"""The job state graph: legal moves, refused moves (409, logged), retries."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from tests.server.conftest import World
+from xwvm.errors import Conflict
+from xwvm.server import states
+from xwvm.server.db.models import Event
+
+
+def test_graph_has_every_state_and_terminal_states_are_final() -> None:
+    assert set(states.GRAPH) == set(states.ALL)
+    for s in states.TERMINAL:
+        assert states.GRAPH[s] == frozenset()
+
+
+def test_legal_path_is_logged(world: World) -> None:
+    alice = world.user("alice")
+    job = world.jobs(alice, world.app("a", alice), 1)[0]
+    for dst in (states.RUNNING, states.RESULTREQUEST, states.COMPLETED):
+        states.move(world.db, job, dst, actor_uid=alice.uid, reason="step")
+    world.db.flush()
+    moves = [(e.from_status, e.to_status) for e in world.db.scalars(
+        select(Event).where(Event.object_uid == job.uid).order_by(Event.id))]
+    assert moves == [("PENDING", "RUNNING"), ("RUNNING", "RESULTREQUEST"),
+                     ("RESULTREQUEST", "COMPLETED")]
+    assert job.completed_at is not None and job.started_at is not None
+
+
+@pytest.mark.parametrize("src,dst", [
+    ("PENDING", "COMPLETED"), ("COMPLETED", "RUNNING"), ("ERROR", "PENDING"),
+    ("ABORTED", "PENDING"), ("WAITING", "RUNNING"), ("DATAREQUEST", "RUNNING"),
+    ("LOST", "RUNNING"), ("RESULTREQUEST", "PENDING"),
+])
+def test_illegal_move_is_409_and_logged(world: World, src: str, dst: str) -> None:
+    alice = world.user("alice")
+    job = world.jobs(alice, world.app("a", alice), 1, status=src)[0]
+    with pytest.raises(Conflict) as e:
+        states.move(world.db, job, dst, actor_uid=alice.uid)
+    assert e.value.status == 409 and src in e.value.message and dst in e.value.message
+    assert job.status == src
+    refused = world.db.scalars(select(Event).where(Event.kind == "transition_refused")).all()
+    assert [(r.from_status, r.to_status) for r in refused] == [(src, dst)]
+
+
+def test_lost_job_is_retried_then_errors_when_retries_are_spent(world: World) -> None:
+    alice = world.user("alice")
+    job = world.jobs(alice, world.app("a", alice), 1, max_retries=2)[0]
+    for attempt in (1, 2):
+        states.move(world.db, job, states.RUNNING, actor_uid=None)
+        states.lose(world.db, job, reason="worker vanished")
+        assert (job.status, job.retries) == (states.PENDING, attempt)
+    states.move(world.db, job, states.RUNNING, actor_uid=None)
+    states.lose(world.db, job, reason="worker vanished")
+    assert job.status == states.ERROR and job.retries == 3
+    assert "gave up after 2 retries" in (job.error_message or "")

@@ -1,0 +1,1 @@
+"""Test and benchmark support: real server, worker and PostgreSQL processes on loopback."""
