@@ -16,6 +16,7 @@ from xwvm.errors import XwvmError
 
 CHUNK = 1024 * 1024
 TERMINAL = ("COMPLETED", "ERROR", "ABORTED")
+UIDS_PER_QUERY = 50
 Progress = Callable[[int], None]
 
 
@@ -216,6 +217,22 @@ class Client:
     def delete_app(self, ref: str) -> None:
         self.request("DELETE", f"/apps/{ref}")
 
+    # --- contexts -----------------------------------------------------------------------
+
+    def create_context(self, name: str, document: dict[str, Any],
+                       access_rights: str = "700") -> dict[str, Any]:
+        return self.post("/contexts", {"name": name, "document": document,
+                                       "access_rights": access_rights})
+
+    def list_contexts(self) -> list[dict[str, Any]]:
+        return self.get("/contexts")
+
+    def get_context(self, uid: str) -> dict[str, Any]:
+        return self.get(f"/contexts/{uid}")
+
+    def delete_context(self, uid: str) -> None:
+        self.request("DELETE", f"/contexts/{uid}")
+
     # --- works --------------------------------------------------------------------------
 
     def submit(self, app: str, **spec: Any) -> dict[str, Any]:
@@ -224,12 +241,13 @@ class Client:
 
     def list_works(self, uids: list[str] | None = None,
                    status: str | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {}
-        if uids:
-            params["uid"] = uids
-        if status:
-            params["status"] = status
-        return self.get("/works", params=params)
+        params: dict[str, Any] = {"status": status} if status else {}
+        if not uids:
+            return self.get("/works", params=params)
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(uids), UIDS_PER_QUERY):  # URLs have a length limit
+            rows += self.get("/works", params={**params, "uid": uids[i:i + UIDS_PER_QUERY]})
+        return rows
 
     def get_work(self, uid: str) -> dict[str, Any]:
         return self.get(f"/works/{uid}")
