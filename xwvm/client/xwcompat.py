@@ -1,0 +1,138 @@
+"""XtremWeb-HEP command aliases (xwsubmit, xwworks, ...) with their --xw* options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from xwvm.client import cli
+from xwvm.client.formats import FORMATS
+
+FORMAT_CHOICE = click.Choice(FORMATS)
+
+
+def uid_of(ref: str) -> str:
+    """Accept XWHEP URIs (xw://server/UID) wherever an id is expected."""
+    return ref.rstrip("/").rsplit("/", 1)[-1] if ref.startswith("xw://") else ref
+
+
+def xw_options(fn: Any) -> Any:
+    fn = click.option("--xwformat", "fmt", type=FORMAT_CHOICE, default="table",
+                      help="output format (XWHEP: xml or csv)")(fn)
+    return fn
+
+
+@click.command(help="xwsendapp NAME [CPU OS] FILE: register a native app (XWHEP alias).")
+@click.argument("name")
+@click.argument("rest", nargs=-1, required=True)
+@xw_options
+@cli.handle_errors
+def xwsendapp(name: str, rest: tuple[str, ...], fmt: str) -> None:
+    if len(rest) == 3:
+        cpu, os_name, path = rest
+        platforms: tuple[str, ...] = (f"{os_name.lower()}/{cpu.lower()}",)
+    elif len(rest) == 1:
+        path, platforms = rest[0], ()
+    else:
+        raise click.UsageError("use: xwsendapp NAME [CPU OS] FILE")
+    if not Path(path).is_file():
+        raise click.UsageError(f"{path} is not a file")
+    cli.send_app(name, (path,), platforms, False, "755", fmt)
+
+
+@click.command(help="List apps (XWHEP alias).")
+@xw_options
+@cli.handle_errors
+def xwapps(fmt: str) -> None:
+    cli.output(cli.client().list_apps(), cli.APP_COLUMNS, fmt, "app")
+
+
+@click.command(help="xwsubmit APP [ARGS...]: submit a job (XWHEP alias).",
+               context_settings={"ignore_unknown_options": True})
+@click.argument("app_name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--xwenv", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="environment/input file placed in the job's directory")
+@click.option("--xwlistenport", type=int, help="port the job listens on (stored for later)")
+@click.option("--xwwait", is_flag=True, help="wait for the job to end")
+@xw_options
+@cli.handle_errors
+def xwsubmit(app_name: str, args: tuple[str, ...], inputs: tuple[str, ...],
+             xwlistenport: int | None, xwwait: bool, fmt: str) -> None:
+    cli.submit_jobs(app_name, args, inputs, (), None, (), 1, xwwait, None, fmt,
+                    {"listen_port": xwlistenport})
+
+
+@click.command(help="List jobs (XWHEP alias); accepts xw:// URIs.")
+@click.argument("refs", nargs=-1)
+@xw_options
+@cli.handle_errors
+def xwworks(refs: tuple[str, ...], fmt: str) -> None:
+    rows = cli.client().list_works([uid_of(r) for r in refs] or None)
+    cli.output(rows, cli.WORK_COLUMNS, fmt, "work")
+
+
+@click.command(help="Download jobs' results into DIR/UID (XWHEP alias).")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--xwoutput", "-o", "dest", type=click.Path(path_type=Path), default=Path("."))
+@cli.handle_errors
+def xwresults(refs: tuple[str, ...], dest: Path) -> None:
+    for ref in refs:
+        uid = uid_of(ref)
+        cli.fetch_results(uid, dest / uid)
+
+
+@click.command(help="Upload data files (XWHEP alias).")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@xw_options
+@cli.handle_errors
+def xwsenddata(files: tuple[str, ...], fmt: str) -> None:
+    c = cli.client()
+    cli.output([cli.upload(c, Path(f)) for f in files], cli.DATA_COLUMNS, fmt, "data")
+
+
+@click.command(help="List data (XWHEP alias).")
+@xw_options
+@cli.handle_errors
+def xwdatas(fmt: str) -> None:
+    cli.output(cli.client().list_data(), cli.DATA_COLUMNS, fmt, "data")
+
+
+@click.command(help="List workers (XWHEP alias).")
+@xw_options
+@cli.handle_errors
+def xwworkers(fmt: str) -> None:
+    cli.output(cli.client().list_hosts(), cli.HOST_COLUMNS, fmt, "host")
+
+
+@click.command(help="Remove jobs, data or apps by id or xw:// URI (XWHEP alias).")
+@click.argument("refs", nargs=-1, required=True)
+@cli.handle_errors
+def xwrm(refs: tuple[str, ...]) -> None:
+    from xwvm.client.sdk import ApiError
+    c = cli.client()
+    for ref in refs:
+        uid = uid_of(ref)
+        for remove in (c.delete_work, c.delete_data, c.delete_app):
+            try:
+                remove(uid)
+                click.echo(f"removed {uid}")
+                break
+            except ApiError as e:
+                if e.status != 404:
+                    raise
+        else:
+            raise click.ClickException(f"no job, data or app with id {uid}")
+
+
+@click.command(help="xwchmod MODE REF...: change access rights (XWHEP alias).")
+@click.argument("mode")
+@click.argument("refs", nargs=-1, required=True)
+@cli.handle_errors
+def xwchmod(mode: str, refs: tuple[str, ...]) -> None:
+    c = cli.client()
+    for ref in refs:
+        r = c.chmod(uid_of(ref), mode)
+        click.echo(f"{r['uid']} ({r['kind']}) {r['access_rights']}")
