@@ -31,8 +31,10 @@ def run_cli(args: list[str], config_dir: Path, *, check: bool = True, timeout: f
 
 class ServerProcess:
     def __init__(self, root: Path, db_url: str | None = None, alive_period: int = 2,
-                 workers: int = 2, env: dict[str, str] | None = None) -> None:
+                 workers: int = 2, env: dict[str, str] | None = None,
+                 name: str = "server") -> None:
         self.root = Path(root)
+        self.name = name
         self.data_dir = self.root / "server"
         self.port = free_port()
         self.db_url = db_url
@@ -61,7 +63,7 @@ class ServerProcess:
         return self
 
     def start(self) -> ServerProcess:
-        with open(self.root / "server.log", "ab") as log:
+        with open(self.root / f"{self.name}.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [*XWVM, "server", "run", "--data-dir", str(self.data_dir), "--bind",
                  f"127.0.0.1:{self.port}", "--workers", str(self.workers)],
@@ -70,13 +72,25 @@ class ServerProcess:
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(self.root / 'server.log').read_text()}")
+                raise RuntimeError(f"server exited: {self.log}")
             try:
                 requests.get(f"{self.url}/api/v1/health", verify=str(self.ca), timeout=2)
                 return self
             except requests.RequestException:
                 time.sleep(0.2)
         raise RuntimeError("server did not answer within 60 s")
+
+    @property
+    def log(self) -> str:
+        path = self.root / f"{self.name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def sibling(self, name: str) -> ServerProcess:
+        """Another server process on the same data directory and database, on its own port."""
+        other = ServerProcess(self.root, self.db_url, self.alive_period, self.workers,
+                              name=name)
+        other.env = dict(self.env)
+        return other
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:

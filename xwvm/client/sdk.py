@@ -17,6 +17,7 @@ from xwvm.errors import XwvmError
 CHUNK = 1024 * 1024
 TERMINAL = ("COMPLETED", "ERROR", "ABORTED")
 UIDS_PER_QUERY = 50
+EVENT_PAGE = 1000
 Progress = Callable[[int], None]
 
 
@@ -282,10 +283,17 @@ class Client:
         return self.get("/hosts")
 
     def events(self, obj: str | None = None, since: int = 0) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"since": since}
-        if obj:
-            params["object"] = obj
-        return self.get("/events", params=params)
+        """All events after ``since`` (fetched page by page)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            params: dict[str, Any] = {"since": since, "limit": EVENT_PAGE}
+            if obj:
+                params["object"] = obj
+            page = self.get("/events", params=params)
+            rows += page
+            if len(page) < EVENT_PAGE:
+                return rows
+            since = page[-1]["id"]
 
     # --- the worker's side ----------------------------------------------------------------
 
