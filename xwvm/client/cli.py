@@ -16,6 +16,8 @@ from typing import Any
 import click
 
 from xwvm.client import formats
+from xwvm.client.cli_context import context as context_group
+from xwvm.client.cli_context import inline_context
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session
 from xwvm.errors import XwvmError
@@ -285,6 +287,11 @@ def submit_jobs(app_name: str, args: tuple[str, ...], inputs: tuple[str, ...],
                 count: int, wait: bool, timeout: float | None, fmt: str,
                 options: dict[str, Any]) -> None:
     c = client()
+    ssh_keys = options.pop("ssh_keys", ())
+    if ssh_keys:  # an inline context: the keys, and the job's --env in the VM too
+        if options.get("context"):
+            fail("give either --context or --ssh-key, not both")
+        options["context"] = inline_context(c, ssh_keys, parse_env(env), app_name)["uid"]
     refs = [{"data": upload(c, Path(f))["uid"], "name": Path(f).name} for f in inputs]
     for item in input_data:
         uid, _, name = item.partition(":")
@@ -323,6 +330,11 @@ def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--hold", is_flag=True, help="submit as WAITING"),
         click.option("--listen-port", type=int, help="stored for internode connections"),
         click.option("--chmod", "access_rights", default="755", show_default=True),
+        click.option("--context", help="the id of a VM context (xwvm context create)"),
+        click.option("--ssh-key", "ssh_keys", multiple=True,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="an SSH public key file for an inline context (repeatable; "
+                     "the context also gets --env)"),
         format_option,
     ]
     for opt in reversed(opts):
@@ -519,6 +531,9 @@ def worker_run(url: str | None, ca: str | None, credential: Path, work_dir: Path
     opts = WorkerOptions(work_dir=work_dir, name=name or platform.node(),
                          shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle)
     Worker(cred, opts, server=url, ca=ca).run()
+
+
+main.add_command(context_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

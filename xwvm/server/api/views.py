@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from xwvm.server.db.models import App, Data, Event, Host, User, UserGroup, Work
+from xwvm.server.db.models import App, Context, Data, Event, Host, User, UserGroup, Work
 from xwvm.server.rights import Level, format_mode
 
 
@@ -38,6 +38,11 @@ def app(a: App, binaries: dict[str, str], public_name: str) -> dict[str, Any]:
             "created_at": _t(a.created_at)}
 
 
+def context(c: Context, public_name: str) -> dict[str, Any]:
+    return {**_owned(c, public_name), "name": c.name, "document": c.document,
+            "created_at": _t(c.created_at)}
+
+
 def work(w: Work, public_name: str) -> dict[str, Any]:
     return {**_owned(w, public_name), "app": w.app_uid, "status": w.status, "args": w.args,
             "env": w.env, "label": w.label, "exit_code": w.exit_code,
@@ -45,7 +50,7 @@ def work(w: Work, public_name: str) -> dict[str, Any]:
             "max_retries": w.max_retries, "wall_clock_s": w.wall_clock_s,
             "min_memory_mb": w.min_memory_mb, "min_cpus": w.min_cpus,
             "min_disk_mb": w.min_disk_mb, "expected_host": w.expected_host_uid,
-            "listen_port": w.listen_port, "result": w.result_data_uid,
+            "listen_port": w.listen_port, "result": w.result_data_uid, "context": w.context_uid,
             "submitted_at": _t(w.submitted_at), "started_at": _t(w.started_at),
             "completed_at": _t(w.completed_at)}
 

@@ -34,6 +34,7 @@ SUBMIT = {
         "label": {"type": ["string", "null"], "maxLength": 255},
         "hold": {"type": "boolean"},
         "access_rights": {"type": "string"},
+        "context": {"type": ["string", "null"]},
     }}
 REPORT = {"type": "object", "additionalProperties": False, "required": ["status"],
           "properties": {"status": {"type": "string"},

@@ -170,12 +170,23 @@ class Work(Owned, Base):
     expected_host_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
     listen_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     label: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    context_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
     submitted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     completed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
     __table_args__ = (Index("ix_works_status_seq", "status", "seq"),
                       Index("ix_works_owner_status_seq", "owner_uid", "status", "seq"))
+
+
+class Context(Owned, Base):
+    """A user's reusable VM context document (keys, env, network...), JSON-Schema validated."""
+
+    __tablename__ = "contexts"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
+    name: Mapped[str] = mapped_column(String(255))
+    document: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class WorkData(Base):
@@ -213,6 +224,6 @@ class Maintenance(Base):
 
 
 __all__ = [
-    "App", "AppBinary", "Base", "Data", "Event", "Host", "Maintenance", "Setting", "Token",
-    "User", "UserGroup", "Work", "WorkData", "new_uid", "utcnow",
+    "App", "AppBinary", "Base", "Context", "Data", "Event", "Host", "Maintenance", "Setting",
+    "Token", "User", "UserGroup", "Work", "WorkData", "new_uid", "utcnow",
 ]

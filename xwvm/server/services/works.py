@@ -16,6 +16,7 @@ from xwvm.server.db.models import Data, Host, Work, WorkData
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services import apps as app_service
+from xwvm.server.services import contexts as context_service
 from xwvm.server.services import data as data_service
 from xwvm.server.services.common import check_uid, get_or_404
 
@@ -41,6 +42,7 @@ class WorkSpec:
     label: str | None = None
     hold: bool = False
     access_rights: int = PUBLIC
+    context: str | None = None
 
 
 def _check_spec(spec: WorkSpec) -> None:
@@ -72,6 +74,7 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
     policy.check(p, app, "x", "app")
     if spec.expected_host:
         get_or_404(db, Host, spec.expected_host, "host")
+    context = context_service.get_readable(db, p, spec.context) if spec.context else None
     work = Work(app_uid=app.uid, status=states.PENDING, args=list(spec.args),
                 env=dict(spec.env), max_retries=(default_max_retries if spec.max_retries is None
                                                  else spec.max_retries),
@@ -79,7 +82,7 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
                 min_cpus=spec.min_cpus, min_disk_mb=spec.min_disk_mb,
                 expected_host_uid=spec.expected_host, listen_port=spec.listen_port,
                 label=spec.label, owner_uid=p.uid, group_uid=p.group_uid,
-                access_rights=spec.access_rights)
+                access_rights=spec.access_rights, context_uid=context.uid if context else None)
     db.add(work)
     db.flush()
     refs = [(i["data"], "input", i["name"]) for i in spec.inputs]
