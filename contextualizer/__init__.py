@@ -15,28 +15,35 @@ Typical server/worker use::
 and in the guest, without cloud-init: ``read_iso("/dev/sr0")``.
 """
 
-from contextualizer.errors import (
-    ContextError,
-    IsoReadError,
-    UnsupportedFormatError,
-    ValidationIssue,
-)
-from contextualizer.iso import build_iso, read_iso, write_iso
-from contextualizer.job import JobSpec, build_job_context
-from contextualizer.model import (
-    DEFAULT_AGENT_COMMAND,
-    FORMAT,
-    SUPPORTED_FORMATS,
-    GuestFile,
-    InputRef,
-    JobContext,
-    Limits,
-    Mode,
-    NetworkPolicy,
-    Payload,
-    UserContext,
-)
-from contextualizer.validation import parse_user_context, validate_user_context
+from importlib import import_module
+from typing import Any
+
+# Where each public name lives. Imported on first use (PEP 562), so that the in-VM agent
+# can read ``context.json`` with ``contextualizer.model`` alone, without pycdlib,
+# jsonschema or cryptography installed in the guest.
+_HOME = {
+    "ContextError": "errors", "IsoReadError": "errors", "UnsupportedFormatError": "errors",
+    "ValidationIssue": "errors",
+    "build_iso": "iso", "read_iso": "iso", "write_iso": "iso",
+    "JobSpec": "job", "build_job_context": "job",
+    "DEFAULT_AGENT_COMMAND": "model", "FORMAT": "model", "SUPPORTED_FORMATS": "model",
+    "GuestFile": "model", "InputRef": "model", "JobContext": "model", "Limits": "model",
+    "Mode": "model", "NetworkPolicy": "model", "Payload": "model", "UserContext": "model",
+    "parse_user_context": "validation", "validate_user_context": "validation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'contextualizer' has no attribute {name!r}")
+    value = getattr(import_module(f"contextualizer.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "DEFAULT_AGENT_COMMAND",
