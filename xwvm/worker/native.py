@@ -57,6 +57,13 @@ class Sandbox:
         os.chmod(dest, 0o755 if executable else 0o644)
         return dest
 
+    def give_to(self, user: str) -> None:
+        """Hand the working directory to the account that runs the payload."""
+        import pwd
+        entry = pwd.getpwnam(user)
+        for path in [self.run_dir, *self.run_dir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -70,15 +77,17 @@ def job_env(job_env_vars: dict[str, str], home: Path) -> dict[str, str]:
 
 
 def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None,
-        stop: threading.Event, poll: float = 0.1) -> Outcome:
-    """Run the job's program; stop it on ``stop`` or when its wall-clock limit passes."""
+        stop: threading.Event, poll: float = 0.1, user: str | None = None) -> Outcome:
+    """Run the job's program; stop it on ``stop`` or when its wall-clock limit passes.
+    ``user``: run it as this unprivileged account (the caller must be root)."""
     wall = job.get("wall_clock_s")
     deadline = time.monotonic() + wall if wall else None
     with open(sandbox.stdout, "wb") as out, open(sandbox.stderr, "wb") as err, \
             open(stdin or os.devnull, "rb") as inp:
         proc = subprocess.Popen([str(program), *job["args"]], cwd=sandbox.run_dir,
                                 env=job_env(job["env"], sandbox.run_dir), stdin=inp,
-                                stdout=out, stderr=err, start_new_session=True)
+                                stdout=out, stderr=err, start_new_session=True,
+                                **_as_user(user))
         reason = ""
         while proc.poll() is None:
             if stop.is_set():
@@ -91,6 +100,14 @@ def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None
             time.sleep(poll)
         code = proc.wait()
     return Outcome(exit_code=code, reason=reason)
+
+
+def _as_user(user: str | None) -> dict[str, Any]:
+    if user is None:
+        return {}
+    import pwd
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
