@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, g, jsonify, request
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from xwvm.errors import XwvmError
 from xwvm.server import api
@@ -75,7 +75,13 @@ def _errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException) -> Any:
         code = (err.name or "error").lower().replace(" ", "_")
-        return jsonify(error=code, message=err.description), err.code or 500
+        message = err.description
+        if isinstance(err, RequestEntityTooLarge):  # name the sizes, as TooLarge does
+            code = "too_large"
+            message = (f"request body of {request.content_length} bytes exceeds the limit "
+                       f"of {app.config['MAX_CONTENT_LENGTH']} bytes")
+        headers = [(k, v) for k, v in err.get_headers() if k.lower() != "content-type"]
+        return jsonify(error=code, message=message), err.code or 500, headers  # keep Allow
 
     @app.errorhandler(sa_exc.OperationalError)
     def _db_down(err: sa_exc.OperationalError) -> Any:

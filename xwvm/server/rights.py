@@ -57,7 +57,7 @@ def parse_mode(spec: str | int, current: int) -> int:
         return spec
     text = spec.strip()
     if re.fullmatch(r"[0-7]{3,4}", text):
-        return int(text, 8)
+        return parse_mode(int(text, 8), current)
     mode = current
     for clause in text.split(","):
         m = _SYMBOLIC.match(clause)

@@ -70,7 +70,11 @@ def show(uid: str):
 
 @bp.post("/works/<uid>/<any(abort, hold, release):action>")
 def owner_action(uid: str, action: str):
-    work = work_service.owner_action(db(), principal(), uid, action)
+    try:
+        work = work_service.owner_action(db(), principal(), uid, action)
+    except Conflict:
+        commit()  # keep the transition_refused event; a refused action changed nothing else
+        raise
     commit()
     return jsonify(_view(work))
 

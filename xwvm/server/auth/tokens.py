@@ -60,7 +60,7 @@ def decode(secret: bytes, token: str, now: dt.datetime | None = None) -> TokenCl
     if len(parts) != 3 or parts[0] != PREFIX:
         raise Unauthorized("malformed token", code="bad_token")
     payload, mac = parts[1], parts[2]
-    if not hmac.compare_digest(mac, _mac(secret, payload)):
+    if not hmac.compare_digest(mac.encode(), _mac(secret, payload).encode()):
         raise Unauthorized("token signature is not valid", code="bad_token")
     try:
         raw = json.loads(_unb64(payload))

@@ -14,8 +14,8 @@ from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services.common import get_or_404
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
-PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
+PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+\Z")
 
 
 def find(db: Session, ref: str) -> App:

@@ -16,7 +16,7 @@ from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services.common import get_or_404
 
-SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+SHA_RE = re.compile(r"^[0-9a-fA-F]{64}\Z")
 
 
 def create(db: Session, p: Principal, name: str, *, size: int | None = None,

@@ -18,7 +18,7 @@ from xwvm.server.scheduler import reaper
 from xwvm.server.services import works as work_service
 from xwvm.server.services.common import get_or_404
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}\Z")
 
 
 def _own_host(db: Session, p: Principal, uid: str) -> Host:

@@ -15,7 +15,7 @@ from xwvm.server.db.models import Token, User, UserGroup
 from xwvm.server.policy import Principal
 from xwvm.server.rights import GROUP, PRIVATE, Level
 
-LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}\Z")
 MIN_PASSWORD = 8
 
 

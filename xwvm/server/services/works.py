@@ -20,8 +20,8 @@ from xwvm.server.services import contexts as context_service
 from xwvm.server.services import data as data_service
 from xwvm.server.services.common import check_uid, get_or_404
 
-ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-][A-Za-z0-9_.+/-]{0,254}$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-][A-Za-z0-9_.+/-]{0,254}\Z")
 MAX_ARGS, MAX_ENV = 1024, 256
 
 
