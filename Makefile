@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	./scripts/install-system.sh
+	./scripts/install-vm-host.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -23,11 +24,13 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	./scripts/install-system.sh
+	./scripts/install-vm-host.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -ra
 
 demo: $(STAMP)
 	./scripts/install-system.sh
+	./scripts/install-vm-host.sh
 	$(BIN)/python scripts/demo.py
 
 bench: $(STAMP)

@@ -1,0 +1,70 @@
+"""The guest network policy for libvirt/QEMU: no NIC, or the server and nothing else.
+
+``server`` uses QEMU user networking (SLIRP) with ``restrict=on`` — the guest can open
+no connection out of the VM at all — plus one ``guestfwd``: a guest connection to
+10.0.2.100:PORT makes QEMU start ``socat - TCP:HOST:PORT`` (one per connection) to the
+real server. Nothing else is routed: not the LAN (RFC 1918, link-local, CGNAT, ULA),
+not the host's other services, not DNS. libvirt's ``<interface type='user'>`` cannot
+express restrict/guestfwd, so the netdev goes through ``<qemu:commandline>``; the NIC
+sits on a fixed PCI slot that libvirt's own allocation does not reach.
+
+Why not libvirt nwfilter: it needs a bridge, a NAT network and iptables/ebtables on the
+volunteer's host, and its correctness depends on rules we would have to audit; SLIRP in
+restrict mode is deny-all by construction, runs unprivileged inside QEMU, and the tests
+check it from inside a guest.
+
+``internet`` needs an egress proxy that refuses LAN ranges (a guestfwd to a host CONNECT
+proxy); until that exists it is refused, never silently widened.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from xwvm.worker.drivers.base import Network, VMSpec
+from xwvm.worker.drivers.errors import Unsupported
+
+GUEST_SERVER_ADDR = "10.0.2.100"  # where the guest finds the server (inside SLIRP's 10.0.2.0/24)
+NIC_PCI_SLOT = "0x1f"             # the last slot of pc's bus 0; libvirt allocates from 0x2 up
+
+
+def guest_endpoint(spec: VMSpec) -> tuple[str, int] | None:
+    """Where the guest reaches the server: GUEST_SERVER_ADDR on the server's own port."""
+    if spec.network == Network.NONE or spec.server_endpoint is None:
+        return None
+    return GUEST_SERVER_ADDR, spec.server_endpoint[1]
+
+
+def _socat_target(host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"TCP6:[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"TCP:{host}:{port}"
+
+
+def qemu_args(spec: VMSpec, socat: str | None) -> list[str]:
+    """The QEMU arguments that give ``spec`` its network, or [] for no NIC."""
+    if spec.network == Network.NONE:
+        return []  # libvirt runs QEMU with -nodefaults: no NIC unless we add one
+    if spec.network == Network.INTERNET:
+        raise Unsupported("network=internet is not supported yet: it needs an egress proxy "
+                          "that blocks LAN ranges (RFC 1918, link-local, CGNAT, ULA, loopback)")
+    if socat is None:
+        raise Unsupported("network=server needs socat on the host (scripts/install-vm-host.sh)")
+    assert spec.server_endpoint is not None  # VMSpec.validate
+    host, port = spec.server_endpoint
+    # QEMU option syntax: values are comma-separated, so none may contain a comma
+    # (VMSpec.validate allows none in host; the socat path is the host's own).
+    fwd = f"guestfwd=tcp:{GUEST_SERVER_ADDR}:{port}-cmd:{socat} - {_socat_target(host, port)}"
+    netdev = f"user,id=xwnet0,restrict=on,ipv6=off,{fwd}"
+    device = f"virtio-net-pci,netdev=xwnet0,bus=pci.0,addr={NIC_PCI_SLOT}"
+    if "," in socat:
+        raise Unsupported(f"socat path {socat!r} contains a comma")
+    return ["-netdev", netdev, "-device", device]
+
+
+def needs_spawn(spec: VMSpec) -> bool:
+    """Whether QEMU must be allowed to start processes (guestfwd's socat) for this spec."""
+    return spec.network != Network.NONE
