@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages xwvm needs (idempotent). Runs as root, or via sudo.
 set -euo pipefail
-PKGS=(postgresql socat cloud-init)
+PKGS=(postgresql socat cloud-init mmdebstrap e2fsprogs qemu-utils qemu-system-x86 packer)
 [ -n "${XWVM_EXTRA_PKGS:-}" ] && read -r -a extra <<<"$XWVM_EXTRA_PKGS" && PKGS+=("${extra[@]}")
 missing=()
 for p in "${PKGS[@]}"; do

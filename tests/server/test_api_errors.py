@@ -627,3 +627,19 @@ def test_bad_app_creation(shared_server: ServerProcess, admin: Client, data_uid:
     for body, status, code in cases:
         _error(_call(shared_server, "POST", "/apps", admin.token, json=body), status, code)
     assert _state(admin) == before
+
+
+def test_every_refused_request_is_an_event(shared_server: ServerProcess, admin: Client,
+                                           app_name: str) -> None:
+    login = _name("nosy")
+    admin.create_user(login, "nosy-password", "standard")
+    nosy = shared_server.client(login, "nosy-password")
+    uid = admin.submit(app_name, access_rights="700")["uid"]
+    since = _last_event_id(admin)
+    with pytest.raises(ApiError) as e:
+        nosy.get_work(uid)
+    assert e.value.status == 403
+    refused = [ev for ev in _events_since(admin, since) if ev["kind"] == "refused"]
+    assert len(refused) == 1
+    assert refused[0]["object"] == uid and refused[0]["actor"] == nosy.whoami()["uid"]
+    assert "403 forbidden_access" in refused[0]["detail"]

@@ -18,6 +18,7 @@ import click
 from xwvm.client import formats
 from xwvm.client.cli_context import context as context_group
 from xwvm.client.cli_context import inline_context
+from xwvm.client.cli_template import template_group
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session
 from xwvm.errors import XwvmError
@@ -534,6 +535,7 @@ def worker_run(url: str | None, ca: str | None, credential: Path, work_dir: Path
 
 
 main.add_command(context_group)
+main.add_command(template_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from xwvm.errors import XwvmError
-from xwvm.server import api
+from xwvm.server import api, events
 from xwvm.server.blobs import BlobStore
 from xwvm.server.config import ServerConfig
 from xwvm.server.db.engine import make_engine, make_sessionmaker, read_only
@@ -70,6 +70,7 @@ def _version() -> str:
 def _errors(app: Flask) -> None:
     @app.errorhandler(XwvmError)
     def _xwvm(err: XwvmError) -> Any:
+        _log_refusal(app, err)
         return jsonify(err.to_json()), err.status
 
     @app.errorhandler(HTTPException)
@@ -88,6 +89,33 @@ def _errors(app: Flask) -> None:
         log.warning("database error: %s", err)
         return jsonify(error="database_unavailable",
                        message="the database is busy or unreachable; retry later"), 503
+
+
+# Event kinds for refusals that have a name of their own; every other one is "refused".
+_REFUSAL_KINDS = {"illegal_transition": "transition_refused", "bad_credentials": "login_refused"}
+
+
+def _log_refusal(app: Flask, err: XwvmError) -> None:
+    """Every refused request becomes an event, written in a transaction of its own (the
+    request's own transaction is rolled back, so it cannot carry the event)."""
+    details = err.details if isinstance(err.details, dict) else {}
+    principal = g.get("principal")
+    request_session = g.get("db")
+    if request_session is not None:
+        request_session.rollback()  # drop its changes and, on SQLite, its write lock
+    login = g.get("login_attempt")  # set by /auth/login; the body is never re-read here
+    who = f" (login {login!r})" if login else ""
+    try:
+        with app.extensions["xwvm"]["sessions"]() as db:
+            events.record(db, _REFUSAL_KINDS.get(err.code, "refused"),
+                          object_uid=(request.view_args or {}).get("uid"),
+                          actor_uid=principal.uid if principal else None,
+                          from_status=details.get("from"), to_status=details.get("to"),
+                          detail=f"{request.method} {request.path}: {err.status} {err.code}: "
+                                 f"{err.message}{who}")
+            db.commit()
+    except sa_exc.SQLAlchemyError:  # the refusal itself is still answered
+        log.exception("could not log a refused request")
 
 
 def _start_reaper(app: Flask) -> None:

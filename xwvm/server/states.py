@@ -39,11 +39,10 @@ def can_move(src: str, dst: str) -> bool:
 
 
 def move(db: Session, work: Work, dst: str, *, actor_uid: str | None, reason: str = "") -> None:
-    """Validate and apply one transition, and log it. An illegal move is a 409."""
+    """Validate and apply one transition, and log it. An illegal move is a 409 (the API
+    logs every refusal as an event, in its own transaction)."""
     src = work.status
     if not can_move(src, dst):
-        events.record(db, "transition_refused", object_uid=work.uid, actor_uid=actor_uid,
-                      from_status=src, to_status=dst, detail=reason or None)
         allowed = ", ".join(sorted(GRAPH.get(src, ()))) or "none: it is final"
         raise Conflict(f"job {work.uid} cannot go from {src} to {dst} (allowed: {allowed})",
                        code="illegal_transition",

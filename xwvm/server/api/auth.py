@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
-from xwvm.errors import Unauthorized
 from xwvm.server.api import views
 from xwvm.server.api.base import cfg, commit, db, json_body, principal, secret
 from xwvm.server.db.models import User
@@ -20,13 +19,10 @@ LOGIN = {"type": "object", "additionalProperties": False, "required": ["login", 
 @bp.post("/auth/login")
 def login():
     body = json_body(LOGIN)
-    try:
-        token, user, expires = user_service.login(
-            db(), secret(), body["login"], body["password"], cfg().token_lifetime_s,
-            cfg().worker_token_lifetime_s)
-    except Unauthorized:
-        commit()  # keep the refused-login event
-        raise
+    g.login_attempt = body["login"]  # named in the event if the login is refused
+    token, user, expires = user_service.login(
+        db(), secret(), body["login"], body["password"], cfg().token_lifetime_s,
+        cfg().worker_token_lifetime_s)
     commit()
     return jsonify(token=token, expires_at=expires.isoformat(),
                    user=views.user(user, cfg().public_name))

@@ -70,11 +70,7 @@ def show(uid: str):
 
 @bp.post("/works/<uid>/<any(abort, hold, release):action>")
 def owner_action(uid: str, action: str):
-    try:
-        work = work_service.owner_action(db(), principal(), uid, action)
-    except Conflict:
-        commit()  # keep the transition_refused event; a refused action changed nothing else
-        raise
+    work = work_service.owner_action(db(), principal(), uid, action)
     commit()
     return jsonify(_view(work))
 

@@ -116,7 +116,6 @@ def login(db: Session, secret: bytes, login_name: str, password: str,
     user = db.scalars(select(User).where(User.login == login_name)).first()
     if user is None or not user.enabled or not passwords.verify_password(
             password, user.password_hash):
-        events.record(db, "login_refused", detail=f"login {login_name!r}")
         raise Unauthorized("wrong login or password", code="bad_credentials")
     lifetime = worker_lifetime_s if user.rights in (Level.WORKER, Level.VWORKER) else lifetime_s
     token, expires = tokens.issue(db, secret, user.uid, lifetime)
