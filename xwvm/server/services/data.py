@@ -96,6 +96,7 @@ def delete(db: Session, store: BlobStore, p: Principal, uid: str) -> None:
     sha = data.sha256 if data.status == "available" else None
     db.delete(data)
     db.flush()
-    if sha and db.scalars(select(Data.uid).where(Data.sha256 == sha).limit(1)).first() is None:
+    if sha and db.scalars(select(Data.uid).where(Data.sha256 == sha, Data.status == "available")
+                          .limit(1)).first() is None:
         store.remove(sha)
     events.record(db, "data_deleted", object_uid=uid, actor_uid=p.uid)
