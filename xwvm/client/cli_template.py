@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
-from xwvm.client.build import BuildError, BuildOptions, SpecError, build, load_spec
-from xwvm.client.build.image import ImageError
-from xwvm.client.build.packer import packer_template
-from xwvm.client.build.spec import validate_spec_file
+from xwvm.client.imagebuild import BuildError, BuildOptions, SpecError, build, load_spec
+from xwvm.client.imagebuild.image import ImageError
+from xwvm.client.imagebuild.packer import packer_template
+from xwvm.client.imagebuild.spec import validate_spec_file
 
 
 class InvalidSpec(click.ClickException):
