@@ -95,6 +95,8 @@ class Token(Base):
     user_uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"),
                                           index=True)
     kind: Mapped[str] = mapped_column(String(16), default="session")
+    # A delegated token (kind "delegated") acts only for this VM job.
+    scope_work_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
     issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column()
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -142,6 +144,7 @@ class Host(Base):
     hypervisors: Mapped[dict[str, Any]] = mapped_column(default=dict)
     version: Mapped[str] = mapped_column(String(32), default="")
     status: Mapped[str] = mapped_column(String(16), default="alive")  # alive | lost | gone
+    vm_capable: Mapped[bool] = mapped_column(Boolean, default=False)
     alive_period: Mapped[int] = mapped_column(Integer)
     registered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -152,7 +155,12 @@ class Work(Owned, Base):
     # seq orders jobs by submission (a UUID does not).
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     uid: Mapped[str] = mapped_column(UID, unique=True, default=new_uid)
-    app_uid: Mapped[str] = mapped_column(ForeignKey("apps.uid"))
+    # A native job names an app; a VM job names a template and a shell command instead.
+    app_uid: Mapped[str | None] = mapped_column(ForeignKey("apps.uid"), nullable=True)
+    template_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
+    command: Mapped[str | None] = mapped_column(Text, nullable=True)
+    network: Mapped[str] = mapped_column(String(16), default="server")
+    nested_seen_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     status: Mapped[str] = mapped_column(String(16))
     args: Mapped[list[Any]] = mapped_column(default=list)
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
