@@ -32,7 +32,9 @@ def make_engine(url: str, **kw: Any) -> Engine:
         return engine
     kw.setdefault("pool_size", 10)
     kw.setdefault("max_overflow", 20)
-    kw.setdefault("pool_pre_ping", True)
+    # No pre-ping (a SELECT 1 per checkout): a dropped connection fails its request with
+    # 503 (OperationalError) and the pool replaces it; recycle old connections instead.
+    kw.setdefault("pool_recycle", 1800)
     return create_engine(url, **kw)
 
 

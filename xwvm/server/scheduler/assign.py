@@ -4,10 +4,13 @@ Fairness: owners with pending jobs are tried in order of their last assignment (
 recently served first), and each owner's oldest matching job is taken; so one user's
 100,000 jobs do not starve another user's 10.
 
-Atomicity: on PostgreSQL the job row is taken with ``FOR UPDATE SKIP LOCKED`` (concurrent
-requests, in any number of server processes, skip each other's rows); on SQLite every
-writing transaction starts with ``BEGIN IMMEDIATE`` (see db/engine.py), which serializes
-assignments.
+Atomicity: on PostgreSQL rows are taken with ``FOR UPDATE SKIP LOCKED``: the owner row
+first (so concurrent requests spread over owners instead of queueing on one owner's
+``last_served_at``), then the job row (so no job goes to two workers, in any number of
+server processes). When every owner with pending jobs is locked by concurrent requests,
+a second pass takes a job without the owner lock and leaves ``last_served_at`` to the
+request that holds it. On SQLite every writing transaction starts with
+``BEGIN IMMEDIATE`` (see db/engine.py), which serializes assignments.
 """
 
 from __future__ import annotations
@@ -17,21 +20,24 @@ from sqlalchemy.orm import Session
 
 from xwvm.server import states
 from xwvm.server.db.models import Host, User, Work, utcnow
+from xwvm.server.policy import Principal
 from xwvm.server.scheduler.matching import conditions
 
 OWNER_PAGE = 32
 
 
-def _owners_with_pending(db: Session, offset: int) -> list[str]:
-    q = (select(User.uid)
-         .where(exists(select(Work.seq).where(Work.owner_uid == User.uid,
-                                              Work.status == states.PENDING)))
+def _owners_with_pending(db: Session, offset: int, lock: bool) -> list[str]:
+    pending = (select(Work.seq).where(Work.owner_uid == User.uid,
+                                      Work.status == states.PENDING).limit(1))
+    q = (select(User.uid).where(exists(pending))
          .order_by(User.last_served_at.asc().nulls_first(), User.uid)
          .offset(offset).limit(OWNER_PAGE))
+    if lock:
+        q = q.with_for_update(skip_locked=True, of=User)
     return list(db.scalars(q))
 
 
-def _take(db: Session, owner_uid: str, host: Host, worker: User) -> Work | None:
+def _take(db: Session, owner_uid: str, host: Host, worker: Principal) -> Work | None:
     q = (select(Work)
          .where(Work.owner_uid == owner_uid, Work.status == states.PENDING,
                 *conditions(host, worker))
@@ -40,21 +46,26 @@ def _take(db: Session, owner_uid: str, host: Host, worker: User) -> Work | None:
     return db.scalars(q).first()
 
 
-def assign(db: Session, host: Host, worker: User) -> Work | None:
+def assign(db: Session, host: Host, worker: Principal) -> Work | None:
     """Give ``host`` its next job (now RUNNING on it), or None. The caller commits."""
-    offset = 0
-    while True:
-        owners = _owners_with_pending(db, offset)
-        for owner_uid in owners:
-            work = _take(db, owner_uid, host, worker)
-            if work is None:
-                continue
-            states.move(db, work, states.RUNNING, actor_uid=worker.uid,
-                        reason=f"assigned to host {host.uid}")
-            work.host_uid = host.uid
-            db.execute(update(User).where(User.uid == owner_uid)
-                       .values(last_served_at=utcnow()))
-            return work
-        if len(owners) < OWNER_PAGE:
-            return None
-        offset += OWNER_PAGE
+    for owner_locked in (True, False):
+        offset = 0
+        while True:
+            owners = _owners_with_pending(db, offset, lock=owner_locked)
+            for owner_uid in owners:
+                work = _take(db, owner_uid, host, worker)
+                if work is None:
+                    continue
+                states.move(db, work, states.RUNNING, actor_uid=worker.uid,
+                            reason=f"assigned to host {host.uid}")
+                work.host_uid = host.uid
+                if owner_locked:
+                    db.execute(update(User).where(User.uid == owner_uid)
+                               .values(last_served_at=utcnow()))
+                return work
+            if len(owners) < OWNER_PAGE:
+                break
+            offset += OWNER_PAGE
+        if db.get_bind().dialect.name != "postgresql":
+            return None  # SQLite: the first pass saw every owner; nothing is locked
+    return None

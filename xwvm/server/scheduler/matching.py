@@ -6,12 +6,13 @@ from typing import Any
 
 from sqlalchemy import and_, exists, or_, select
 
-from xwvm.server.db.models import App, AppBinary, Host, User, Work
+from xwvm.server.db.models import App, AppBinary, Host, Work
+from xwvm.server.policy import Principal
 
 GROUP_READ, OTHER_READ = 0o040, 0o004
 
 
-def confinement(worker: User) -> Any:
+def confinement(worker: Principal) -> Any:
     """A worker enrolled by a user runs that user's jobs; one tied to a project (usergroup)
     runs that group's jobs that the group may read; a public worker runs public jobs."""
     if worker.confine_user_uid:
@@ -34,7 +35,7 @@ def app_available(host: Host) -> Any:
         App.uid == Work.app_uid, App.kind == "shared", App.name.in_(shared))))
 
 
-def conditions(host: Host, worker: User) -> list[Any]:
+def conditions(host: Host, worker: Principal) -> list[Any]:
     return [
         Work.min_memory_mb <= host.memory_mb,
         Work.min_cpus <= host.cpus,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Forbidden
 from xwvm.server import events, policy, states
-from xwvm.server.db.models import Host, User, Work, utcnow
+from xwvm.server.db.models import Host, Work, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import Level
 from xwvm.server.scheduler import assign as scheduler
@@ -79,9 +79,7 @@ def request_work(db: Session, p: Principal, uid: str) -> dict[str, Any] | None:
     host = _own_host(db, p, uid)
     host.last_seen = utcnow()
     host.status = "alive"
-    worker = db.get(User, p.uid)
-    assert worker is not None
-    work = scheduler.assign(db, host, worker)
+    work = scheduler.assign(db, host, p)
     if work is None:
         return None
     return work_service.description_for_worker(db, work)
