@@ -30,10 +30,16 @@ class Principal:
     confine_user_uid: str | None = None
     confine_group_uid: str | None = None
     token_jti: str | None = None
+    # A nested worker's delegated credential acts for the owner on this VM job only.
+    scope_work_uid: str | None = None
 
     @property
     def is_worker(self) -> bool:
         return self.level in (Level.WORKER, Level.VWORKER)
+
+    @property
+    def is_delegated(self) -> bool:
+        return self.scope_work_uid is not None
 
 
 class OwnedObject(Protocol):
@@ -64,6 +70,9 @@ _OPERATIONS: dict[str, tuple[Level, bool]] = {
 def require(p: Principal, operation: str) -> None:
     """Refuse ``operation`` unless the principal's rights level allows it."""
     minimum, workers_allowed = _OPERATIONS[operation]
+    if p.is_delegated:
+        raise Forbidden(f"a delegated VM credential may not {operation.replace('_', ' ')}",
+                        code="forbidden_delegated")
     if p.is_worker and not workers_allowed:
         raise Forbidden(f"a worker account may not {operation.replace('_', ' ')}",
                         code="forbidden_level")
@@ -115,8 +124,17 @@ def check_chmod(p: Principal, obj: OwnedObject, what: str) -> None:
 
 
 def check_worker_holds(db: Session, p: Principal, work: Work) -> None:
-    """A worker account may act only on the jobs assigned to one of its hosts."""
+    """A worker account may act only on the jobs assigned to one of its hosts; a delegated
+    credential only on its own VM job while that job runs."""
     if p.level >= Level.SUPER:
+        return
+    if p.is_delegated:
+        if p.scope_work_uid != work.uid:
+            raise Forbidden(f"this credential was delegated for another job, not {work.uid}",
+                            code="forbidden_delegated")
+        if work.status not in ACTIVE_ON_WORKER:
+            raise Conflict(f"job {work.uid} is {work.status}; its VM credential has ended",
+                           code="not_active", details={"status": work.status})
         return
     host = db.get(Host, work.host_uid) if work.host_uid else None
     if not p.is_worker or host is None or host.worker_user_uid != p.uid:
@@ -138,7 +156,19 @@ def worker_may_read_data(db: Session, p: Principal, data_uid: str) -> bool:
     return db.execute(q).first() is not None
 
 
+def delegated_may_read_data(db: Session, p: Principal, data_uid: str) -> bool:
+    q = (select(WorkData.data_uid).join(Work, Work.uid == WorkData.work_uid)
+         .where(WorkData.data_uid == data_uid, Work.uid == p.scope_work_uid,
+                Work.status.in_(ACTIVE_ON_WORKER)).limit(1))
+    return db.execute(q).first() is not None
+
+
 def check_data_read(db: Session, p: Principal, data: OwnedObject) -> None:
+    if p.is_delegated:
+        if not delegated_may_read_data(db, p, data.uid):
+            raise Forbidden(f"data {data.uid} is not an input of this VM job",
+                            code="forbidden_delegated")
+        return
     if p.is_worker and p.level < Level.SUPER:
         if not worker_may_read_data(db, p, data.uid):
             raise Forbidden(f"data {data.uid} is not needed by a job on your hosts",

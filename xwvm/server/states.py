@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from xwvm.errors import Conflict
 from xwvm.server import events
+from xwvm.server.auth import tokens
 from xwvm.server.db.models import Work, utcnow
 
 PENDING, WAITING, DATAREQUEST = "PENDING", "WAITING", "DATAREQUEST"
@@ -60,6 +61,8 @@ def move(db: Session, work: Work, dst: str, *, actor_uid: str | None, reason: st
         work.completed_at = now
         if dst in (ERROR, ABORTED) and reason:
             work.error_message = reason
+    if src in (RUNNING, RESULTREQUEST) and dst not in (RUNNING, RESULTREQUEST):
+        tokens.revoke_scope(db, work.uid)  # the VM job's delegated credential ends with it
     events.record(db, "transition", object_uid=work.uid, actor_uid=actor_uid,
                   from_status=src, to_status=dst, detail=reason or None)
 

@@ -105,6 +105,30 @@ def upload_result(uid: str):
     return jsonify(views.data(data, cfg().public_name))
 
 
+PROGRESS = {"type": "object", "additionalProperties": False,
+            "properties": {"phase": {"type": "string", "maxLength": 64}}}
+PAYLOAD = {"type": "object", "additionalProperties": False, "required": ["exit_code"],
+           "properties": {"exit_code": {"type": ["integer", "null"]},
+                          "message": {"type": ["string", "null"], "maxLength": 65536}}}
+
+
+@bp.post("/works/<uid>/progress")
+def progress(uid: str):
+    body = json_body(PROGRESS)
+    answer = work_service.progress(db(), principal(), uid, body.get("phase", "running"))
+    commit()
+    return jsonify(answer)
+
+
+@bp.post("/works/<uid>/payload")
+def payload_ended(uid: str):
+    body = json_body(PAYLOAD)
+    work = work_service.payload_ended(db(), principal(), uid, body["exit_code"],
+                                      body.get("message"))
+    commit()
+    return jsonify(_view(work))
+
+
 @bp.post("/works/<uid>/report")
 def report(uid: str):
     body = json_body(REPORT)

@@ -44,11 +44,12 @@ def _mac(secret: bytes, payload: str) -> str:
 
 
 def issue(db: Session, secret: bytes, user_uid: str, lifetime_s: int,
-          kind: str = "session") -> tuple[str, dt.datetime]:
+          kind: str = "session", scope_work_uid: str | None = None) -> tuple[str, dt.datetime]:
     now = utcnow()
     expires = now + dt.timedelta(seconds=lifetime_s)
     jti = secrets.token_hex(16)
-    db.add(Token(jti=jti, user_uid=user_uid, kind=kind, issued_at=now, expires_at=expires))
+    db.add(Token(jti=jti, user_uid=user_uid, kind=kind, issued_at=now, expires_at=expires,
+                 scope_work_uid=scope_work_uid))
     payload = _b64(json.dumps({"jti": jti, "sub": user_uid, "exp": int(expires.timestamp()),
                                "kind": kind}, separators=(",", ":")).encode())
     return f"{PREFIX}.{payload}.{_mac(secret, payload)}", expires
@@ -77,6 +78,11 @@ def revoke(db: Session, jti: str) -> None:
     tok = db.get(Token, jti)
     if tok is not None:
         tok.revoked = True
+
+
+def revoke_scope(db: Session, work_uid: str) -> None:
+    """End every credential delegated for this VM job."""
+    db.query(Token).filter(Token.scope_work_uid == work_uid).update({"revoked": True})
 
 
 def revoke_all(db: Session, user_uid: str) -> None:

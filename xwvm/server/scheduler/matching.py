@@ -35,6 +35,14 @@ def app_available(host: Host) -> Any:
         App.uid == Work.app_uid, App.kind == "shared", App.name.in_(shared))))
 
 
+def runnable(host: Host) -> Any:
+    """Native jobs need their app here; VM jobs need a usable hypervisor here."""
+    native = and_(Work.template_uid.is_(None), app_available(host))
+    if not host.vm_capable:
+        return native
+    return or_(native, Work.template_uid.is_not(None))
+
+
 def conditions(host: Host, worker: Principal) -> list[Any]:
     return [
         Work.min_memory_mb <= host.memory_mb,
@@ -42,5 +50,5 @@ def conditions(host: Host, worker: Principal) -> list[Any]:
         Work.min_disk_mb <= host.disk_mb,
         or_(Work.expected_host_uid.is_(None), Work.expected_host_uid == host.uid),
         confinement(worker),
-        app_available(host),
+        runnable(host),
     ]

@@ -39,6 +39,8 @@ def register(db: Session, p: Principal, facts: dict[str, Any], alive_period_s: i
                   memory_mb=facts["memory_mb"], disk_mb=facts["disk_mb"],
                   shared_apps=sorted(set(facts.get("shared_apps", []))),
                   hypervisors=facts.get("hypervisors", {}), version=facts.get("version", ""),
+                  vm_capable=any(isinstance(h, dict) and h.get("usable")
+                                 for h in facts.get("hypervisors", {}).values()),
                   status="alive", alive_period=alive_period_s, last_seen=utcnow())
     uid = facts.get("uid")
     host = None

@@ -125,14 +125,17 @@ def login(db: Session, secret: bytes, login_name: str, password: str,
 
 def principal_for(db: Session, secret: bytes, token: str) -> Principal:
     claims = tokens.decode(secret, token)
-    row = db.execute(select(Token.revoked, User)
+    row = db.execute(select(Token.revoked, Token.scope_work_uid, User)
                      .join(User, User.uid == Token.user_uid)
                      .where(Token.jti == claims.jti)).first()
     if row is None or row[0]:
         raise Unauthorized("token revoked: log in again", code="token_revoked")
-    user: User = row[1]
+    scope, user = row[1], row[2]
     if not user.enabled:
         raise Unauthorized(f"account {user.login} is disabled", code="account_disabled")
+    if scope is not None:  # a nested worker's credential: the owner's, narrowed to one job
+        return Principal(uid=user.uid, login=user.login, level=Level.VWORKER,
+                         group_uid=user.group_uid, token_jti=claims.jti, scope_work_uid=scope)
     return Principal(uid=user.uid, login=user.login, level=Level(user.rights),
                      group_uid=user.group_uid, confine_user_uid=user.confine_user_uid,
                      confine_group_uid=user.confine_group_uid, token_jti=claims.jti)

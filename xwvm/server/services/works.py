@@ -9,10 +9,10 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from xwvm.errors import BadRequest, Conflict
+from xwvm.errors import BadRequest, Conflict, Forbidden
 from xwvm.server import events, policy, states
 from xwvm.server.blobs import BlobStore
-from xwvm.server.db.models import Data, Host, Work, WorkData
+from xwvm.server.db.models import Data, Host, Work, WorkData, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services import apps as app_service
@@ -193,6 +193,9 @@ def _as_super(p: Principal) -> Principal:
 def report(db: Session, p: Principal, uid: str, body: dict[str, Any]) -> Work:
     """The worker's final or intermediate report on a job it holds."""
     work = get_or_404(db, Work, uid, "job")
+    if p.is_delegated:
+        raise Forbidden("the outer worker reports a VM job's status, not its nested worker",
+                        code="forbidden_delegated")
     policy.check_worker_holds(db, p, work)
     status = str(body.get("status", "")).upper()
     message = str(body.get("message") or "")[:2000]
@@ -223,6 +226,37 @@ def report(db: Session, p: Principal, uid: str, body: dict[str, Any]) -> Work:
     else:
         raise BadRequest("status must be COMPLETED, ERROR, RESULTREQUEST or PENDING",
                          code="bad_status")
+    return work
+
+
+def progress(db: Session, p: Principal, uid: str, phase: str) -> dict[str, Any]:
+    """A nested worker's (or worker's) sign of life for a running VM job. Answers whether
+    it must stop; a job that is no longer running is answered, not refused, so the nested
+    worker learns it."""
+    work = get_or_404(db, Work, uid, "job")
+    try:
+        policy.check_worker_holds(db, p, work)
+    except Conflict:
+        return {"stop": True, "status": work.status}
+    work.nested_seen_at = utcnow()
+    return {"stop": False, "status": work.status, "phase": phase}
+
+
+def payload_ended(db: Session, p: Principal, uid: str, exit_code: int | None,
+                  message: str | None) -> Work:
+    """The nested worker says the payload ended (results already uploaded, or a reason
+    why it could not run). The outer worker reports the final status when the VM is off."""
+    work = get_or_404(db, Work, uid, "job")
+    if not p.is_delegated:
+        raise Forbidden("only the VM job's nested worker reports its payload's end",
+                        code="forbidden_level")
+    policy.check_worker_holds(db, p, work)
+    work.exit_code = exit_code
+    work.nested_seen_at = utcnow()
+    if message:
+        work.error_message = message[:2000]
+    events.record(db, "payload_ended", object_uid=uid, actor_uid=p.uid,
+                  detail=f"exit code {exit_code}" + (f": {message}" if message else ""))
     return work
 
 
