@@ -14,6 +14,9 @@ from xwvm.server.db.models import Setting
 from xwvm.server.rights import Level
 from xwvm.server.services import users as user_service
 
+# The name under which a VM guest reaches the server through its forwarded port.
+GUEST_SERVER_NAME = "xwvm-server"
+
 
 def init(data_dir: Path, admin_password: str, *, db_url: str | None = None,
          admin_login: str = "admin", hostnames: list[str] | None = None,
@@ -35,6 +38,8 @@ def init(data_dir: Path, admin_password: str, *, db_url: str | None = None,
         db.commit()
     engine.dispose()
     names = hostnames or ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+    if GUEST_SERVER_NAME not in names:
+        names = [*names, GUEST_SERVER_NAME]  # how VM guests name the server (see appliance)
     ca, ca_key = pki.make_ca(data_dir, cfg.public_name)
     pki.issue_server_cert(data_dir, ca, ca_key, names)
     (cfg.blob_dir).mkdir(parents=True, exist_ok=True)
