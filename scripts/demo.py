@@ -79,7 +79,8 @@ def main() -> None:
         sh("worker", "enroll", "-o", "worker.cred")
         print("$ xwvm worker run --credential worker.cred --work-dir worker &")
         procs.append(background(["worker", "run", "--credential", "worker.cred",
-                                 "--work-dir", "worker", "--name", "demo-worker"],
+                                 "--work-dir", "worker", "--name", "demo-worker",
+                                 "--hypervisor", "none"],
                                 "worker.log"))
         print("$ xwvm submit pi --input params.json --wait -- demo")
         out = sh("submit", "pi", "--input", "params.json", "--wait", "--timeout", "300",

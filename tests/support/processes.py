@@ -115,7 +115,8 @@ class WorkerProcess:
         self.work_dir = self.root / name
         self.credential = credential
         self.name = name
-        self.extra = extra or []
+        # Native-job tests need no hypervisor probe (a VM boot); VM tests pass their own.
+        self.extra = extra if extra is not None else ["--hypervisor", "none"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:

@@ -521,16 +521,28 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
 @click.option("--shared-app", "shared_apps", multiple=True, help="apps this host provides")
 @click.option("--max-jobs", type=int, help="exit after this many jobs")
 @click.option("--max-idle", type=float, help="exit after this many idle seconds")
+@click.option("--hypervisor", type=click.Choice(["auto", "libvirt", "none"]), default="auto",
+              show_default=True, help="VM jobs: probe libvirt (auto), require it, or none")
+@click.option("--trusted-key", "trusted_keys", multiple=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="Ed25519 public key (file or directory) trusted to sign templates")
+@click.option("--image-quota", "image_quota_mb", type=int, default=20 * 1024,
+              show_default=True, help="MB of cached templates")
+@click.option("--vm-hang-timeout", type=float, default=600, show_default=True,
+              help="stop a VM that shows no progress for this many seconds")
 @handle_errors
 def worker_run(url: str | None, ca: str | None, credential: Path, work_dir: Path,
                name: str | None, shared_apps: tuple[str, ...], max_jobs: int | None,
-               max_idle: float | None) -> None:
+               max_idle: float | None, hypervisor: str, trusted_keys: tuple[Path, ...],
+               image_quota_mb: int, vm_hang_timeout: float) -> None:
     """Pull and run jobs until stopped (SIGTERM gives the running job back)."""
     from xwvm.worker.agent import Worker, WorkerOptions
     from xwvm.worker.credential import Credential
     cred = Credential.load(credential)
     opts = WorkerOptions(work_dir=work_dir, name=name or platform.node(),
-                         shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle)
+                         shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle,
+                         hypervisor=hypervisor, trusted_keys=list(trusted_keys),
+                         image_quota_mb=image_quota_mb, vm_hang_timeout_s=vm_hang_timeout)
     Worker(cred, opts, server=url, ca=ca).run()
 
 

@@ -10,6 +10,7 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,10 @@ class WorkerOptions:
     max_idle: float | None = None
     max_backoff: float = 30.0
     upload_attempts: int = 3
+    hypervisor: str = "auto"          # auto | libvirt | none
+    trusted_keys: list[Path] = field(default_factory=list)
+    image_quota_mb: int = 20 * 1024
+    vm_hang_timeout_s: float = 600.0
 
 
 class Worker:
@@ -57,6 +62,8 @@ class Worker:
         self.alive_period = 60.0
         self.host = ""
         self.current: str | None = None
+        self.hypervisors: dict[str, dict[str, Any]] = {}
+        self.vm_runner: Any = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -65,6 +72,7 @@ class Worker:
             signal.signal(sig, self._on_signal)
         self._retry(self._login)
         self._remove_leftovers()
+        self._setup_hypervisor()
         self.host = self._retry(self._register)
         log.info("worker %s registered as host %s", self.opts.name, self.host)
         done, idle_since, delay = 0, time.monotonic(), 1.0
@@ -101,6 +109,7 @@ class Worker:
     def _register(self) -> str:
         state = self.work_dir / "host.json"
         facts_now = facts.collect(self.work_dir, self.opts.name, self.opts.shared_apps)
+        facts_now["hypervisors"] = self.hypervisors
         known = json.loads(state.read_text()) if state.is_file() else {}
         if known.get("server") == self.client.server and known.get("uid"):
             try:
@@ -111,6 +120,50 @@ class Worker:
         uid = self.client.register_host(facts_now)["uid"]
         state.write_text(json.dumps({"server": self.client.server, "uid": uid}))
         return uid
+
+    def worker_id(self) -> str:
+        """A stable id for this work dir: VMs and files are tagged with it, so a restarted
+        worker finds what a crashed run left behind."""
+        path = self.work_dir / "worker-id"
+        if not path.is_file():
+            path.write_text(f"w{uuid.uuid4().hex[:12]}")
+        return path.read_text().strip()
+
+    def _setup_hypervisor(self) -> None:
+        """Probe the hypervisor (a tiny guest, see the driver) and clean what a previous run
+        left; the result goes into the host record, usable or not, with the reason."""
+        if self.opts.hypervisor == "none":
+            return
+        from xwvm.worker.drivers import make_driver
+        try:
+            driver = make_driver("libvirt", self.worker_id(), self.work_dir)
+            probe = driver.probe()
+        except (XwvmError, ImportError) as e:
+            reason = e.message if isinstance(e, XwvmError) else f"libvirt-python missing: {e}"
+            self.hypervisors = {"libvirt": {"usable": False, "accel": None, "reason": reason}}
+            if self.opts.hypervisor == "libvirt":
+                raise XwvmError(f"--hypervisor libvirt: {reason}", code="no_hypervisor") \
+                    from None
+            return
+        self.hypervisors = {"libvirt": probe.to_json()}
+        log.info("libvirt: %s", probe.reason)
+        if not probe.usable:
+            return
+        for uid in driver.cleanup_leftovers():
+            log.info("removed VM of job %s left by a previous run", uid)
+        from xwvm.worker import images
+        from xwvm.worker.vmjob import VMJobRunner, VMOptions
+        cache = images.ImageCache(self.work_dir / "images",
+                                  quota_bytes=self.opts.image_quota_mb * 2**20)
+        keys = images.load_trusted_keys(self.opts.trusted_keys)
+        self.vm_runner = VMJobRunner(
+            driver, cache, self.client,
+            VMOptions(worker_id=self.worker_id(), work_dir=self.work_dir,
+                      server_url=self.client.server,
+                      ca_pem=Path(self.client.verify).read_text()
+                      if isinstance(self.client.verify, str) else "",
+                      hang_timeout_s=self.opts.vm_hang_timeout_s),
+            verify=lambda tpl: images.verify(tpl, keys))
 
     def _remove_leftovers(self) -> None:
         """A previous run that crashed may have left sandboxes and partial downloads."""
@@ -162,6 +215,9 @@ class Worker:
 
     def _execute(self, job: dict[str, Any], sandbox: native.Sandbox) -> None:
         uid = job["uid"]
+        if job.get("template"):
+            self._execute_vm(job)
+            return
         sandbox.create()
         try:
             program, stdin, placed = self._prepare(job, sandbox)
@@ -185,6 +241,19 @@ class Worker:
             self._report(uid, "ERROR", outcome.exit_code, outcome.reason)
         else:
             self._report(uid, "COMPLETED", outcome.exit_code)
+
+    def _execute_vm(self, job: dict[str, Any]) -> None:
+        uid = job["uid"]
+        if self.vm_runner is None:
+            self._report(uid, "ERROR", message="this worker has no usable hypervisor")
+            return
+        try:
+            outcome = self.vm_runner.run(job, self.job_stop, self.stopping)
+        except (XwvmError, OSError) as e:
+            self._report(uid, "ERROR", message=f"VM job failed on the worker: {e}")
+            return
+        if outcome.status:
+            self._report(uid, outcome.status, outcome.exit_code, outcome.message or None)
 
     def _prepare(self, job: dict[str, Any],
                  sandbox: native.Sandbox) -> tuple[Path, Path | None, dict[str, float]]:
