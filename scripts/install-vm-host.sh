@@ -10,7 +10,8 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 PKGS=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
-      libvirt-clients libvirt-dev pkg-config socat busybox-static cpio)
+      libvirt-clients libvirt-dev pkg-config socat busybox-static cpio
+      libxml2-utils)  # xmllint, for virt-xml-validate in the tests
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

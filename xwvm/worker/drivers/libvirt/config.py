@@ -52,9 +52,10 @@ class OwnerTag:
 
     @classmethod
     def from_element(cls, el: ET.Element) -> OwnerTag:
-        return cls(worker_id=_text(el, _q(XWVM_NS, "worker")) or "",
-                   job_uid=_text(el, _q(XWVM_NS, "job")) or "",
-                   vm_dir=_text(el, _q(XWVM_NS, "dir")) or "")
+        # libvirt's virDomainGetMetadata hands the element back without its namespace.
+        fields = {child.tag.rpartition("}")[2]: child.text or "" for child in el}
+        return cls(worker_id=fields.get("worker", ""), job_uid=fields.get("job", ""),
+                   vm_dir=fields.get("dir", ""))
 
     @classmethod
     def from_xml(cls, xml: str) -> OwnerTag:
