@@ -456,13 +456,13 @@ def inprocess(db_url: str, grid: Grid, calls: int, threads: int, whole_request: 
             with sessions() as s:
                 if whole_request:
                     t0 = time.perf_counter()
-                    answer = host_service.request_work(s, p, host_uid)
+                    answer = host_service.request_work(s, p, host_uid, b"bench")
                     s.commit()
                 else:
-                    host, user = s.get(Host, host_uid), s.get(User, worker.uid)
-                    assert host is not None and user is not None
+                    host = s.get(Host, host_uid)
+                    assert host is not None
                     t0 = time.perf_counter()
-                    answer = assign(s, host, user)
+                    answer = assign(s, host, p)
                     s.commit()
                 mine.append(time.perf_counter() - t0)
                 ok += answer is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from xwvm.server.api import views
-from xwvm.server.api.base import cfg, commit, db, json_body, principal
+from xwvm.server.api.base import cfg, commit, db, json_body, principal, secret
 from xwvm.server.services import hosts as host_service
 
 bp = Blueprint("hosts", __name__)
@@ -49,7 +49,7 @@ def heartbeat(uid: str):
 
 @bp.post("/hosts/<uid>/work")
 def request_work(uid: str):
-    work = host_service.request_work(db(), principal(), uid)
+    work = host_service.request_work(db(), principal(), uid, secret())
     commit()
     if work is None:
         return jsonify(retry_after=cfg().idle_retry_s), 200

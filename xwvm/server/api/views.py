@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from xwvm.server.db.models import App, Context, Data, Event, Host, User, UserGroup, Work
+from xwvm.server.db.models import (
+    App,
+    Context,
+    Data,
+    Event,
+    Host,
+    Template,
+    User,
+    UserGroup,
+    Work,
+)
 from xwvm.server.rights import Level, format_mode
 
 
@@ -43,8 +53,17 @@ def context(c: Context, public_name: str) -> dict[str, Any]:
             "created_at": _t(c.created_at)}
 
 
+def template(t: Template, public_name: str) -> dict[str, Any]:
+    from xwvm.server.services.templates import describe
+    return {**_owned(t, public_name), **describe(t), "spec": t.spec, "description": t.description,
+            "signed": bool(t.signatures), "created_at": _t(t.created_at),
+            "published_at": _t(t.published_at)}
+
+
 def work(w: Work, public_name: str) -> dict[str, Any]:
-    return {**_owned(w, public_name), "app": w.app_uid, "status": w.status, "args": w.args,
+    return {**_owned(w, public_name), "app": w.app_uid, "template": w.template_uid,
+            "command": w.command, "network": w.network,
+            "nested_seen_at": _t(w.nested_seen_at), "status": w.status, "args": w.args,
             "env": w.env, "label": w.label, "exit_code": w.exit_code,
             "error": w.error_message, "host": w.host_uid, "retries": w.retries,
             "max_retries": w.max_retries, "wall_clock_s": w.wall_clock_s,

@@ -17,9 +17,12 @@ bp = Blueprint("works", __name__)
 _STR = {"type": "string", "maxLength": 65536}
 _COUNT = {"type": "integer", "minimum": 0, "maximum": 2**40}
 SUBMIT = {
-    "type": "object", "additionalProperties": False, "required": ["app"],
+    "type": "object", "additionalProperties": False,
     "properties": {
-        "app": {"type": "string", "minLength": 1},
+        "app": {"type": ["string", "null"], "minLength": 1},
+        "template": {"type": ["string", "null"], "minLength": 1, "maxLength": 300},
+        "command": {"type": ["string", "null"], "maxLength": 65536},
+        "network": {"enum": ["none", "server", "internet"]},
         "args": {"type": "array", "items": _STR},
         "env": {"type": "object", "additionalProperties": _STR},
         "inputs": {"type": "array", "items": {

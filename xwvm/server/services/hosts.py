@@ -76,7 +76,7 @@ def heartbeat(db: Session, p: Principal, uid: str, running: list[str]) -> dict[s
     return {"alive_period": host.alive_period, "stop": stop}
 
 
-def request_work(db: Session, p: Principal, uid: str) -> dict[str, Any] | None:
+def request_work(db: Session, p: Principal, uid: str, secret: bytes) -> dict[str, Any] | None:
     policy.require(p, "request_work")
     host = _own_host(db, p, uid)
     host.last_seen = utcnow()
@@ -84,7 +84,10 @@ def request_work(db: Session, p: Principal, uid: str) -> dict[str, Any] | None:
     work = scheduler.assign(db, host, p)
     if work is None:
         return None
-    return work_service.description_for_worker(db, work)
+    desc = work_service.description_for_worker(db, work)
+    if work.template_uid:
+        desc.update(work_service.vm_description(db, work, secret))
+    return desc
 
 
 def list_hosts(db: Session, p: Principal) -> list[Host]:

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Conflict, Forbidden
 from xwvm.server import events, policy, states
+from xwvm.server.auth import tokens
 from xwvm.server.blobs import BlobStore
-from xwvm.server.db.models import Data, Host, Work, WorkData, utcnow
+from xwvm.server.db.models import Context, Data, Host, User, Work, WorkData, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services import apps as app_service
@@ -23,11 +24,14 @@ from xwvm.server.services.common import check_uid, get_or_404
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-][A-Za-z0-9_.+/-]{0,254}\Z")
 MAX_ARGS, MAX_ENV = 1024, 256
+NETWORKS = ("none", "server", "internet")
 
 
 @dataclass
 class WorkSpec:
-    app: str
+    """A native job names an ``app``; a VM job names a ``template`` and a ``command``."""
+
+    app: str | None = None
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     inputs: list[dict[str, str]] = field(default_factory=list)  # {data, name}
@@ -43,6 +47,9 @@ class WorkSpec:
     hold: bool = False
     access_rights: int = PUBLIC
     context: str | None = None
+    template: str | None = None
+    command: str | None = None
+    network: str = "server"
 
 
 def _check_spec(spec: WorkSpec) -> None:
@@ -65,17 +72,34 @@ def _check_spec(spec: WorkSpec) -> None:
         raise BadRequest("listen_port must be 1..65535", code="bad_port")
     if spec.wall_clock_s is not None and spec.wall_clock_s <= 0:
         raise BadRequest("wall_clock_s must be positive", code="bad_wall_clock")
+    if bool(spec.app) == bool(spec.template):
+        raise BadRequest("a job names either an app (native) or a template (VM job)",
+                         code="app_or_template")
+    if spec.template and not (spec.command or "").strip():
+        raise BadRequest("a VM job needs a command to run in the VM", code="no_command")
+    if spec.app and spec.command:
+        raise BadRequest("command is for VM jobs; a native job runs its app",
+                         code="bad_command")
+    if spec.network not in NETWORKS:
+        raise BadRequest(f"network must be one of {', '.join(NETWORKS)}", code="bad_network")
 
 
 def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) -> Work:
     policy.require(p, "insert_work")
     _check_spec(spec)
-    app = app_service.find(db, spec.app)
-    policy.check(p, app, "x", "app")
+    app = template = None
+    if spec.app:
+        app = app_service.find(db, spec.app)
+        policy.check(p, app, "x", "app")
+    else:
+        from xwvm.server.services import templates as template_service
+        template = template_service.find_for_submit(db, p, spec.template)
     if spec.expected_host:
         get_or_404(db, Host, spec.expected_host, "host")
     context = context_service.get_readable(db, p, spec.context) if spec.context else None
-    work = Work(app_uid=app.uid, status=states.PENDING, args=list(spec.args),
+    work = Work(app_uid=app.uid if app else None,
+                template_uid=template.uid if template else None, command=spec.command,
+                network=spec.network, status=states.PENDING, args=list(spec.args),
                 env=dict(spec.env), max_retries=(default_max_retries if spec.max_retries is None
                                                  else spec.max_retries),
                 wall_clock_s=spec.wall_clock_s, min_memory_mb=spec.min_memory_mb,
@@ -88,7 +112,7 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
     refs = [(i["data"], "input", i["name"]) for i in spec.inputs]
     if spec.stdin:
         refs.append((spec.stdin, "stdin", "stdin"))
-    for data_uid in app_service.binaries(db, app.uid).values():
+    for data_uid in (app_service.binaries(db, app.uid).values() if app else ()):
         refs.append((data_uid, "app", app.name))
     seen: set[str] = set()
     for data_uid, role, name in refs:
@@ -107,7 +131,7 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
         first = states.DATAREQUEST
     work.status = first
     events.record(db, "transition", object_uid=work.uid, actor_uid=p.uid, to_status=first,
-                  detail=f"submitted ({app.name})")
+                  detail=f"submitted ({app.name if app else 'VM ' + template.name})")
     return work
 
 
@@ -266,8 +290,30 @@ def description_for_worker(db: Session, work: Work) -> dict[str, Any]:
                       .where(WorkData.work_uid == work.uid)).all()
     files = [{"role": wd.role, "name": wd.name, "data": d.uid, "sha256": d.sha256,
               "size": d.size} for wd, d in rows]
-    app = app_service.find(db, work.app_uid)
-    return {"uid": work.uid, "app": app.name, "app_kind": app.kind, "args": work.args,
-            "env": work.env, "files": sorted(files, key=lambda f: (f["role"], f["name"])),
-            "wall_clock_s": work.wall_clock_s, "min_memory_mb": work.min_memory_mb,
-            "min_cpus": work.min_cpus, "listen_port": work.listen_port}
+    desc: dict[str, Any] = {
+        "uid": work.uid, "args": work.args, "env": work.env,
+        "files": sorted(files, key=lambda f: (f["role"], f["name"])),
+        "wall_clock_s": work.wall_clock_s, "min_memory_mb": work.min_memory_mb,
+        "min_cpus": work.min_cpus, "min_disk_mb": work.min_disk_mb,
+        "listen_port": work.listen_port}
+    if work.app_uid:
+        app = app_service.find(db, work.app_uid)
+        desc.update(app=app.name, app_kind=app.kind)
+    return desc
+
+
+def vm_description(db: Session, work: Work, secret: bytes) -> dict[str, Any]:
+    """What the outer worker needs beyond the common part to run a VM job: the template,
+    the command, the network policy, the owner's context document and a credential
+    delegated to the nested worker for this job only (revoked when the job ends)."""
+    from xwvm.server.services import templates as template_service
+    template = template_service.get(db, work.template_uid)
+    owner = db.get(User, work.owner_uid)
+    context = db.get(Context, work.context_uid) if work.context_uid else None
+    lifetime = (work.wall_clock_s or 24 * 3600) + 3600
+    token, _ = tokens.issue(db, secret, work.owner_uid, lifetime, kind="delegated",
+                            scope_work_uid=work.uid)
+    return {"template": template_service.description_for_worker(db, template),
+            "app": template.name, "command": work.command, "network": work.network,
+            "owner": owner.login if owner else work.owner_uid,
+            "context": context.document if context else None, "delegated_token": token}
