@@ -283,16 +283,27 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-def submit_jobs(app_name: str, args: tuple[str, ...], inputs: tuple[str, ...],
+def submit_jobs(app_name: str | None, args: tuple[str, ...], inputs: tuple[str, ...],
                 input_data: tuple[str, ...], stdin: str | None, env: tuple[str, ...],
                 count: int, wait: bool, timeout: float | None, fmt: str,
                 options: dict[str, Any]) -> None:
+    if options.get("template"):
+        # A VM job has no app: every positional word is an argument of its command.
+        if not options.get("command"):
+            fail("--template needs --command (what to run in the VM)")
+        args = ((app_name,) if app_name else ()) + args
+        app_name = None
+    elif not app_name:
+        fail("give an APP (native job) or --template with --command (VM job)")
+    elif options.get("command"):
+        fail("--command is for VM jobs (--template); a native job runs its APP")
     c = client()
     ssh_keys = options.pop("ssh_keys", ())
     if ssh_keys:  # an inline context: the keys, and the job's --env in the VM too
         if options.get("context"):
             fail("give either --context or --ssh-key, not both")
-        options["context"] = inline_context(c, ssh_keys, parse_env(env), app_name)["uid"]
+        options["context"] = inline_context(c, ssh_keys, parse_env(env),
+                                            app_name or options["template"])["uid"]
     refs = [{"data": upload(c, Path(f))["uid"], "name": Path(f).name} for f in inputs]
     for item in input_data:
         uid, _, name = item.partition(":")
@@ -309,8 +320,14 @@ def submit_jobs(app_name: str, args: tuple[str, ...], inputs: tuple[str, ...],
 
 def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.argument("app_name", metavar="APP"),
+        click.argument("app_name", metavar="[APP]", required=False),
         click.argument("args", nargs=-1),
+        click.option("--template", help="run a VM job from this template (NAME[:VERSION] or "
+                                        "id) instead of a native APP"),
+        click.option("--command", help="VM jobs: the shell command run in the VM"),
+        click.option("--network", type=click.Choice(["server", "none", "internet"]),
+                     default="server", show_default=True,
+                     help="VM jobs: what the guest may reach"),
         click.option("--input", "inputs", multiple=True,
                      type=click.Path(exists=True, dir_okay=False),
                      help="a local file uploaded and placed in the job's directory"),
@@ -349,7 +366,8 @@ def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def submit(app_name: str, args: tuple[str, ...], inputs: tuple[str, ...],
            input_data: tuple[str, ...], stdin: str | None, env: tuple[str, ...], count: int,
            wait: bool, timeout: float | None, fmt: str, **options: Any) -> None:
-    """Submit COUNT jobs of APP with ARGS (put them after --)."""
+    """Submit COUNT jobs: of a native APP, or (--template T --command C) VM jobs. ARGS go
+    after --."""
     submit_jobs(app_name, args, inputs, input_data, stdin, env, count, wait, timeout, fmt,
                 options)
 

@@ -15,6 +15,8 @@ import requests
 from xwvm.errors import XwvmError
 
 CHUNK = 1024 * 1024
+UPLOAD_CHUNK = 8 * 1024 * 1024  # one resumable-upload request
+DOWNLOAD_BLOCK = 4 * 1024 * 1024
 TERMINAL = ("COMPLETED", "ERROR", "ABORTED")
 UIDS_PER_QUERY = 50
 EVENT_PAGE = 1000
@@ -236,9 +238,10 @@ class Client:
 
     # --- works --------------------------------------------------------------------------
 
-    def submit(self, app: str, **spec: Any) -> dict[str, Any]:
-        return self.post("/works", {"app": app, **{k: v for k, v in spec.items()
-                                                   if v is not None}})
+    def submit(self, app: str | None = None, **spec: Any) -> dict[str, Any]:
+        """A native job of ``app``, or a VM job with ``template=...`` and ``command=...``."""
+        body = {"app": app, **spec}
+        return self.post("/works", {k: v for k, v in body.items() if v is not None})
 
     def list_works(self, uids: list[str] | None = None,
                    status: str | None = None) -> list[dict[str, Any]]:
@@ -294,6 +297,130 @@ class Client:
             if len(page) < EVENT_PAGE:
                 return rows
             since = page[-1]["id"]
+
+    # --- resumable uploads and templates ------------------------------------------------
+
+    def create_upload(self, size: int, sha256: str) -> dict[str, Any]:
+        return self.post("/uploads", {"size": size, "sha256": sha256})
+
+    def get_upload(self, uid: str) -> dict[str, Any]:
+        return self.get(f"/uploads/{uid}")
+
+    def upload_file(self, path: Path, *, sha256: str | None = None, resume: str | None = None,
+                    chunk_size: int = UPLOAD_CHUNK, progress: Progress | None = None,
+                    on_session: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Upload ``path`` through a resumable session (``resume``: an earlier session's id,
+        continued from the server's offset) and complete it; the completed session."""
+        path = Path(path)
+        size = path.stat().st_size
+        sha = sha256 or sha256_file(path)
+        up = None
+        if resume:
+            try:
+                up = self.get_upload(resume)
+            except ApiError as e:
+                if e.status not in (403, 404):
+                    raise
+            if up is not None and (up["sha256"] != sha or up["size"] != size):
+                up = None
+        if up is None:
+            up = self.create_upload(size, sha)
+        if on_session:
+            on_session(up["uid"])
+        offset = up["received"]
+        if progress and offset:
+            progress(offset)
+        with open(path, "rb") as f:
+            while up["status"] == "open" and offset < size:
+                f.seek(offset)
+                body = f.read(min(chunk_size, size - offset))
+                try:
+                    up = self.request("PUT", f"/uploads/{up['uid']}", data=body, headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"bytes {offset}-{offset + len(body) - 1}/{size}"}
+                        ).json()
+                except ApiError as e:
+                    if e.code != "offset_mismatch" or not isinstance(e.details, dict):
+                        raise
+                    offset = e.details["offset"]  # another attempt got there first: follow
+                    continue
+                offset = up["received"]
+                if progress:
+                    progress(len(body))
+        if up["status"] == "open":
+            up = self.post(f"/uploads/{up['uid']}/complete")
+        return up
+
+    def create_template(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/templates", fields)
+
+    def list_templates(self, name: str | None = None,
+                       status: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("name", name), ("status", status)) if v}
+        return self.get("/templates", params=params)
+
+    def get_template(self, ref: str) -> dict[str, Any]:
+        return self.get(f"/templates/{ref}")
+
+    def template_chunks(self, ref: str, role: str, fmt: str | None = None) -> dict[str, Any]:
+        return self.get(f"/templates/{ref}/artifacts/{role}/chunks",
+                        params={"format": fmt} if fmt else None)
+
+    def sign_template(self, ref: str, public_key: str, signature: str) -> dict[str, Any]:
+        return self.post(f"/templates/{ref}/signatures", {"public_key": public_key,
+                                                           "signature": signature})
+
+    def publish_template(self, ref: str) -> dict[str, Any]:
+        return self.post(f"/templates/{ref}/publish")
+
+    def deprecate_template(self, ref: str) -> dict[str, Any]:
+        return self.post(f"/templates/{ref}/deprecate")
+
+    def delete_template(self, ref: str) -> None:
+        self.request("DELETE", f"/templates/{ref}")
+
+    def download_verified(self, route: str, dest: Path, *, sha256: str,
+                          progress: Progress | None = None) -> int:
+        """Like :meth:`download` (resumes ``dest.part`` with Range), but hashes while it
+        writes, so the file is read once; returns the bytes transferred. A mismatch
+        removes the partial file and raises ``checksum_mismatch``."""
+        dest = Path(dest)
+        part = dest.with_name(dest.name + ".part")
+        digest = hashlib.sha256()
+        have = 0
+        if part.exists():
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(DOWNLOAD_BLOCK), b""):
+                    digest.update(block)
+                    have += len(block)
+        headers = {"Range": f"bytes={have}-", "If-Range": f'"{sha256}"'} if have else {}
+        resp = self.request("GET", route, expect=(200, 206, 416), headers=headers,
+                            stream=True)
+        if resp.status_code == 416:  # the partial file is already whole (or bogus)
+            resp.close()
+            if digest.hexdigest() == sha256:
+                os.replace(part, dest)
+                return 0
+            part.unlink()
+            return self.download_verified(route, dest, sha256=sha256, progress=progress)
+        if resp.status_code == 200:
+            digest, have = hashlib.sha256(), 0
+        if progress and have:
+            progress(have)
+        got = 0
+        with resp, open(part, "ab" if have else "wb") as out:
+            for block in resp.iter_content(DOWNLOAD_BLOCK):
+                digest.update(block)
+                out.write(block)
+                got += len(block)
+                if progress:
+                    progress(len(block))
+        if digest.hexdigest() != sha256:
+            part.unlink()
+            raise ApiError(f"downloaded file does not match sha256 {sha256}; the partial "
+                           "file was removed, retry", code="checksum_mismatch", status=0)
+        os.replace(part, dest)
+        return got
 
     # --- the worker's side ----------------------------------------------------------------
 
