@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from xwvm.client import cli_template_store as template_store
 from xwvm.client import formats
 from xwvm.client.cli_context import context as context_group
 from xwvm.client.cli_context import inline_context
@@ -566,6 +567,7 @@ def worker_run(url: str | None, ca: str | None, credential: Path, work_dir: Path
 
 main.add_command(context_group)
 main.add_command(template_group)
+main.add_command(template_store.admin_group)  # and the template push|pull|... commands
 
 
 if __name__ == "__main__":  # pragma: no cover

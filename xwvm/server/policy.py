@@ -64,6 +64,8 @@ _OPERATIONS: dict[str, tuple[Level, bool]] = {
     "request_work": (Level.WORKER, True),
     "list_hosts": (Level.STANDARD, False),
     "read_events": (Level.STANDARD, False),
+    "insert_template": (Level.GROUP_ADMIN, False),
+    "upload_blob": (Level.GROUP_ADMIN, False),  # resumable uploads feed templates
 }
 
 
@@ -175,6 +177,25 @@ def check_data_read(db: Session, p: Principal, data: OwnedObject) -> None:
                             code="forbidden_not_assigned")
         return
     check(p, data, "r", "data")
+
+
+def worker_may_read_template(db: Session, p: Principal, template_uid: str) -> bool:
+    """True when a job held by one of this worker's hosts boots the template."""
+    q = (select(Work.uid)
+         .join(Host, Host.uid == Work.host_uid)
+         .where(Work.template_uid == template_uid, Host.worker_user_uid == p.uid,
+                Work.status.in_(ACTIVE_ON_WORKER))
+         .limit(1))
+    return db.execute(q).first() is not None
+
+
+def check_template_read(db: Session, p: Principal, template: OwnedObject) -> None:
+    if p.is_worker and p.level < Level.SUPER:
+        if not worker_may_read_template(db, p, template.uid):
+            raise Forbidden(f"template {template.uid} is not used by a job on your hosts",
+                            code="forbidden_not_assigned")
+        return
+    check(p, template, "r", "template")
 
 
 def manage_user_allowed(p: Principal, target_group_uid: str | None, level: Level) -> bool:

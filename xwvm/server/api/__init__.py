@@ -6,7 +6,20 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from xwvm.server.api import apps, auth, contexts, data, events, hosts, objects, users, works
+    from xwvm.server.api import (
+        apps,
+        auth,
+        contexts,
+        data,
+        events,
+        hosts,
+        objects,
+        templates,
+        uploads,
+        users,
+        works,
+    )
 
-    for module in (auth, users, apps, data, works, hosts, events, objects, contexts):
+    for module in (auth, users, apps, data, works, hosts, events, objects, contexts, uploads,
+                   templates):
         app.register_blueprint(module.bp, url_prefix="/api/v1")

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -231,7 +232,52 @@ class Maintenance(Base):
     last_run: Mapped[dt.datetime] = mapped_column()
 
 
+class Template(Owned, Base):
+    """A versioned VM disk template: artifacts in the image blob store, signed manifest.
+
+    ``artifacts`` is a list of {role, format, size, sha256, virtual_size, chunk_size,
+    chunks}: ``chunks`` is the sha256 of each fixed-size piece (incremental updates)."""
+
+    __tablename__ = "templates"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    os: Mapped[str] = mapped_column(String(64), default="linux")
+    arch: Mapped[str] = mapped_column(String(32), default="x86_64")
+    artifacts: Mapped[list[Any]] = mapped_column(default=list)
+    cmdline: Mapped[str] = mapped_column(Text, default="")
+    min_memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    min_cpus: Mapped[int] = mapped_column(Integer, default=0)
+    shared_apps: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="draft")  # draft|published|deprecated
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # [{key_id, public_key (base64 raw Ed25519), signature (base64)}] over the manifest.
+    signatures: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_templates_name_version"),)
+
+
+class UploadSession(Base):
+    """A resumable upload: state here, bytes in the blob store's part file (no process memory)."""
+
+    __tablename__ = "upload_sessions"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
+    owner_uid: Mapped[str] = mapped_column(UID, index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | complete
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    chunks: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
 __all__ = [
     "App", "AppBinary", "Base", "Context", "Data", "Event", "Host", "Maintenance", "Setting",
-    "Token", "User", "UserGroup", "Work", "WorkData", "new_uid", "utcnow",
+    "Template", "Token", "UploadSession", "User", "UserGroup", "Work", "WorkData", "new_uid",
+    "utcnow",
 ]
