@@ -151,11 +151,13 @@ class Worker:
             return
         for uid in driver.cleanup_leftovers():
             log.info("removed VM of job %s left by a previous run", uid)
+        from xwvm import signing
         from xwvm.worker import images
         from xwvm.worker.vmjob import VMJobRunner, VMOptions
+        keys = signing.load_trusted(self.opts.trusted_keys)
         cache = images.ImageCache(self.work_dir / "images",
-                                  quota_bytes=self.opts.image_quota_mb * 2**20)
-        keys = images.load_trusted_keys(self.opts.trusted_keys)
+                                  quota_bytes=self.opts.image_quota_mb * 2**20,
+                                  trusted_keys=keys)
         self.vm_runner = VMJobRunner(
             driver, cache, self.client,
             VMOptions(worker_id=self.worker_id(), work_dir=self.work_dir,

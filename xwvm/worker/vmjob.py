@@ -27,10 +27,11 @@ log = logging.getLogger("xwvm.worker.vm")
 GUEST_SERVER_NAME = "xwvm-server"
 DEFAULT_WALL_CLOCK_S = 24 * 3600
 STOP_GRACE_S = 5.0
+DISK_FORMATS = ("qcow2", "raw")  # what the libvirt driver boots
 
 
 class ImageSource(Protocol):
-    def use(self, client: Client, template: dict[str, Any]
+    def use(self, client: Client, desc: Any, disk_formats: Any = None
             ) -> contextlib.AbstractContextManager[dict[str, Path]]: ...
 
 
@@ -70,7 +71,7 @@ class VMJobRunner:
             return VMOutcome("ERROR", message="network=none VM jobs need inputs and results "
                                               "on disks, which this worker does not do yet")
         try:
-            with self.images.use(self.client, job["template"]) as paths:
+            with self.images.use(self.client, job["template"], DISK_FORMATS) as paths:
                 spec = self._spec(job, paths)
                 self._context_iso(job, spec)
                 with self._vm(spec):
