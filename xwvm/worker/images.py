@@ -1,0 +1,436 @@
+"""Owns the worker's template image cache and the check that a template may boot.
+
+Layout under the cache root::
+
+    blobs/<sha256>        a verified artifact, read-only, renamed into place whole
+    blobs/<sha256>.part   a download in progress (resumed with HTTP Range)
+    locks/<sha256>.lock   flock: exclusive while downloading or evicting, shared while used
+    chunks/<sha256>.json  the artifact's chunk manifest (a base for incremental updates)
+    templates/<uid>.json  which blobs a template was served from (for ``holdings``)
+
+The locks are ``flock`` locks on a file per sha256, so they work between the threads of
+one worker (each use opens its own descriptor) and between worker processes sharing the
+directory: one download per artifact, and eviction skips whatever anyone has pinned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from xwvm import signing
+from xwvm.client.sdk import ApiError, Client
+from xwvm.errors import XwvmError
+
+BLOCK = 4 * 1024 * 1024
+Progress = Callable[[int], None]
+
+
+class ImageError(XwvmError):
+    """A template this worker refuses or cannot get; the message goes into the job's error."""
+
+    status, code = 422, "image_refused"
+
+
+def verify(desc: Mapping[str, Any], trusted_keys: Mapping[str, Ed25519PublicKey]) -> None:
+    """Raise :class:`ImageError` unless a trusted key signed the template's manifest.
+
+    The manifest is recomputed from the description's own fields (the artifacts' sha256
+    included, which every download is checked against), so changing any signed field
+    breaks the signature; the description's ``manifest`` string must agree too."""
+    label = f"template {desc.get('name')}:{desc.get('version')}"
+    manifest = signing.canonical_manifest(desc)
+    if desc.get("manifest") not in (None, manifest):
+        raise ImageError(f"{label}: its manifest does not match its fields (altered)",
+                         code="manifest_mismatch")
+    signatures = desc.get("signatures") or []
+    if not signatures:
+        raise ImageError(f"{label} is unsigned: this worker boots only templates signed by "
+                         "a key it trusts", code="unsigned_template")
+    bad = []
+    for sig in signatures:
+        key = trusted_keys.get(sig.get("key_id", ""))
+        if key is None:
+            continue
+        if signing.valid(manifest, key, sig.get("signature", "")):
+            return
+        bad.append(sig["key_id"])
+    if bad:
+        raise ImageError(f"{label}: the signature by trusted key {', '.join(bad)} does not "
+                         "verify (the template or its signature was altered)",
+                         code="bad_signature")
+    signers = ", ".join(sorted(s.get("key_id", "?") for s in signatures))
+    trusted = ", ".join(sorted(trusted_keys)) or "none"
+    raise ImageError(f"{label} is signed only by keys this worker does not trust "
+                     f"({signers}; trusted: {trusted})", code="untrusted_signature")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What getting one artifact cost: ``mode`` is hit, full or incremental."""
+
+    sha256: str
+    mode: str
+    fetched: int
+    reused: int = 0
+
+
+class _Pin:
+    """A shared flock on an artifact's lock file: held while a VM uses the artifact."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def lock(self, mode: int) -> None:
+        fcntl.flock(self.fd, mode)
+
+    def try_lock(self, mode: int) -> bool:
+        try:
+            fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class ImageCache:
+    """Content-addressed template artifacts under ``root``, at most ``quota_bytes``.
+
+    ``trusted_keys`` (key id -> public key, see :func:`xwvm.signing.load_trusted`) are
+    what :meth:`use` checks every template against before fetching a byte of it."""
+
+    def __init__(self, root: Path, quota_bytes: int,
+                 trusted_keys: Mapping[str, Ed25519PublicKey], *,
+                 incremental: bool = True) -> None:
+        self.root = Path(root)
+        self.quota = quota_bytes
+        self.trusted_keys = dict(trusted_keys)
+        self.incremental = incremental
+        self.transfers: list[Transfer] = []
+        for sub in ("blobs", "locks", "chunks", "templates"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # --- paths -----------------------------------------------------------------------------
+
+    def blob(self, sha256: str) -> Path:
+        return self.root / "blobs" / sha256
+
+    def _lock_path(self, sha256: str) -> Path:
+        return self.root / "locks" / f"{sha256}.lock"
+
+    def _chunks_path(self, sha256: str) -> Path:
+        return self.root / "chunks" / f"{sha256}.json"
+
+    def _record_path(self, uid: str) -> Path:
+        return self.root / "templates" / f"{uid}.json"
+
+    # --- the worker's interface ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def use(self, client: Client, desc: Mapping[str, Any],
+            disk_formats: Collection[str] | None = None,
+            progress: Progress | None = None) -> Iterator[dict[str, Path]]:
+        """Verify ``desc`` (a ``description_for_worker``), fetch what is missing, and
+        yield {role: path} of its disk (the first of ``disk_formats`` it has), kernel and
+        initrd; the files stay pinned (never evicted) until the block ends."""
+        verify(desc, self.trusted_keys)
+        wanted = select_artifacts(desc, disk_formats)
+        pins: list[_Pin] = []
+        try:
+            paths = {}
+            for a in wanted:
+                pins.append(self._acquire(client, desc, a, {w["sha256"] for w in wanted},
+                                          progress))
+                paths[a["role"]] = self.blob(a["sha256"])
+            self._write_json(self._record_path(desc["uid"]), {
+                "uid": desc["uid"], "name": desc["name"], "version": desc["version"],
+                "artifacts": [{k: a[k] for k in ("role", "format", "sha256", "size")}
+                              for a in wanted]})
+            yield paths
+        finally:
+            for pin in pins:
+                pin.close()
+
+    def holdings(self) -> list[str]:
+        """Uids of the templates whose artifacts are all in the cache."""
+        held = []
+        for record in sorted((self.root / "templates").glob("*.json")):
+            info = self._read_json(record)
+            if info and all(self.blob(a["sha256"]).is_file() for a in info["artifacts"]):
+                held.append(info["uid"])
+        return held
+
+    def size(self) -> int:
+        return sum(size for _, _, size in self._entries())
+
+    def evict(self, need: int = 0, keep: Collection[str] = ()) -> list[str]:
+        """Remove least recently used artifacts, skipping pinned ones and ``keep``, until
+        ``need`` more bytes fit under the quota; the sha256s removed."""
+        removed = []
+        with self._global_lock():
+            entries = sorted(self._entries())
+            total = sum(size for _, _, size in entries)
+            for _, sha, size in entries:
+                if total + need <= self.quota:
+                    break
+                if sha in keep:
+                    continue
+                lock = _Pin(self._lock_path(sha))
+                try:
+                    if not lock.try_lock(fcntl.LOCK_EX):
+                        continue  # pinned by a running VM
+                    self.blob(sha).unlink(missing_ok=True)
+                    self._chunks_path(sha).unlink(missing_ok=True)
+                finally:
+                    lock.close()
+                removed.append(sha)
+                total -= size
+            if total + need > self.quota:
+                raise ImageError(f"the image cache cannot hold {need} more bytes: {total} of "
+                                 f"its {self.quota} bytes are images in use",
+                                 code="cache_full")
+        self._drop_stale_records()
+        return removed
+
+    # --- fetching ------------------------------------------------------------------------
+
+    def _acquire(self, client: Client, desc: Mapping[str, Any], a: Mapping[str, Any],
+                 keep: Collection[str], progress: Progress | None) -> _Pin:
+        sha = a["sha256"]
+        pin = _Pin(self._lock_path(sha))
+        try:
+            while True:
+                pin.lock(fcntl.LOCK_SH)
+                if self.blob(sha).is_file():
+                    os.utime(self.blob(sha))  # recency for LRU eviction
+                    self.transfers.append(Transfer(sha, "hit", 0))
+                    return pin
+                pin.lock(fcntl.LOCK_EX)  # (drops the shared lock first)
+                if self.blob(sha).is_file():  # another user fetched it meanwhile
+                    self.transfers.append(Transfer(sha, "hit", 0))
+                else:
+                    self.evict(a["size"], keep=keep)
+                    self.transfers.append(self._fetch(client, desc, a, progress))
+                # Downgrade; an evictor may slip into the gap, so look again.
+                pin.lock(fcntl.LOCK_SH)
+                if self.blob(sha).is_file():
+                    return pin
+        except BaseException:
+            pin.close()
+            raise
+
+    def _fetch(self, client: Client, desc: Mapping[str, Any], a: Mapping[str, Any],
+               progress: Progress | None) -> Transfer:
+        sha, route = a["sha256"], _route(desc, a)
+        chunks = None
+        if a["role"] == "disk" and a.get("chunk_count"):
+            chunks = _api(lambda: client.template_chunks(desc["uid"], a["role"], a["format"]))
+            self._write_json(self._chunks_path(sha), chunks)
+        base = self._find_base(desc, a, chunks) if chunks and self.incremental else None
+        transfer = None
+        if base is not None:
+            try:
+                transfer = self._assemble(client, route, a, chunks, *base, progress)
+            except ImageError as e:  # e.g. a damaged partial file: fetch it whole instead
+                if e.code != "checksum_mismatch":
+                    raise
+        if transfer is None:
+            transfer = self._download(client, route, a, progress)
+        os.chmod(self.blob(sha), 0o444)
+        return transfer
+
+    def _download(self, client: Client, route: str, a: Mapping[str, Any],
+                  progress: Progress | None) -> Transfer:
+        """The whole file, resumed and verified; a mismatch is fetched once more afresh
+        (a damaged partial file), and a second mismatch means the server's copy is bad."""
+        sha = a["sha256"]
+        for attempt in (1, 2):
+            try:
+                got = client.download_verified(route, self.blob(sha), sha256=sha,
+                                               progress=progress)
+                return Transfer(sha, "full", got)
+            except ApiError as e:
+                if e.code != "checksum_mismatch":
+                    raise ImageError(f"cannot download {a['role']} {sha[:12]}: {e.message}",
+                                     code="download_failed") from None
+                if attempt == 2:
+                    raise ImageError(f"the {a['role']} artifact does not match its sha256 "
+                                     f"{sha} even after a fresh download: the server's copy "
+                                     "is damaged", code="checksum_mismatch") from None
+        raise AssertionError("unreachable")
+
+    def _find_base(self, desc: Mapping[str, Any], a: Mapping[str, Any],
+                   chunks: Mapping[str, Any]) -> tuple[Path, list[str]] | None:
+        """A cached disk of another version of the same template, in the same format and
+        chunking, with the most chunks in common."""
+        best: tuple[int, Path, list[str]] | None = None
+        wanted = set(chunks["chunks"])
+        for record in (self.root / "templates").glob("*.json"):
+            info = self._read_json(record)
+            if not info or info["name"] != desc["name"] or info["uid"] == desc["uid"]:
+                continue
+            for old in info["artifacts"]:
+                old_chunks = self._read_json(self._chunks_path(old["sha256"]))
+                if (old["role"] != "disk" or old["format"] != a["format"] or not old_chunks
+                        or old_chunks["chunk_size"] != chunks["chunk_size"]
+                        or not self.blob(old["sha256"]).is_file()):
+                    continue
+                common = len(wanted.intersection(old_chunks["chunks"]))
+                if common and (best is None or common > best[0]):
+                    best = (common, self.blob(old["sha256"]), old_chunks["chunks"])
+        return None if best is None else (best[1], best[2])
+
+    def _assemble(self, client: Client, route: str, a: Mapping[str, Any],
+                  chunks: Mapping[str, Any], base: Path, base_chunks: list[str],
+                  progress: Progress | None) -> Transfer:
+        """Build the new artifact from the base's unchanged chunks and Range requests for
+        the others, checking every chunk and then the whole sha256."""
+        sha, size, cs = a["sha256"], a["size"], chunks["chunk_size"]
+        wanted: list[str] = chunks["chunks"]
+        where = {c: i for i, c in enumerate(base_chunks)}
+        part = self.blob(sha).with_name(f"{sha}.part")
+        digest = hashlib.sha256()
+        done = 0
+        if part.exists():  # resume at the last whole chunk
+            done = min(part.stat().st_size // cs, len(wanted))
+            with open(part, "r+b") as f:
+                f.truncate(done * cs)
+                for block in iter(lambda: f.read(BLOCK), b""):
+                    digest.update(block)
+        fetched = reused = 0
+        with open(part, "ab") as out, open(base, "rb") as old:
+            i = done
+            while i < len(wanted):
+                if wanted[i] in where:
+                    old.seek(where[wanted[i]] * cs)
+                    piece = old.read(min(cs, size - i * cs))
+                    _check_chunk(piece, wanted[i], i)
+                    digest.update(piece)
+                    out.write(piece)
+                    reused += len(piece)
+                    i += 1
+                    continue
+                j = i
+                while j < len(wanted) and wanted[j] not in where:
+                    j += 1
+                for k, piece in self._ranges(client, route, i * cs, min(j * cs, size) - 1, cs):
+                    _check_chunk(piece, wanted[i + k], i + k)
+                    digest.update(piece)
+                    out.write(piece)
+                    fetched += len(piece)
+                    if progress:
+                        progress(len(piece))
+                i = j
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != sha:
+            part.unlink()
+            raise ImageError(f"the assembled {a['role']} does not match its sha256 {sha}",
+                             code="checksum_mismatch")
+        os.replace(part, self.blob(sha))
+        return Transfer(sha, "incremental", fetched, reused)
+
+    @staticmethod
+    def _ranges(client: Client, route: str, start: int, end: int,
+                cs: int) -> Iterator[tuple[int, bytes]]:
+        resp = _api(lambda: client.request("GET", route, expect=(206,), stream=True,
+                                           headers={"Range": f"bytes={start}-{end}"}))
+        buf = bytearray()
+        k = 0
+        with resp:
+            for block in resp.iter_content(BLOCK):
+                buf += block
+                while len(buf) >= cs:
+                    yield k, bytes(buf[:cs])
+                    del buf[:cs]
+                    k += 1
+        if buf:
+            yield k, bytes(buf)
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def _entries(self) -> list[tuple[float, str, int]]:
+        out = []
+        for path in (self.root / "blobs").iterdir():
+            if len(path.name) == 64 and "." not in path.name:
+                with contextlib.suppress(FileNotFoundError):
+                    st = path.stat()
+                    out.append((st.st_mtime, path.name, st.st_size))
+        return out
+
+    @contextlib.contextmanager
+    def _global_lock(self) -> Iterator[None]:
+        lock = _Pin(self.root / "locks" / "evict.lock")
+        try:
+            lock.lock(fcntl.LOCK_EX)
+            yield
+        finally:
+            lock.close()
+
+    def _drop_stale_records(self) -> None:
+        for record in (self.root / "templates").glob("*.json"):
+            info = self._read_json(record)
+            if not info or not any(self.blob(a["sha256"]).is_file()
+                                   for a in info["artifacts"]):
+                record.unlink(missing_ok=True)
+
+    @staticmethod
+    def _write_json(path: Path, doc: Any) -> None:
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def select_artifacts(desc: Mapping[str, Any],
+                     disk_formats: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """The disk (the first format of ``disk_formats`` the template has), kernel, initrd."""
+    arts = list(desc["artifacts"])
+    disks = [a for a in arts if a["role"] == "disk"]
+    if disk_formats:
+        order = list(disk_formats)
+        disks = sorted((a for a in disks if a["format"] in order),
+                       key=lambda a: order.index(a["format"]))
+    if not disks:
+        have = ", ".join(a["format"] for a in arts if a["role"] == "disk") or "none"
+        raise ImageError(f"template {desc['name']}:{desc['version']} has no disk in "
+                         f"{', '.join(disk_formats or ())} (it has {have})",
+                         code="no_usable_disk")
+    return [disks[0]] + [a for a in arts if a["role"] in ("kernel", "initrd")]
+
+
+def _route(desc: Mapping[str, Any], a: Mapping[str, Any]) -> str:
+    return a.get("path") or (f"/templates/{desc['uid']}/artifacts/{a['role']}"
+                             f"?format={a['format']}")
+
+
+def _check_chunk(piece: bytes, expected: str, index: int) -> None:
+    if hashlib.sha256(piece).hexdigest() != expected:
+        raise ImageError(f"chunk {index} does not match the chunk manifest",
+                         code="checksum_mismatch")
+
+
+def _api(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except ApiError as e:
+        raise ImageError(f"cannot fetch the template: {e.message}",
+                         code="download_failed") from None
