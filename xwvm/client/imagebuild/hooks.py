@@ -181,12 +181,13 @@ def run_checks(spec: TemplateSpec, root: Path) -> list[dict[str, Any]]:
                "env", "-i", *(f"{k}={v}" for k, v in sorted(env.items())), *check.command]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                               cwd="/", check=False)
-        output = (proc.stdout + proc.stderr).strip()
+        output, errors = proc.stdout.strip(), proc.stderr.strip()
         results.append({"name": check.name, "command": list(check.command),
                         "ok": proc.returncode == 0, "exit_status": proc.returncode,
-                        "output": output[-2000:]})
-        print(f"  check {check.name}: {'ok' if proc.returncode == 0 else 'FAILED'}"
-              f"{': ' + output.splitlines()[-1] if output else ''}", flush=True)
+                        "output": output[-2000:], "stderr": errors[-2000:]})
+        last = (output or errors).splitlines()[-1:] or [""]
+        print(f"  check {check.name}: {'ok' if proc.returncode == 0 else 'FAILED'}: {last[0]}",
+              flush=True)
     return results
 
 
