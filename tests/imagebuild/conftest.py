@@ -45,7 +45,10 @@ def built_image(name: str) -> Path:
     if (out / MANIFEST_NAME).is_file():
         return out
     for stale in images.glob(f"{spec.name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale.is_symlink():
+            stale.unlink()
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
     build(spec, BuildOptions(out_dir=out, keep_raw=True, cache_dir=CACHE_ROOT / "build-cache"))
     return out
 
