@@ -27,9 +27,12 @@ TEMPLATES = SOURCE_ROOT / "templates"
 
 def input_key(spec: TemplateSpec) -> str:
     digest = hashlib.sha256(spec.sha256.encode())
+    # The image carries the builder's output and the Python packages copied into it
+    # (xwvm, contextualizer, appliance): a change to any of them means a new image.
     inputs = [SOURCE_ROOT / "appliance" / "init", SOURCE_ROOT / "templates" / "schema.json",
               *sorted((SOURCE_ROOT / "appliance" / "rootfs").rglob("*")),
-              *sorted((SOURCE_ROOT / "xwvm" / "client" / "build").glob("*.py"))]
+              *sorted(p for package in spec.python_packages
+                      for p in (SOURCE_ROOT / package).rglob("*.py"))]
     for path in inputs:
         if path.is_file():
             digest.update(str(path.relative_to(SOURCE_ROOT)).encode() + b"\0")
