@@ -13,7 +13,16 @@ from xwvm.errors import BadRequest, Conflict, Forbidden
 from xwvm.server import events, policy, states
 from xwvm.server.auth import tokens
 from xwvm.server.blobs import BlobStore
-from xwvm.server.db.models import Context, Data, Host, User, Work, WorkData, utcnow
+from xwvm.server.db.models import (
+    Context,
+    Data,
+    Host,
+    Template,
+    User,
+    Work,
+    WorkData,
+    utcnow,
+)
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services import apps as app_service
@@ -307,7 +316,7 @@ def vm_description(db: Session, work: Work, secret: bytes) -> dict[str, Any]:
     the command, the network policy, the owner's context document and a credential
     delegated to the nested worker for this job only (revoked when the job ends)."""
     from xwvm.server.services import templates as template_service
-    template = template_service.get(db, work.template_uid)
+    template = db.get(Template, work.template_uid)
     owner = db.get(User, work.owner_uid)
     context = db.get(Context, work.context_uid) if work.context_uid else None
     lifetime = (work.wall_clock_s or 24 * 3600) + 3600
