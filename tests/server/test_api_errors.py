@@ -113,8 +113,18 @@ def test_non_object_json_is_refused(shared_server: ServerProcess, admin: Client,
     assert _state(admin) == before
 
 
+def test_job_without_app_or_template_is_refused(shared_server: ServerProcess,
+                                                admin: Client) -> None:
+    before = _state(admin)
+    resp = _call(shared_server, "POST", "/works", admin.token, json={"args": ["a"]})
+    _error(resp, 400, "app_or_template", "either an app (native) or a template (VM job)")
+    resp = _call(shared_server, "POST", "/works", admin.token,
+                 json={"template": "base", "args": ["a"]})
+    _error(resp, 400, "no_command", "needs a command")
+    assert _state(admin) == before
+
+
 @pytest.mark.parametrize("path,body,missing", [
-    ("/works", {"args": ["a"]}, "app"),
     ("/data", {"size": 3}, "name"),
     ("/users", {"login": "nobody-x", "password": "p" * 12}, "rights"),
     ("/auth/login", {"login": "admin"}, "password"),

@@ -148,3 +148,18 @@ def test_concurrent_assignment_postgres(postgres: PostgresServer) -> None:
         _concurrent_assignment(make_sessionmaker(engine))
     finally:
         engine.dispose()
+
+
+def test_vm_jobs_need_a_vm_capable_host_and_held_images_come_first(world: World) -> None:
+    alice, w = world.user("alice"), world.user("w", Level.WORKER)
+    cold = [Work(template_uid=f"00000000-0000-0000-0000-00000000000{i}", command="true",
+                 status="PENDING", owner_uid=alice.uid, access_rights=0o755) for i in (1, 2)]
+    world.db.add_all(cold)
+    world.db.flush()
+    native_host = world.host(w)
+    assert assign(world.db, native_host, w) is None, "no hypervisor, no VM job"
+    vm_host = world.host(w)
+    vm_host.vm_capable = True
+    vm_host.templates_held = [cold[1].template_uid]
+    assert assign(world.db, vm_host, w).uid == cold[1].uid, "the cached image first"
+    assert assign(world.db, vm_host, w).uid == cold[0].uid

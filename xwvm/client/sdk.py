@@ -427,8 +427,12 @@ class Client:
     def register_host(self, facts: dict[str, Any]) -> dict[str, Any]:
         return self.post("/hosts", facts)
 
-    def heartbeat(self, host: str, running: list[str]) -> dict[str, Any]:
-        return self.post(f"/hosts/{host}/heartbeat", {"running": running})
+    def heartbeat(self, host: str, running: list[str],
+                  templates_held: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"running": running}
+        if templates_held is not None:
+            body["templates_held"] = templates_held
+        return self.post(f"/hosts/{host}/heartbeat", body)
 
     def request_work(self, host: str) -> dict[str, Any]:
         return self.post(f"/hosts/{host}/work")

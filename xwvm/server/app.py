@@ -21,6 +21,7 @@ from xwvm.server.db.models import Setting
 from xwvm.server.scheduler import reaper
 
 log = logging.getLogger("xwvm.server")
+UPLOAD_SWEEP_S = 600
 
 
 def create_app(config: ServerConfig, *, start_reaper: bool = True) -> Flask:
@@ -121,6 +122,7 @@ def _log_refusal(app: Flask, err: XwvmError) -> None:
 def _start_reaper(app: Flask) -> None:
     cfg: ServerConfig = app.extensions["xwvm"]["config"]
     sessions = app.extensions["xwvm"]["sessions"]
+    images = BlobStore(cfg.blob_dir / "images")
 
     def loop() -> None:
         while True:
@@ -131,6 +133,10 @@ def _start_reaper(app: Flask) -> None:
                         counts = reaper.sweep(db)
                         if any(counts.values()):
                             log.info("reaper: %s", counts)
+                    if reaper.claim(db, "uploads", UPLOAD_SWEEP_S):
+                        gone = reaper.sweep_uploads(db, images)
+                        if gone:
+                            log.info("removed %d abandoned uploads", gone)
                     db.commit()
             except Exception:  # keep sweeping whatever one round hit; it is logged
                 log.exception("reaper round failed")

@@ -110,6 +110,7 @@ class Worker:
         state = self.work_dir / "host.json"
         facts_now = facts.collect(self.work_dir, self.opts.name, self.opts.shared_apps)
         facts_now["hypervisors"] = self.hypervisors
+        facts_now["templates_held"] = self.templates_held()
         known = json.loads(state.read_text()) if state.is_file() else {}
         if known.get("server") == self.client.server and known.get("uid"):
             try:
@@ -167,6 +168,10 @@ class Worker:
                       hang_timeout_s=self.opts.vm_hang_timeout_s),
             verify=lambda tpl: images.verify(tpl, keys))
 
+    def templates_held(self) -> list[str]:
+        """Templates fully in the image cache (the scheduler prefers their jobs here)."""
+        return self.vm_runner.images.holdings() if self.vm_runner is not None else []
+
     def _remove_leftovers(self) -> None:
         """A previous run that crashed may have left sandboxes and partial downloads."""
         jobs = self.work_dir / "jobs"
@@ -209,7 +214,8 @@ class Worker:
 
         try:
             with Heartbeat(self.client, self.host, self.alive_period,
-                           lambda: [uid] if self.current else [], on_stop):
+                           lambda: [uid] if self.current else [], on_stop,
+                           self.templates_held):
                 self._execute(job, sandbox)
         finally:
             self.current = None

@@ -15,9 +15,10 @@ log = logging.getLogger("xwvm.worker")
 
 class Heartbeat:
     def __init__(self, client: Client, host: str, period: float,
-                 running: Callable[[], list[str]], on_stop: Callable[[str], None]) -> None:
+                 running: Callable[[], list[str]], on_stop: Callable[[str], None],
+                 held: Callable[[], list[str]] | None = None) -> None:
         self.client, self.host, self.period = client, host, period
-        self.running, self.on_stop = running, on_stop
+        self.running, self.on_stop, self.held = running, on_stop, held
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="xwvm-heartbeat", daemon=True)
 
@@ -30,7 +31,8 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
     def beat(self) -> None:
-        answer = self.client.heartbeat(self.host, self.running())
+        answer = self.client.heartbeat(self.host, self.running(),
+                                       self.held() if self.held else None)
         self.period = float(answer.get("alive_period", self.period))
         for uid in answer.get("stop", []):
             self.on_stop(uid)

@@ -52,7 +52,9 @@ class NestedWorker:
                   for p in sandbox.run_dir.rglob("*") if p.is_file()}
         if self.user:
             sandbox.give_to(self.user)
-        job = {"args": ["-c", ctx.payload.command, "xwvm-payload", *ctx.payload.args],
+        # The job's arguments follow the command, as "$@" (never pasted into the string).
+        job = {"args": ["-c", f'{ctx.payload.command} "$@"', "xwvm-payload",
+                        *ctx.payload.args],
                "env": {**dict(ctx.env), **dict(ctx.payload.env)},
                "wall_clock_s": ctx.limits.wall_clock_seconds}
         done = threading.Event()

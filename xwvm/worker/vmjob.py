@@ -31,6 +31,8 @@ DISK_FORMATS = ("qcow2", "raw")  # what the libvirt driver boots
 
 
 class ImageSource(Protocol):
+    def holdings(self) -> list[str]: ...
+
     def use(self, client: Client, desc: Any, disk_formats: Any = None
             ) -> contextlib.AbstractContextManager[dict[str, Path]]: ...
 

@@ -25,10 +25,14 @@ REGISTER = {
                         "maxItems": 256},
         "hypervisors": {"type": "object"},
         "version": {"type": "string", "maxLength": 32},
+        "templates_held": {"type": "array", "items": {"type": "string", "maxLength": 36},
+                           "maxItems": 1024},
     }}
 HEARTBEAT = {"type": "object", "additionalProperties": False,
              "properties": {"running": {"type": "array", "items": {"type": "string"},
-                                        "maxItems": 4096}}}
+                                        "maxItems": 4096},
+                            "templates_held": {"type": "array", "maxItems": 1024,
+                                               "items": {"type": "string", "maxLength": 36}}}}
 
 
 @bp.post("/hosts")
@@ -42,7 +46,8 @@ def register():
 @bp.post("/hosts/<uid>/heartbeat")
 def heartbeat(uid: str):
     body = json_body(HEARTBEAT)
-    answer = host_service.heartbeat(db(), principal(), uid, body.get("running", []))
+    answer = host_service.heartbeat(db(), principal(), uid, body.get("running", []),
+                                    body.get("templates_held"))
     commit()
     return jsonify(answer)
 

@@ -146,6 +146,8 @@ class Host(Base):
     version: Mapped[str] = mapped_column(String(32), default="")
     status: Mapped[str] = mapped_column(String(16), default="alive")  # alive | lost | gone
     vm_capable: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Template uids whose images this host has cached: the scheduler prefers their jobs.
+    templates_held: Mapped[list[Any]] = mapped_column(default=list)
     alive_period: Mapped[int] = mapped_column(Integer)
     registered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)

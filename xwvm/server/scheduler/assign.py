@@ -2,7 +2,8 @@
 
 Fairness: owners with pending jobs are tried in order of their last assignment (least
 recently served first), and each owner's oldest matching job is taken; so one user's
-100,000 jobs do not starve another user's 10.
+100,000 jobs do not starve another user's 10. Within an owner's jobs, VM jobs whose
+template image the host already holds come first (no download).
 
 Atomicity: on PostgreSQL rows are taken with ``FOR UPDATE SKIP LOCKED``: the owner row
 first (so concurrent requests spread over owners instead of queueing on one owner's
@@ -15,7 +16,9 @@ request that holds it. On SQLite every writing transaction starts with
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select, update
+from typing import Any
+
+from sqlalchemy import case, exists, select, update
 from sqlalchemy.orm import Session
 
 from xwvm.server import states
@@ -38,10 +41,13 @@ def _owners_with_pending(db: Session, offset: int, lock: bool) -> list[str]:
 
 
 def _take(db: Session, owner_uid: str, host: Host, worker: Principal) -> Work | None:
+    order: list[Any] = [Work.seq]
+    if host.templates_held:  # a VM job whose image this host already has comes first
+        order.insert(0, case((Work.template_uid.in_(list(host.templates_held)), 0), else_=1))
     q = (select(Work)
          .where(Work.owner_uid == owner_uid, Work.status == states.PENDING,
                 *conditions(host, worker))
-         .order_by(Work.seq).limit(1)
+         .order_by(*order).limit(1)
          .with_for_update(skip_locked=True))
     return db.scalars(q).first()
 

@@ -39,6 +39,7 @@ def register(db: Session, p: Principal, facts: dict[str, Any], alive_period_s: i
                   memory_mb=facts["memory_mb"], disk_mb=facts["disk_mb"],
                   shared_apps=sorted(set(facts.get("shared_apps", []))),
                   hypervisors=facts.get("hypervisors", {}), version=facts.get("version", ""),
+                  templates_held=sorted(set(facts.get("templates_held", []))),
                   vm_capable=any(isinstance(h, dict) and h.get("usable")
                                  for h in facts.get("hypervisors", {}).values()),
                   status="alive", alive_period=alive_period_s, last_seen=utcnow())
@@ -59,11 +60,14 @@ def register(db: Session, p: Principal, facts: dict[str, Any], alive_period_s: i
     return host
 
 
-def heartbeat(db: Session, p: Principal, uid: str, running: list[str]) -> dict[str, Any]:
+def heartbeat(db: Session, p: Principal, uid: str, running: list[str],
+              templates_held: list[str] | None = None) -> dict[str, Any]:
     """Mark the host alive and tell it which of its jobs it must stop (aborted, timed out,
     reassigned after it was thought lost)."""
     host = _own_host(db, p, uid)
     host.last_seen = utcnow()
+    if templates_held is not None:
+        host.templates_held = sorted(set(templates_held))
     if host.status != "alive":
         events.record(db, "host_back", object_uid=host.uid, detail="heartbeat after silence")
         host.status = "alive"

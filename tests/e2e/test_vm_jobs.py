@@ -1,0 +1,200 @@
+"""VM jobs end to end with real VMs: client → server → worker → libvirt/QEMU → appliance
+guest → nested worker → results → client. The payloads check the guest's hardening and
+network policy from inside the guest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import eventually
+from tests.imagebuild.conftest import built_image
+from tests.support.lan import free_port, http_server, lan_host, wait_listening
+from tests.support.processes import ServerProcess, WorkerProcess, run_cli
+from xwvm import signing
+from xwvm.client.sdk import Client
+from xwvm.worker.credential import Credential
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow]
+
+
+@dataclass
+class Grid:
+    server: ServerProcess
+    admin: Client
+    home: Path          # the admin's CLI config dir
+    root: Path          # 0711 folder the QEMU user can traverse
+    public_key: Path
+
+
+@pytest.fixture(scope="module")
+def vm_host() -> None:
+    proc = subprocess.run([str(REPO / "scripts" / "install-vm-host.sh")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def grid(vm_host: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
+    image = built_image("base")
+    root = Path(tempfile.mkdtemp(prefix="xwvm-e2e-vm-", dir="/var/tmp"))
+    root.chmod(0o711)
+    server = ServerProcess(tmp_path_factory.mktemp("vmgrid")).init().start()
+    home = root / "admin-cli"
+    try:
+        run_cli(["login", "--server", server.url, "--ca", str(server.ca), "--user", "admin",
+                 "--password-file", str(server.password_file)], home)
+        keys = root / "keys"
+        run_cli(["admin", "keygen", "-o", str(keys)], home)
+        public, private = keys / signing.PUBLIC_KEY_FILE, keys / signing.PRIVATE_KEY_FILE
+        run_cli(["template", "push", str(image)], home, timeout=600)
+        manifest = json.loads((image / "manifest.json").read_text())
+        ref = f"{manifest['name']}:{manifest['version']}"
+        run_cli(["template", "sign", ref, "--key", str(private)], home)
+        run_cli(["template", "publish", ref], home)
+        yield Grid(server, server.client(), home, root, public)
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def vm_worker(grid: Grid, name: str, work_dir: Path | None = None) -> WorkerProcess:
+    cred = grid.admin.enroll_worker()
+    path = grid.root / f"{name}.cred"
+    Credential(server=grid.server.url, login=cred["login"], password=cred["password"],
+               ca_pem=grid.server.ca.read_text()).save(path)
+    w = WorkerProcess(grid.root, path, name,
+                      extra=["--hypervisor", "libvirt", "--trusted-key", str(grid.public_key),
+                             "--vm-hang-timeout", "180"])
+    if work_dir is not None:
+        w.work_dir = work_dir
+    return w.start()
+
+
+def results(admin: Client, uid: str, dest: Path) -> dict[str, str]:
+    archive = admin.download_result(uid, dest / f"{uid}.tgz")
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
+                for m in tar.getmembers() if m.isfile()}
+
+
+PROBE = """\
+#!/bin/sh
+echo "args: $*"
+echo "user: $(id -un)"
+try() {  # host port label
+  if python3 - "$1" "$2" <<'PY'
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=4).close()
+except OSError:
+    sys.exit(1)
+PY
+  then echo "reach $3: yes"; else echo "reach $3: no"; fi
+}
+try xwvm-server "$SERVER_PORT" server
+try "$LAN_HOST" "$LAN_PORT" lan
+try 10.0.2.2 "$OTHER_PORT" host-service
+try 10.0.2.100 "$OTHER_PORT" other-port
+if command -v sudo >/dev/null 2>&1; then echo "sudo: present"; else echo "sudo: absent"; fi
+if [ -r /etc/shadow ]; then echo "shadow: readable"; else echo "shadow: unreadable"; fi
+ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \\
+    -o PreferredAuthentications=password,keyboard-interactive -o ConnectTimeout=5 \\
+    root@127.0.0.1 true 2>ssh-root.txt; echo "ssh root password: exit $?"
+ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \\
+    -o PreferredAuthentications=password,keyboard-interactive -o ConnectTimeout=5 \\
+    xwvm@127.0.0.1 true 2>ssh-user.txt; echo "ssh user password: exit $?"
+wc -c < data.txt > size.txt
+"""
+
+
+def test_vm_job_round_trip_and_guest_hardening(grid: Grid, tmp_path: Path) -> None:
+    other = free_port()
+    other_server = http_server(other, "127.0.0.1")
+    worker = vm_worker(grid, "vmw1")
+    subnet = f"10.97.{os.getpid() % 250 + 1}"
+    try:
+        with lan_host(f"xe{os.getpid() % 10000}", subnet) as lan:
+            wait_listening("127.0.0.1", other)
+            probe = tmp_path / "probe.sh"
+            probe.write_text(PROBE)
+            data = tmp_path / "data.txt"
+            data.write_text("x" * 1234)
+            out = run_cli(["submit", "--template", "base", "--command", "sh probe.sh",
+                           "--input", str(probe), "--input", str(data),
+                           "--env", f"SERVER_PORT={grid.server.port}",
+                           "--env", f"LAN_HOST={lan.address}", "--env",
+                           f"LAN_PORT={lan.port}", "--env", f"OTHER_PORT={other}",
+                           "--wall-clock", "600", "--wait", "--timeout", "900",
+                           "--format", "json", "--", "one", "two"], grid.home, timeout=960,
+                          check=False)
+    finally:
+        worker.stop()
+        other_server.terminate()
+    assert out.returncode == 0, out.stdout + out.stderr + worker.log
+    [job] = json.loads(out.stdout)
+    assert job["status"] == "COMPLETED" and job["exit_code"] == 0
+    files = results(grid.admin, job["uid"], tmp_path)
+    stdout = files["stdout.txt"]
+    assert "args: one two" in stdout and "user: xwvm" in stdout
+    assert "reach server: yes" in stdout, stdout
+    assert "reach lan: no" in stdout, stdout
+    assert "reach host-service: no" in stdout and "reach other-port: no" in stdout, stdout
+    assert "sudo: absent" in stdout and "shadow: unreadable" in stdout
+    assert "ssh root password: exit 255" in stdout and "ssh user password: exit 255" in stdout
+    assert "Permission denied (publickey)" in files["ssh-root.txt"], files["ssh-root.txt"]
+    assert "Permission denied (publickey)" in files["ssh-user.txt"]
+    assert files["size.txt"].strip() == "1234"
+    events = [e["kind"] for e in grid.admin.events(job["uid"])]
+    assert "payload_ended" in events
+
+
+def test_unsigned_template_is_refused(grid: Grid, tmp_path: Path) -> None:
+    image = built_image("base")
+    run_cli(["template", "push", str(image), "--version", "0.0.1-unsigned"], grid.home,
+            timeout=600)
+    run_cli(["template", "publish", "base:0.0.1-unsigned"], grid.home)
+    worker = vm_worker(grid, "vmw2")
+    try:
+        job = grid.admin.submit(template="base:0.0.1-unsigned", command="true")
+        [done] = grid.admin.wait([job["uid"]], timeout=300)
+    finally:
+        worker.stop()
+    assert done["status"] == "ERROR"
+    assert "template refused" in done["error"] and "signature" in done["error"]
+
+
+def test_killed_worker_leaves_no_vm_and_job_is_rescheduled(grid: Grid, tmp_path: Path) -> None:
+    work_dir = grid.root / "vmw3"
+    worker = vm_worker(grid, "vmw3", work_dir)
+    job = grid.admin.submit(template="base", command="sleep 20; echo slept", max_retries=3)
+    uid = job["uid"]
+    try:
+        eventually(lambda: grid.admin.get_work(uid)["nested_seen_at"], timeout=300,
+                   what="the nested worker's first beat")
+        worker.stop(signal.SIGKILL)
+        worker_id = (work_dir / "worker-id").read_text().strip()
+        leftovers = [p for p in work_dir.iterdir() if p.name.startswith("xwvm_")]
+        assert leftovers, "the killed worker left its VM folder"
+        worker = vm_worker(grid, "vmw3", work_dir)  # same work dir: cleans up first
+        eventually(lambda: not any(p.name.startswith("xwvm_") for p in work_dir.iterdir()),
+                   timeout=120, what="leftover VM removed")
+        doms = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+                              capture_output=True, text=True).stdout
+        assert not [d for d in doms.split() if d.startswith(f"xwvm_{worker_id}_{uid}")]
+        [done] = grid.admin.wait([uid], timeout=600)
+    finally:
+        worker.stop()
+    assert done["status"] == "COMPLETED" and done["retries"] >= 1
+    assert results(grid.admin, uid, tmp_path)["stdout.txt"] == "slept\n"
