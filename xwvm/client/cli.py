@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import platform
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from xwvm.client import cli_template_store as template_store
-from xwvm.client import formats
+from xwvm.client.cli_common import client, fail, handle_errors, output, parse_env, progress_bar
+from xwvm.client.cli_common import format_option as format_option_factory
 from xwvm.client.cli_context import context as context_group
 from xwvm.client.cli_context import inline_context
 from xwvm.client.cli_template import template_group
@@ -32,26 +32,6 @@ APP_COLUMNS = ("uid", "name", "kind", "binaries", "access_rights")
 USER_COLUMNS = ("uid", "login", "rights", "group", "enabled")
 
 
-def fail(message: str) -> None:
-    raise click.ClickException(message)
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        try:
-            return fn(*a, **kw)
-        except XwvmError as e:
-            raise click.ClickException(f"{e.message} [{e.code}]") from None
-        except OSError as e:
-            raise click.ClickException(str(e)) from None
-    return wrapper
-
-
-def client() -> Client:
-    return Session.load().client()
-
-
 def read_secret(path: str) -> str:
     text = Path(path).read_text().strip()
     if not text:
@@ -59,27 +39,12 @@ def read_secret(path: str) -> str:
     return text
 
 
-@contextlib.contextmanager
-def progress_bar(total: int, desc: str) -> Iterator[Callable[[int], None] | None]:
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False) as bar:
-        yield bar.update
-
-
 def upload(c: Client, path: Path, access_rights: str = "755") -> dict[str, Any]:
     with progress_bar(path.stat().st_size, f"upload {path.name}") as cb:
         return c.upload_data(path, access_rights=access_rights, progress=cb)
 
 
-def output(rows: list[dict[str, Any]], columns: tuple[str, ...], fmt: str, kind: str) -> None:
-    click.echo(formats.render(rows, columns, fmt, kind))
-
-
-format_option = click.option("--format", "fmt", type=click.Choice(formats.FORMATS),
-                             default="table", show_default=True, help="output format")
+format_option = format_option_factory()
 
 
 def this_platform() -> str:
@@ -273,16 +238,6 @@ def data_rm(uids: tuple[str, ...]) -> None:
 
 
 # --- jobs -------------------------------------------------------------------------------
-
-def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        if "=" not in pair:
-            fail(f"--env {pair!r}: use NAME=VALUE")
-        k, v = pair.split("=", 1)
-        env[k] = v
-    return env
-
 
 def submit_jobs(app_name: str | None, args: tuple[str, ...], inputs: tuple[str, ...],
                 input_data: tuple[str, ...], stdin: str | None, env: tuple[str, ...],

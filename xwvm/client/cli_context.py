@@ -26,7 +26,9 @@ from contextualizer import (
     validate_user_context,
     write_iso,
 )
+from xwvm.client import cli_common as common
 from xwvm.client import formats
+from xwvm.client.cli_common import client, parse_env
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session
 from xwvm.errors import XwvmError
@@ -48,26 +50,16 @@ class InvalidContext(click.ClickException):
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """As everywhere (cli_common), plus local schema errors listed path by path."""
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
         try:
             return fn(*a, **kw)
-        except XwvmError as e:
-            if isinstance(e.details, list) and all(isinstance(d, dict) and "path" in d
-                                                   for d in e.details):
-                raise InvalidContext(f"the server refused it [{e.code}]",
-                                     [(d["path"], d.get("message", "")) for d in e.details]
-                                     ) from None
-            raise click.ClickException(f"{e.message} [{e.code}]") from None
         except ContextError as e:
             raise InvalidContext(e.message, [(i.path, i.message) for i in e.issues]) from None
-        except (OSError, ValueError) as e:
+        except ValueError as e:
             raise click.ClickException(str(e)) from None
-    return wrapper
-
-
-def client() -> Client:
-    return Session.load().client()
+    return common.handle_errors(wrapper)
 
 
 def optional_session() -> Session | None:
@@ -102,16 +94,6 @@ def read_keys(path: Path) -> list[str]:
     if not keys:
         raise click.ClickException(f"{path}: no SSH public key in it")
     return keys
-
-
-def parse_env(pairs: Iterable[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.ClickException(f"--env {pair!r}: use NAME=VALUE")
-        name, value = pair.split("=", 1)
-        env[name] = value
-    return env
 
 
 def build_document(file: Path | None = None, ssh_keys: Iterable[Path] = (),

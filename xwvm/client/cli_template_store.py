@@ -8,12 +8,9 @@ same push again after a crash continues where the server's offset says.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +18,11 @@ import click
 
 from xwvm import signing
 from xwvm.client import formats
+from xwvm.client.cli_common import client, handle_errors, progress_bar
+from xwvm.client.cli_common import format_option as format_option_factory
 from xwvm.client.cli_template import template_group
 from xwvm.client.sdk import Client, sha256_file
-from xwvm.client.session import Session, config_dir
-from xwvm.errors import XwvmError
+from xwvm.client.session import config_dir
 
 TEMPLATE_COLUMNS = ("uid", "name", "version", "status", "os", "arch", "signed", "disk",
                     "access_rights")
@@ -32,34 +30,7 @@ ROLES = ("disk", "kernel", "initrd")
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        try:
-            return fn(*a, **kw)
-        except XwvmError as e:
-            raise click.ClickException(f"{e.message} [{e.code}]") from None
-        except OSError as e:
-            raise click.ClickException(str(e)) from None
-    return wrapper
-
-
-def client() -> Client:
-    return Session.load().client()
-
-
-@contextlib.contextmanager
-def progress_bar(total: int, desc: str) -> Iterator[Callable[[int], None] | None]:
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False) as bar:
-        yield bar.update
-
-
-format_option = click.option("--format", "fmt", type=click.Choice(("table", "json")),
-                             default="table", show_default=True, help="output format")
+format_option = format_option_factory(("table", "json"))
 
 
 # --- resumable push state ----------------------------------------------------------------
