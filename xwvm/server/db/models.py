@@ -164,6 +164,11 @@ class Work(Owned, Base):
     command: Mapped[str | None] = mapped_column(Text, nullable=True)
     network: Mapped[str] = mapped_column(String(16), default="server")
     nested_seen_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # A pilot VM job keeps pulling its owner's jobs of the template's shared app; each job
+    # it runs points back to it.
+    pilot: Mapped[bool] = mapped_column(Boolean, default=False)
+    pilot_idle_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pilot_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
     status: Mapped[str] = mapped_column(String(16))
     args: Mapped[list[Any]] = mapped_column(default=list)
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
