@@ -54,15 +54,15 @@ def main(argv: list[str] | None = None) -> int:
             say(f"could not report it: {e.message}")
         return EXIT_HARDENING
     say(f"hardening ok; job {ctx.job_uid} mode {ctx.mode.value}")
-    if ctx.mode != Mode.SINGLE:
-        say(f"mode {ctx.mode.value} is not supported by this appliance")
-        return EXIT_BAD_CONTEXT
+    nested = NestedWorker(ctx, client, args.work_dir, args.user)
     try:
-        code = NestedWorker(ctx, client, args.work_dir, args.user).run_single()
+        if ctx.mode == Mode.PILOT:
+            say(f"pilot served {nested.run_pilot()} job(s)")
+        else:
+            say(f"payload exit {nested.run_single()}")
     except (XwvmError, OSError) as e:
         say(f"payload failed: {e}")
         return EXIT_FAILED
-    say(f"payload exit {code}")
     return EXIT_OK
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shlex
 import sys
 import tarfile
 import tempfile
@@ -243,16 +244,24 @@ def submit_jobs(app_name: str | None, args: tuple[str, ...], inputs: tuple[str, 
                 input_data: tuple[str, ...], stdin: str | None, env: tuple[str, ...],
                 count: int, wait: bool, timeout: float | None, fmt: str,
                 options: dict[str, Any]) -> None:
+    macro = options.pop("macro", None)
+    if macro:  # a ROOT macro: an input, run in batch mode by the template's or app's ROOT
+        if options.get("command"):
+            fail("give either --macro or --command")
+        inputs = (*inputs, macro)
+        options["command"] = f"root -b -q -l {shlex.quote(Path(macro).name)}"
+    if not options.get("pilot"):
+        options.pop("pilot_idle_s", None)
     if options.get("template"):
         # A VM job has no app: every positional word is an argument of its command.
-        if not options.get("command"):
-            fail("--template needs --command (what to run in the VM)")
+        if not options.get("command") and not options.get("pilot"):
+            fail("--template needs --command or --macro (what to run in the VM), or --pilot")
         args = ((app_name,) if app_name else ()) + args
         app_name = None
     elif not app_name:
         fail("give an APP (native job) or --template with --command (VM job)")
-    elif options.get("command"):
-        fail("--command is for VM jobs (--template); a native job runs its APP")
+    elif options.get("pilot"):
+        fail("--pilot needs --template (a pilot is a VM that serves jobs)")
     c = client()
     ssh_keys = options.pop("ssh_keys", ())
     if ssh_keys:  # an inline context: the keys, and the job's --env in the VM too
@@ -274,13 +283,43 @@ def submit_jobs(app_name: str | None, args: tuple[str, ...], inputs: tuple[str, 
         sys.exit(1)
 
 
+class WallClock(click.ParamType):
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        unit = self.UNITS.get(text[-1:]) if text else None
+        try:
+            seconds = int(float(text[:-1]) * unit) if unit else int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (3600, 90s, 30m, 2h, 1d)", param, ctx)
+        if seconds <= 0:
+            self.fail("a duration must be positive", param, ctx)
+        return seconds
+
+
+WALL_CLOCK = WallClock()
+
+
 def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.argument("app_name", metavar="[APP]", required=False),
         click.argument("args", nargs=-1),
         click.option("--template", help="run a VM job from this template (NAME[:VERSION] or "
                                         "id) instead of a native APP"),
-        click.option("--command", help="VM jobs: the shell command run in the VM"),
+        click.option("--command", help="VM jobs and shared apps: the shell command to run "
+                                       "(ARGS follow it)"),
+        click.option("--macro", type=click.Path(exists=True, dir_okay=False),
+                     help="a ROOT macro: uploaded, then run with `root -b -q` (ROOT template "
+                          "or the shared app root)"),
+        click.option("--pilot", is_flag=True,
+                     help="with --template: a pilot VM that runs your jobs of the template's "
+                          "shared apps (e.g. root) until idle"),
+        click.option("--pilot-idle", "pilot_idle_s", type=int, default=120, show_default=True,
+                     help="a pilot powers off after this many idle seconds"),
         click.option("--network", type=click.Choice(["server", "none", "internet"]),
                      default="server", show_default=True,
                      help="VM jobs: what the guest may reach"),
@@ -294,7 +333,8 @@ def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--count", type=int, default=1, show_default=True),
         click.option("--wait", is_flag=True, help="wait until the jobs end"),
         click.option("--timeout", type=float, help="with --wait: give up after seconds"),
-        click.option("--wall-clock", "wall_clock_s", type=int, help="seconds"),
+        click.option("--wall-clock", "wall_clock_s", type=WALL_CLOCK,
+                     help="seconds, or with a unit: 90s, 30m, 2h, 1d"),
         click.option("--max-retries", type=int),
         click.option("--min-memory", "min_memory_mb", type=int, default=0, help="MB"),
         click.option("--min-cpus", type=int, default=0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import Conflict, Forbidden
@@ -127,11 +127,11 @@ def check_chmod(p: Principal, obj: OwnedObject, what: str) -> None:
 
 def check_worker_holds(db: Session, p: Principal, work: Work) -> None:
     """A worker account may act only on the jobs assigned to one of its hosts; a delegated
-    credential only on its own VM job while that job runs."""
+    credential only on its own VM job, or the jobs its pilot VM took, while they run."""
     if p.level >= Level.SUPER:
         return
     if p.is_delegated:
-        if p.scope_work_uid != work.uid:
+        if p.scope_work_uid not in (work.uid, work.pilot_uid):
             raise Forbidden(f"this credential was delegated for another job, not {work.uid}",
                             code="forbidden_delegated")
         if work.status not in ACTIVE_ON_WORKER:
@@ -160,7 +160,8 @@ def worker_may_read_data(db: Session, p: Principal, data_uid: str) -> bool:
 
 def delegated_may_read_data(db: Session, p: Principal, data_uid: str) -> bool:
     q = (select(WorkData.data_uid).join(Work, Work.uid == WorkData.work_uid)
-         .where(WorkData.data_uid == data_uid, Work.uid == p.scope_work_uid,
+         .where(WorkData.data_uid == data_uid,
+                or_(Work.uid == p.scope_work_uid, Work.pilot_uid == p.scope_work_uid),
                 Work.status.in_(ACTIVE_ON_WORKER)).limit(1))
     return db.execute(q).first() is not None
 

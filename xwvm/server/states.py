@@ -8,6 +8,7 @@ with the retry counted, or ERROR once the retries are spent).
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import Conflict
@@ -63,6 +64,11 @@ def move(db: Session, work: Work, dst: str, *, actor_uid: str | None, reason: st
             work.error_message = reason
     if src in (RUNNING, RESULTREQUEST) and dst not in (RUNNING, RESULTREQUEST):
         tokens.revoke_scope(db, work.uid)  # the VM job's delegated credential ends with it
+        if work.pilot:  # the jobs the pilot VM was running go back to the queue
+            for sub in db.scalars(select(Work).where(
+                    Work.pilot_uid == work.uid,
+                    Work.status.in_((RUNNING, RESULTREQUEST)))).all():
+                lose(db, sub, reason=f"its pilot VM job {work.uid} ended ({dst})")
     events.record(db, "transition", object_uid=work.uid, actor_uid=actor_uid,
                   from_status=src, to_status=dst, detail=reason or None)
 

@@ -235,6 +235,9 @@ class Worker:
             else:
                 self._report(uid, "ERROR", message=f"could not fetch the job's files: {e}")
             return
+        if job.get("command"):  # a shared app this host provides: run the job's command
+            job = {**job, "args": ["-c", f'{job["command"]} "$@"', "xwvm-payload",
+                                   *job["args"]]}
         outcome = native.run(job, sandbox, program, stdin, self.job_stop)
         if outcome.stopped and self.stopping.is_set():
             self._report(uid, "PENDING", message="worker stopping: job given back")
@@ -280,6 +283,8 @@ class Worker:
             placed[name] = dest.stat().st_mtime
             if executable:
                 program = dest
+        if program is None and job.get("command"):
+            program = Path("/bin/sh")
         if program is None:
             raise OSError(f"app {job['app']} has no binary for this host")
         return program, stdin, placed

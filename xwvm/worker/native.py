@@ -68,8 +68,10 @@ class Sandbox:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def job_env(job_env_vars: dict[str, str], home: Path) -> dict[str, str]:
-    env = {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
+def job_env(job_env_vars: dict[str, str], home: Path,
+            base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(base) if base is not None else {k: os.environ[k] for k in SAFE_ENV
+                                               if k in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env["HOME"] = str(home)
     env.update(job_env_vars)
@@ -77,15 +79,18 @@ def job_env(job_env_vars: dict[str, str], home: Path) -> dict[str, str]:
 
 
 def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None,
-        stop: threading.Event, poll: float = 0.1, user: str | None = None) -> Outcome:
+        stop: threading.Event, poll: float = 0.1, user: str | None = None,
+        base_env: dict[str, str] | None = None) -> Outcome:
     """Run the job's program; stop it on ``stop`` or when its wall-clock limit passes.
-    ``user``: run it as this unprivileged account (the caller must be root)."""
+    ``user``: run it as this unprivileged account (the caller must be root);
+    ``base_env``: the environment the job's own variables are added to."""
     wall = job.get("wall_clock_s")
     deadline = time.monotonic() + wall if wall else None
     with open(sandbox.stdout, "wb") as out, open(sandbox.stderr, "wb") as err, \
             open(stdin or os.devnull, "rb") as inp:
         proc = subprocess.Popen([str(program), *job["args"]], cwd=sandbox.run_dir,
-                                env=job_env(job["env"], sandbox.run_dir), stdin=inp,
+                                env=job_env(job["env"], sandbox.run_dir, base_env),
+                                stdin=inp,
                                 stdout=out, stderr=err, start_new_session=True,
                                 **_as_user(user))
         reason = ""

@@ -1,16 +1,23 @@
 """The nested worker: runs inside the VM, with a credential delegated for one VM job.
 
 Single-job mode: fetch the payload's inputs, run the payload as the unprivileged user,
-upload the results and the payload's exit code for the VM job, and return. Progress
-beats go to the server over the nested worker's own connection.
+upload the results and the payload's exit code for the VM job, and return.
+Pilot mode: keep taking the owner's jobs of the template's shared app (e.g. ``root``),
+run and report each, until idle for the pilot's idle limit or out of wall-clock time.
+Progress beats for the VM job go to the server over the nested worker's own connection.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from contextualizer.model import JobContext
 from xwvm.client.sdk import Client
@@ -19,6 +26,21 @@ from xwvm.worker import native
 
 log = logging.getLogger("xwvm.nested")
 BEAT_S = 10.0
+# The appliance's environment (/opt/xwvm/env: ROOT's PYTHONPATH and PATH) reaches payloads.
+INHERITED_ENV = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "ROOTSYS", "LANG", "LC_ALL")
+WALL_CLOCK_MARGIN_S = 60
+
+
+@dataclass
+class Task:
+    """One payload to run: the VM job's own, or a job a pilot took."""
+
+    uid: str
+    command: str
+    args: list[str]
+    env: dict[str, str]
+    inputs: list[tuple[str, str, str]]  # (data uid, name, sha256)
+    wall_clock_s: int | None
 
 
 class NestedWorker:
@@ -26,6 +48,9 @@ class NestedWorker:
                  user: str | None) -> None:
         self.ctx, self.client, self.work_dir, self.user = ctx, client, Path(work_dir), user
         self.stop = threading.Event()
+        self.base_env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+
+    # --- progress ---------------------------------------------------------------------------
 
     def _beat(self, phase: str) -> None:
         try:
@@ -39,36 +64,110 @@ class NestedWorker:
         while not done.wait(BEAT_S):
             self._beat("running")
 
-    def run_single(self) -> int | None:
-        ctx, uid = self.ctx, self.ctx.job_uid
-        sandbox = native.Sandbox(self.work_dir / uid)
-        sandbox.create()
-        self._beat("fetching")
-        for ref in ctx.payload.inputs:
-            dest = sandbox.run_dir / ref.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_data(ref.uid, dest, sha256=ref.sha256)
-        placed = {p.relative_to(sandbox.run_dir).as_posix(): p.stat().st_mtime
-                  for p in sandbox.run_dir.rglob("*") if p.is_file()}
-        if self.user:
-            sandbox.give_to(self.user)
-        # The job's arguments follow the command, as "$@" (never pasted into the string).
-        job = {"args": ["-c", f'{ctx.payload.command} "$@"', "xwvm-payload",
-                        *ctx.payload.args],
-               "env": {**dict(ctx.env), **dict(ctx.payload.env)},
-               "wall_clock_s": ctx.limits.wall_clock_seconds}
+    def _with_beats(self, fn: Any) -> Any:
         done = threading.Event()
-        beats = threading.Thread(target=self._beats, args=(done,), daemon=True)
-        beats.start()
-        self._beat("running")
+        threading.Thread(target=self._beats, args=(done,), daemon=True).start()
         try:
-            outcome = native.run(job, sandbox, Path("/bin/sh"), None, self.stop, user=self.user)
+            return fn()
         finally:
             done.set()
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz")
-            self.client.upload_result(uid, archive)
-        self.client.post(f"/works/{uid}/payload", {"exit_code": outcome.exit_code,
-                                                   "message": outcome.reason or None})
-        sandbox.remove()
+
+    # --- one payload --------------------------------------------------------------------------
+
+    def run_task(self, task: Task) -> native.Outcome:
+        """Fetch the inputs, run the command as the payload user, upload the results."""
+        sandbox = native.Sandbox(self.work_dir / task.uid)
+        sandbox.create()
+        try:
+            for data_uid, name, sha in task.inputs:
+                dest = sandbox.run_dir / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_data(data_uid, dest, sha256=sha)
+            placed = {p.relative_to(sandbox.run_dir).as_posix(): p.stat().st_mtime
+                      for p in sandbox.run_dir.rglob("*") if p.is_file()}
+            if self.user:
+                sandbox.give_to(self.user)
+            # The job's arguments follow the command, as "$@" (never pasted into the string).
+            job = {"args": ["-c", f'{task.command} "$@"', "xwvm-payload", *task.args],
+                   "env": task.env, "wall_clock_s": task.wall_clock_s}
+            outcome = native.run(job, sandbox, Path("/bin/sh"), None, self.stop,
+                                 user=self.user, base_env=self.base_env)
+            with tempfile.TemporaryDirectory() as tmp:
+                archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz")
+                self.client.upload_result(task.uid, archive)
+            return outcome
+        finally:
+            sandbox.remove()
+
+    # --- modes --------------------------------------------------------------------------------
+
+    def run_single(self) -> int | None:
+        ctx = self.ctx
+        self._beat("fetching")
+        task = Task(uid=ctx.job_uid, command=ctx.payload.command, args=list(ctx.payload.args),
+                    env={**dict(ctx.env), **dict(ctx.payload.env)},
+                    inputs=[(r.uid, r.name, r.sha256) for r in ctx.payload.inputs],
+                    wall_clock_s=ctx.limits.wall_clock_seconds)
+        outcome = self._with_beats(lambda: self.run_task(task))
+        self.client.post(f"/works/{ctx.job_uid}/payload", {"exit_code": outcome.exit_code,
+                                                           "message": outcome.reason or None})
         return outcome.exit_code
+
+    def run_pilot(self) -> int:
+        """Serve jobs until idle or out of time; returns how many ran."""
+        ctx = self.ctx
+        idle_s = ctx.limits.idle_seconds or 60
+        deadline = time.monotonic() + ctx.limits.wall_clock_seconds - WALL_CLOCK_MARGIN_S
+        served: list[dict[str, Any]] = []
+        idle_since, delay = time.monotonic(), 1.0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            desc = self.client.post(f"/works/{ctx.job_uid}/pilot-work").get("work")
+            if desc is None:
+                if time.monotonic() - idle_since > idle_s:
+                    break
+                self._beat("idle")
+                self.stop.wait(delay)
+                delay = min(delay * 1.5, 5.0)
+                continue
+            served.append(self._serve(desc))
+            idle_since, delay = time.monotonic(), 1.0
+        self._pilot_results(served)
+        return len(served)
+
+    def _serve(self, desc: dict[str, Any]) -> dict[str, Any]:
+        task = Task(uid=desc["uid"], command=desc.get("command") or "true",
+                    args=list(desc["args"]), env={**dict(self.ctx.env), **desc["env"]},
+                    inputs=[(f["data"], f["name"], f["sha256"]) for f in desc["files"]
+                            if f["role"] == "input"], wall_clock_s=desc.get("wall_clock_s"))
+        started = time.monotonic()
+        try:
+            outcome = self._with_beats(lambda: self.run_task(task))
+        except (XwvmError, OSError) as e:
+            self._report(task.uid, "ERROR", None, f"the pilot could not run it: {e}")
+            return {"uid": task.uid, "error": str(e)}
+        if outcome.stopped:
+            self._report(task.uid, "ERROR", outcome.exit_code, outcome.reason)
+        else:
+            self._report(task.uid, "COMPLETED", outcome.exit_code, None)
+        return {"uid": task.uid, "exit_code": outcome.exit_code,
+                "seconds": round(time.monotonic() - started, 3)}
+
+    def _report(self, uid: str, status: str, exit_code: int | None,
+                message: str | None) -> None:
+        try:
+            self.client.report(uid, status, exit_code, message)
+        except XwvmError as e:
+            log.warning("report of %s refused: %s", uid, e.message)
+
+    def _pilot_results(self, served: list[dict[str, Any]]) -> None:
+        """The pilot VM job's own results: what it served."""
+        with tempfile.TemporaryDirectory() as tmp:
+            sandbox = native.Sandbox(Path(tmp) / "pilot")
+            sandbox.create()
+            sandbox.stdout.write_text(f"pilot served {len(served)} job(s)\n")
+            sandbox.stderr.write_text("")
+            (sandbox.run_dir / "served.json").write_text(json.dumps(served, indent=2))
+            archive = native.pack_results(sandbox, {}, Path(tmp) / "results.tar.gz")
+            self.client.upload_result(self.ctx.job_uid, archive)
+        self.client.post(f"/works/{self.ctx.job_uid}/payload",
+                         {"exit_code": 0, "message": f"pilot served {len(served)} job(s)"})

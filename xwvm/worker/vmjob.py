@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from contextualizer import InputRef, JobSpec, Limits, Payload, build_job_context, write_iso
+from contextualizer import (
+    InputRef,
+    JobSpec,
+    Limits,
+    Mode,
+    Payload,
+    build_job_context,
+    write_iso,
+)
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.worker.drivers.base import Driver, Network, VMSpec, VMState
@@ -26,6 +34,7 @@ from xwvm.worker.drivers.base import Driver, Network, VMSpec, VMState
 log = logging.getLogger("xwvm.worker.vm")
 GUEST_SERVER_NAME = "xwvm-server"
 DEFAULT_WALL_CLOCK_S = 24 * 3600
+DEFAULT_PILOT_IDLE_S = 120
 STOP_GRACE_S = 5.0
 DISK_FORMATS = ("qcow2", "raw")  # what the libvirt driver boots
 
@@ -108,15 +117,19 @@ class VMJobRunner:
         port = endpoint[1] if endpoint else 443
         inputs = tuple(InputRef(uid=f["data"], name=f["name"], sha256=f["sha256"])
                        for f in job["files"] if f["role"] == "input")
+        pilot = bool(job.get("pilot"))
         ctx = build_job_context(job.get("context") or {}, JobSpec(
             job_uid=job["uid"], owner=job["owner"], app=job["app"],
+            mode=Mode.PILOT if pilot else Mode.SINGLE,
             server_url=f"https://{GUEST_SERVER_NAME}:{port}", server_ca_pem=self.opts.ca_pem,
             credential=job["delegated_token"],
-            payload=Payload(command=job["command"], args=tuple(job["args"]),
+            payload=Payload(command=job.get("command") or "", args=tuple(job["args"]),
                             env=dict(job["env"]), inputs=inputs),
             limits=Limits(wall_clock_seconds=job.get("wall_clock_s") or DEFAULT_WALL_CLOCK_S,
                           cpus=spec.vcpus, memory_mb=spec.memory_mb,
-                          disk_mb=spec.disk_cap_mb or 1)))
+                          disk_mb=spec.disk_cap_mb or 1,
+                          idle_seconds=(job.get("pilot_idle_s") or DEFAULT_PILOT_IDLE_S)
+                          if pilot else None)))
         assert spec.context_iso is not None
         write_iso(ctx, spec.context_iso)
 

@@ -63,7 +63,8 @@ def template(t: Template, public_name: str) -> dict[str, Any]:
 def work(w: Work, public_name: str) -> dict[str, Any]:
     return {**_owned(w, public_name), "app": w.app_uid, "template": w.template_uid,
             "command": w.command, "network": w.network,
-            "nested_seen_at": _t(w.nested_seen_at), "status": w.status, "args": w.args,
+            "nested_seen_at": _t(w.nested_seen_at), "pilot": w.pilot,
+            "pilot_uid": w.pilot_uid, "status": w.status, "args": w.args,
             "env": w.env, "label": w.label, "exit_code": w.exit_code,
             "error": w.error_message, "host": w.host_uid, "retries": w.retries,
             "max_retries": w.max_retries, "wall_clock_s": w.wall_clock_s,

@@ -23,6 +23,8 @@ SUBMIT = {
         "template": {"type": ["string", "null"], "minLength": 1, "maxLength": 300},
         "command": {"type": ["string", "null"], "maxLength": 65536},
         "network": {"enum": ["none", "server", "internet"]},
+        "pilot": {"type": "boolean"},
+        "pilot_idle_s": {"type": ["integer", "null"], "minimum": 1},
         "args": {"type": "array", "items": _STR},
         "env": {"type": "object", "additionalProperties": _STR},
         "inputs": {"type": "array", "items": {
@@ -130,6 +132,13 @@ def payload_ended(uid: str):
                                       body.get("message"))
     commit()
     return jsonify(_view(work))
+
+
+@bp.post("/works/<uid>/pilot-work")
+def pilot_work(uid: str):
+    work = work_service.pilot_work(db(), principal(), uid)
+    commit()
+    return jsonify(work=work)
 
 
 @bp.post("/works/<uid>/report")

@@ -14,6 +14,7 @@ from xwvm.server import events, policy, states
 from xwvm.server.auth import tokens
 from xwvm.server.blobs import BlobStore
 from xwvm.server.db.models import (
+    App,
     Context,
     Data,
     Host,
@@ -25,6 +26,7 @@ from xwvm.server.db.models import (
 )
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
+from xwvm.server.scheduler.matching import confinement
 from xwvm.server.services import apps as app_service
 from xwvm.server.services import contexts as context_service
 from xwvm.server.services import data as data_service
@@ -59,6 +61,8 @@ class WorkSpec:
     template: str | None = None
     command: str | None = None
     network: str = "server"
+    pilot: bool = False
+    pilot_idle_s: int | None = None
 
 
 def _check_spec(spec: WorkSpec) -> None:
@@ -84,11 +88,12 @@ def _check_spec(spec: WorkSpec) -> None:
     if bool(spec.app) == bool(spec.template):
         raise BadRequest("a job names either an app (native) or a template (VM job)",
                          code="app_or_template")
-    if spec.template and not (spec.command or "").strip():
+    if spec.template and not spec.pilot and not (spec.command or "").strip():
         raise BadRequest("a VM job needs a command to run in the VM", code="no_command")
-    if spec.app and spec.command:
-        raise BadRequest("command is for VM jobs; a native job runs its app",
-                         code="bad_command")
+    if spec.pilot and not spec.template:
+        raise BadRequest("a pilot is a VM job: give a template", code="pilot_needs_template")
+    if spec.pilot_idle_s is not None and spec.pilot_idle_s <= 0:
+        raise BadRequest("pilot_idle_s must be positive", code="bad_pilot_idle")
     if spec.network not in NETWORKS:
         raise BadRequest(f"network must be one of {', '.join(NETWORKS)}", code="bad_network")
 
@@ -100,6 +105,12 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
     if spec.app:
         app = app_service.find(db, spec.app)
         policy.check(p, app, "x", "app")
+        if app.kind == "shared" and not (spec.command or "").strip():
+            raise BadRequest(f"app {app.name} is provided by workers: give the command to "
+                             "run with it", code="no_command")
+        if app.kind == "native" and spec.command:
+            raise BadRequest(f"app {app.name} is a native program: it takes args, not a "
+                             "command", code="bad_command")
     else:
         from xwvm.server.services import templates as template_service
         template = template_service.find_for_submit(db, p, spec.template)
@@ -108,7 +119,8 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
     context = context_service.get_readable(db, p, spec.context) if spec.context else None
     work = Work(app_uid=app.uid if app else None,
                 template_uid=template.uid if template else None, command=spec.command,
-                network=spec.network, status=states.PENDING, args=list(spec.args),
+                network=spec.network, pilot=spec.pilot, pilot_idle_s=spec.pilot_idle_s,
+                status=states.PENDING, args=list(spec.args),
                 env=dict(spec.env), max_retries=(default_max_retries if spec.max_retries is None
                                                  else spec.max_retries),
                 wall_clock_s=spec.wall_clock_s, min_memory_mb=spec.min_memory_mb,
@@ -226,7 +238,7 @@ def _as_super(p: Principal) -> Principal:
 def report(db: Session, p: Principal, uid: str, body: dict[str, Any]) -> Work:
     """The worker's final or intermediate report on a job it holds."""
     work = get_or_404(db, Work, uid, "job")
-    if p.is_delegated:
+    if p.is_delegated and work.pilot_uid != p.scope_work_uid:
         raise Forbidden("the outer worker reports a VM job's status, not its nested worker",
                         code="forbidden_delegated")
     policy.check_worker_holds(db, p, work)
@@ -308,7 +320,37 @@ def description_for_worker(db: Session, work: Work) -> dict[str, Any]:
     if work.app_uid:
         app = app_service.find(db, work.app_uid)
         desc.update(app=app.name, app_kind=app.kind)
+        if work.command:
+            desc["command"] = work.command
     return desc
+
+
+def pilot_work(db: Session, p: Principal, pilot_uid: str) -> dict[str, Any] | None:
+    """The next job a pilot VM runs: its owner's oldest pending job of an app the template
+    shares, within what the pilot's outer worker may run. None when there is none."""
+    pilot = get_or_404(db, Work, pilot_uid, "job")
+    if not p.is_delegated or p.scope_work_uid != pilot.uid or not pilot.pilot:
+        raise Forbidden("only a pilot VM's nested worker asks for work for it",
+                        code="forbidden_delegated")
+    policy.check_worker_holds(db, p, pilot)
+    template = db.get(Template, pilot.template_uid)
+    host = db.get(Host, pilot.host_uid) if pilot.host_uid else None
+    worker = db.get(User, host.worker_user_uid) if host else None
+    if template is None or worker is None or not template.shared_apps:
+        return None
+    pilot.nested_seen_at = utcnow()
+    q = (select(Work).join(App, App.uid == Work.app_uid)
+         .where(Work.status == states.PENDING, Work.owner_uid == pilot.owner_uid,
+                App.kind == "shared", App.name.in_(list(template.shared_apps)),
+                confinement(worker))
+         .order_by(Work.seq).limit(1).with_for_update(skip_locked=True, of=Work))
+    work = db.scalars(q).first()
+    if work is None:
+        return None
+    states.move(db, work, states.RUNNING, actor_uid=p.uid,
+                reason=f"taken by pilot VM job {pilot.uid}")
+    work.host_uid, work.pilot_uid = pilot.host_uid, pilot.uid
+    return description_for_worker(db, work)
 
 
 def vm_description(db: Session, work: Work, secret: bytes) -> dict[str, Any]:
@@ -324,5 +366,6 @@ def vm_description(db: Session, work: Work, secret: bytes) -> dict[str, Any]:
                             scope_work_uid=work.uid)
     return {"template": template_service.description_for_worker(db, template),
             "app": template.name, "command": work.command, "network": work.network,
+            "pilot": work.pilot, "pilot_idle_s": work.pilot_idle_s,
             "owner": owner.login if owner else work.owner_uid,
             "context": context.document if context else None, "delegated_token": token}
