@@ -172,7 +172,8 @@ def test_unsigned_template_is_refused(grid: Grid, tmp_path: Path) -> None:
     finally:
         worker.stop()
     assert done["status"] == "ERROR"
-    assert "template refused" in done["error"] and "signature" in done["error"]
+    assert "template refused" in done["error"] and "unsigned" in done["error"]
+    assert "signed by a key it trusts" in done["error"]
 
 
 def test_killed_worker_leaves_no_vm_and_job_is_rescheduled(grid: Grid, tmp_path: Path) -> None:
