@@ -1,0 +1,48 @@
+"""The VM lifecycle above the drivers (xwvm/worker/vmjob.py), with real tiny guests:
+poweroff ends the job, the wall-clock limit and a silent (hung) guest stop the VM."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.guest import Guest
+from xwvm.client.sdk import Client
+from xwvm.worker.drivers import Driver, VMSpec, VMState
+from xwvm.worker.vmjob import VMJobRunner, VMOptions
+
+# The server is not needed for these checks: an unreachable one means "no nested beats".
+NO_SERVER = Client("https://127.0.0.1:9", timeout=1)
+
+
+def runner(driver: Driver, work_dir: Path, hang_timeout_s: float) -> VMJobRunner:
+    opts = VMOptions(worker_id=driver.worker_id, work_dir=work_dir,
+                     server_url="https://127.0.0.1:9", ca_pem="", hang_timeout_s=hang_timeout_s,
+                     poll_s=0.2)
+    return VMJobRunner(driver, images=None, client=NO_SERVER, opts=opts,  # type: ignore[arg-type]
+                       verify=lambda _t: None)
+
+
+@pytest.mark.parametrize("driver_kind", ["libvirt"])
+@pytest.mark.parametrize("script,job,expected", [
+    ("echo up\n", {}, "off"),
+    ("echo up\nwhile true; do echo tick; sleep 1; done\n", {"wall_clock_s": 12}, "wall_clock"),
+    ("echo up\nsleep 600\n", {}, "hung"),
+])
+def test_monitor(driver: Driver, spec_for: Callable[..., VMSpec],
+                 make_guest: Callable[[str], Guest], work_dir: Path, script: str, job: dict,
+                 expected: str) -> None:
+    uid = f"mon-{expected.replace('_', '-')}"
+    driver.define(spec_for(uid, make_guest(script)))
+    driver.start(uid)
+    try:
+        state = runner(driver, work_dir, hang_timeout_s=15)._monitor(
+            {"uid": uid, **job}, threading.Event())
+        assert state == expected
+        if expected != "off":
+            assert driver.state(uid) in (VMState.SHUTOFF, VMState.MISSING), "the VM was stopped"
+    finally:
+        driver.destroy(uid)
