@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from xwvm.client import cli_auth
 from xwvm.client import cli_template_store as template_store
 from xwvm.client.cli_common import client, fail, handle_errors, output, parse_env, progress_bar
 from xwvm.client.cli_common import format_option as format_option_factory
@@ -109,20 +110,7 @@ def server_run(data_dir: Path, bind: str, workers: int | None, threads: int,
 
 # --- login ------------------------------------------------------------------------------
 
-@main.command()
-@click.option("--server", "url", required=True, help="https://HOST:PORT")
-@click.option("--ca", type=click.Path(exists=True), help="the server's CA certificate")
-@click.option("--user", "login", required=True)
-@click.option("--password-file", required=True, type=click.Path(exists=True))
-@handle_errors
-def login(url: str, ca: str | None, login: str, password_file: str) -> None:
-    """Log in with a password; the token is saved for later commands."""
-    c = Client(url, Path(ca).resolve() if ca else None)
-    answer = c.login(login, read_secret(password_file))
-    Session(server=url, ca=str(Path(ca).resolve()) if ca else None, token=answer["token"],
-            login=login, expires_at=answer["expires_at"]).save()
-    click.echo(f"logged in as {login} ({answer['user']['rights']}) until {answer['expires_at']}")
-
+# `xwvm login` (password or certificate, CA pinning) is in cli_auth, registered below.
 
 @main.command()
 @handle_errors
@@ -561,6 +549,9 @@ def worker_run(url: str | None, ca: str | None, credential: Path, work_dir: Path
 
 
 main.add_command(context_group)
+main.add_command(cli_auth.login)  # and user passwd|disable|enable, admin issue-cert|...
+for _cmd in cli_auth.USER_COMMANDS:
+    user.add_command(_cmd)
 main.add_command(template_group)
 main.add_command(template_store.admin_group)  # and the template push|pull|... commands
 

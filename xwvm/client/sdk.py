@@ -124,6 +124,42 @@ class Client:
     def whoami(self) -> dict[str, Any]:
         return self.get("/auth/whoami")
 
+    def change_password(self, old: str, new: str) -> dict[str, Any]:
+        """Every token of the account is revoked; the answer carries a new one."""
+        answer = self.post("/auth/password", {"old_password": old, "new_password": new})
+        self.token = answer["token"]
+        return answer
+
+    def set_user_enabled(self, uid: str, enabled: bool) -> dict[str, Any]:
+        return self.post(f"/users/{uid}/{'enable' if enabled else 'disable'}")
+
+    def user_by_login(self, login: str) -> dict[str, Any]:
+        for u in self.list_users():
+            if u["login"] == login:
+                return u
+        raise XwvmError(f"no user {login!r} that you may see", code="unknown_user")
+
+    def x509_login(self, cert_pem: bytes, sign: Callable[[bytes], bytes]) -> dict[str, Any]:
+        """Log in with a certificate: ``sign`` signs the server's challenge with its key."""
+        import base64
+        pem = cert_pem.decode()
+        challenge = self.post("/auth/x509/challenge", {"certificate": pem})
+        signature = sign(challenge["to_sign"].encode())
+        answer = self.post("/auth/x509/login", {
+            "certificate": pem, "nonce": challenge["nonce"],
+            "signature": base64.b64encode(signature).decode()})
+        self.token = answer["token"]
+        return answer
+
+    def issue_cert(self, login: str, csr_pem: bytes) -> dict[str, Any]:
+        return self.post("/admin/certs", {"login": login, "csr": csr_pem.decode()})
+
+    def list_certs(self) -> list[dict[str, Any]]:
+        return self.get("/admin/certs")
+
+    def revoke_cert(self, serial: str) -> dict[str, Any]:
+        return self.post(f"/admin/certs/{serial}/revoke")
+
     def create_user(self, login: str, password: str, rights: str,
                     group: str | None = None) -> dict[str, Any]:
         return self.post("/users", {"login": login, "password": password, "rights": rights,

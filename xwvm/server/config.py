@@ -29,6 +29,16 @@ class ServerConfig:
     default_max_retries: int = 10
     idle_retry_s: int = 10
     reap_interval_s: float = 5.0
+    # Login throttling: this many failures within the window refuse further attempts (429).
+    login_max_failures: int = 5
+    login_max_failures_per_address: int = 30
+    login_window_s: int = 300
+    # X.509: client certificates issued by the server CA, extra trusted CAs (grid CAs, PEM
+    # bundle) and their CRL files (PEM or DER, comma-separated), challenge lifetime.
+    client_cert_days: int = 365
+    trusted_ca_file: str = ""
+    trusted_crl_files: str = ""
+    x509_challenge_s: int = 120
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -42,6 +52,10 @@ class ServerConfig:
     @property
     def ca_cert(self) -> Path:
         return self.data_dir / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.data_dir / "ca-key.pem"
 
     @property
     def server_cert(self) -> Path:

@@ -66,6 +66,7 @@ _OPERATIONS: dict[str, tuple[Level, bool]] = {
     "read_events": (Level.STANDARD, False),
     "insert_template": (Level.GROUP_ADMIN, False),
     "upload_blob": (Level.GROUP_ADMIN, False),  # resumable uploads feed templates
+    "manage_certs": (Level.SUPER, False),  # client certificates of the server CA
 }
 
 

@@ -7,6 +7,7 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     from xwvm.server.api import (
+        admin,
         apps,
         auth,
         contexts,
@@ -21,5 +22,5 @@ def register(app: Flask) -> None:
     )
 
     for module in (auth, users, apps, data, works, hosts, events, objects, contexts, uploads,
-                   templates):
+                   templates, admin):
         app.register_blueprint(module.bp, url_prefix="/api/v1")

@@ -1,11 +1,14 @@
-"""/auth: login with a password for a bearer token, logout, whoami."""
+"""/auth: login with a password for a bearer token, logout, whoami, password change;
+/ca: the server's CA certificate, for a client to pin."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, Response, g, jsonify, request
 
+from xwvm.errors import Unauthorized
 from xwvm.server.api import views
 from xwvm.server.api.base import cfg, commit, db, json_body, principal, secret
+from xwvm.server.auth import ratelimit, x509
 from xwvm.server.db.models import User
 from xwvm.server.services import users as user_service
 
@@ -14,15 +17,113 @@ bp = Blueprint("auth", __name__)
 LOGIN = {"type": "object", "additionalProperties": False, "required": ["login", "password"],
          "properties": {"login": {"type": "string", "minLength": 1, "maxLength": 128},
                         "password": {"type": "string", "minLength": 1, "maxLength": 1024}}}
+CERT = {"type": "string", "minLength": 1, "maxLength": 65536}
+X509_CHALLENGE = {"type": "object", "additionalProperties": False, "required": ["certificate"],
+                  "properties": {"certificate": CERT}}
+X509_LOGIN = {"type": "object", "additionalProperties": False,
+              "required": ["certificate", "nonce", "signature"],
+              "properties": {"certificate": CERT,
+                             "nonce": {"type": "string", "minLength": 1, "maxLength": 64},
+                             "signature": {"type": "string", "minLength": 1,
+                                           "maxLength": 4096}}}
+PASSWORD = {"type": "object", "additionalProperties": False,
+            "required": ["old_password", "new_password"],
+            "properties": {"old_password": {"type": "string", "minLength": 1, "maxLength": 1024},
+                           "new_password": {"type": "string", "minLength": 1,
+                                            "maxLength": 1024}}}
+
+
+def _limits(login: str) -> list[ratelimit.Limit]:
+    c = cfg()
+    return [ratelimit.Limit(ratelimit.account_key(login), c.login_max_failures),
+            ratelimit.Limit(ratelimit.address_key(request.remote_addr),
+                            c.login_max_failures_per_address)]
+
+
+def _count_failure(limits: list[ratelimit.Limit]) -> None:
+    """Count a failed attempt in a committed transaction of its own: the refusal that
+    follows rolls the request's transaction back."""
+    db().rollback()
+    ratelimit.record_failure(db(), [lim.key for lim in limits], cfg().login_window_s)
+    commit()
+
+
+@bp.after_request
+def _retry_after(resp: Response) -> Response:
+    wait = g.get("retry_after")
+    if wait is not None:
+        resp.headers["Retry-After"] = str(wait)
+    return resp
+
+
+def throttled(login: str) -> list[ratelimit.Limit]:
+    """Refuse (429, with Retry-After) an attempt for a login or address that failed too
+    often lately; returns the limits to count a failure against."""
+    limits = _limits(login)
+    try:
+        ratelimit.check(db(), limits, cfg().login_window_s)
+    except ratelimit.TooManyAttempts as e:
+        g.retry_after = e.retry_after_s
+        raise
+    return limits
 
 
 @bp.post("/auth/login")
 def login():
     body = json_body(LOGIN)
     g.login_attempt = body["login"]  # named in the event if the login is refused
-    token, user, expires = user_service.login(
-        db(), secret(), body["login"], body["password"], cfg().token_lifetime_s,
-        cfg().worker_token_lifetime_s)
+    limits = throttled(body["login"])
+    try:
+        token, user, expires = user_service.login(
+            db(), secret(), body["login"], body["password"], cfg().token_lifetime_s,
+            cfg().worker_token_lifetime_s)
+    except Unauthorized:
+        _count_failure(limits)
+        raise
+    ratelimit.clear(db(), limits[0].key)
+    commit()
+    return jsonify(token=token, expires_at=expires.isoformat(),
+                   user=views.user(user, cfg().public_name))
+
+
+@bp.post("/auth/x509/challenge")
+def x509_challenge():
+    """A single-use nonce for a certificate, once the certificate itself is acceptable."""
+    body = json_body(X509_CHALLENGE)
+    answer = x509.challenge(db(), cfg(), body["certificate"])
+    commit()
+    return jsonify(answer)
+
+
+@bp.post("/auth/x509/login")
+def x509_login():
+    """Proof of possession: the challenge signed with the certificate's key."""
+    body = json_body(X509_LOGIN)
+    row = x509.burn_nonce(db(), body["nonce"], "x509")
+    commit()  # a failed attempt uses the nonce up too
+    token, user, expires = x509.login(db(), cfg(), secret(), body["certificate"], row,
+                                      body["signature"])
+    commit()
+    return jsonify(token=token, expires_at=expires.isoformat(),
+                   user=views.user(user, cfg().public_name))
+
+
+@bp.post("/auth/password")
+def change_password():
+    """Change one's own password: every token of the account is revoked and a new one
+    is returned."""
+    body = json_body(PASSWORD)
+    p = principal()
+    g.login_attempt = p.login
+    limits = throttled(p.login)
+    try:
+        user = user_service.change_password(db(), p, body["old_password"], body["new_password"])
+    except Unauthorized:
+        _count_failure(limits)
+        raise
+    token, user, expires = user_service.session_for(
+        db(), secret(), user, cfg().token_lifetime_s, cfg().worker_token_lifetime_s,
+        how="password change")
     commit()
     return jsonify(token=token, expires_at=expires.isoformat(),
                    user=views.user(user, cfg().public_name))
@@ -40,3 +141,11 @@ def whoami():
     p = principal()
     user = db().get(User, p.uid)
     return jsonify(views.user(user, cfg().public_name))
+
+
+@bp.get("/ca")
+def ca():
+    """The CA that signed the server's certificate. Unauthenticated and, by itself, not to
+    be trusted: a client pins it only once its SHA-256 fingerprint matches the one the
+    server's admin gave (see `xwvm login --ca-fingerprint`)."""
+    return Response(cfg().ca_cert.read_bytes(), mimetype="application/x-pem-file")

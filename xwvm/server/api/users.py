@@ -39,6 +39,21 @@ def list_users():
                     for u in user_service.list_users(db(), principal())])
 
 
+@bp.post("/users/<uid>/disable")
+def disable_user(uid: str):
+    """Disable an account: its tokens are revoked and no login succeeds until enabled."""
+    user = user_service.set_enabled(db(), principal(), uid, False)
+    commit()
+    return jsonify(views.user(user, cfg().public_name))
+
+
+@bp.post("/users/<uid>/enable")
+def enable_user(uid: str):
+    user = user_service.set_enabled(db(), principal(), uid, True)
+    commit()
+    return jsonify(views.user(user, cfg().public_name))
+
+
 @bp.post("/groups")
 def create_group():
     body = json_body(NEW_GROUP)

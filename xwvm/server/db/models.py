@@ -103,6 +103,51 @@ class Token(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class LoginAttempt(Base):
+    """A failed login, counted per key ("login:NAME" or "addr:IP") over a sliding window."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(192), index=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AuthNonce(Base):
+    """A single-use challenge (X.509 proof of possession, OIDC state) with a short life."""
+
+    __tablename__ = "auth_nonces"
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # x509 | oidc
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ClientCert(Base):
+    """A client certificate issued by the server CA; a revoked one is listed in its CRL."""
+
+    __tablename__ = "client_certs"
+    serial: Mapped[str] = mapped_column(String(48), primary_key=True)  # lower-case hex
+    user_uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"),
+                                          index=True)
+    subject: Mapped[str] = mapped_column(String(512))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    not_after: Mapped[dt.datetime] = mapped_column()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class Identity(Base):
+    """An outside identity (a grid CA's subject DN, an OIDC issuer's subject) of a user."""
+
+    __tablename__ = "identities"
+    provider: Mapped[str] = mapped_column(String(255), primary_key=True)  # x509 | OIDC issuer
+    subject: Mapped[str] = mapped_column(String(512), primary_key=True)
+    user_uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"),
+                                          index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Data(Owned, Base):
     __tablename__ = "data"
     uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
@@ -284,7 +329,7 @@ class UploadSession(Base):
 
 
 __all__ = [
-    "App", "AppBinary", "Base", "Context", "Data", "Event", "Host", "Maintenance", "Setting",
-    "Template", "Token", "UploadSession", "User", "UserGroup", "Work", "WorkData", "new_uid",
-    "utcnow",
+    "App", "AppBinary", "AuthNonce", "Base", "ClientCert", "Context", "Data", "Event", "Host",
+    "Identity", "LoginAttempt", "Maintenance", "Setting", "Template", "Token", "UploadSession",
+    "User", "UserGroup", "Work", "WorkData", "new_uid", "utcnow",
 ]

@@ -14,6 +14,7 @@ from xwvm.server.auth import passwords, tokens
 from xwvm.server.db.models import Token, User, UserGroup
 from xwvm.server.policy import Principal
 from xwvm.server.rights import GROUP, PRIVATE, Level
+from xwvm.server.services.common import check_uid
 
 LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}\Z")
 MIN_PASSWORD = 8
@@ -117,10 +118,54 @@ def login(db: Session, secret: bytes, login_name: str, password: str,
     if user is None or not user.enabled or not passwords.verify_password(
             password, user.password_hash):
         raise Unauthorized("wrong login or password", code="bad_credentials")
+    return session_for(db, secret, user, lifetime_s, worker_lifetime_s)
+
+
+def session_for(db: Session, secret: bytes, user: User, lifetime_s: int,
+                worker_lifetime_s: int, how: str = "password") -> tuple[str, User, object]:
+    """A session token for an authenticated user (password, certificate or OIDC)."""
+    if not user.enabled:
+        raise Unauthorized(f"account {user.login} is disabled", code="account_disabled")
     lifetime = worker_lifetime_s if user.rights in (Level.WORKER, Level.VWORKER) else lifetime_s
     token, expires = tokens.issue(db, secret, user.uid, lifetime)
-    events.record(db, "login", object_uid=user.uid, actor_uid=user.uid)
+    events.record(db, "login", object_uid=user.uid, actor_uid=user.uid, detail=how)
     return token, user, expires
+
+
+def change_password(db: Session, p: Principal, old: str, new: str) -> User:
+    """Change one's own password; every token of the account is revoked (the caller issues
+    a fresh one)."""
+    if p.is_delegated:
+        raise Forbidden("a delegated VM credential may not change a password",
+                        code="forbidden_delegated")
+    user = db.get(User, p.uid)
+    if user is None or not passwords.verify_password(old, user.password_hash):
+        raise Unauthorized("the current password is wrong", code="bad_credentials")
+    _check_password(new)
+    user.password_hash = passwords.hash_password(new)
+    tokens.revoke_all(db, user.uid)
+    events.record(db, "password_changed", object_uid=user.uid, actor_uid=p.uid)
+    return user
+
+
+def set_enabled(db: Session, p: Principal, uid: str, enabled: bool) -> User:
+    """Disable (revoking every token) or enable an account; the same people who may create
+    such a user may do it, and nobody disables themselves."""
+    policy.require(p, "insert_user")
+    user = db.get(User, check_uid(uid, "user"))
+    if user is None:
+        raise NotFound(f"no user {uid}", code="not_found")
+    if not policy.manage_user_allowed(p, user.group_uid, Level(user.rights)):
+        raise Forbidden(f"you may not manage the {Level(user.rights).label} user {user.login}",
+                        code="forbidden_level")
+    if user.uid == p.uid:
+        raise Conflict("you may not disable or enable your own account", code="own_account")
+    user.enabled = enabled
+    if not enabled:
+        tokens.revoke_all(db, user.uid)
+    events.record(db, "user_enabled" if enabled else "user_disabled", object_uid=user.uid,
+                  actor_uid=p.uid, detail=user.login)
+    return user
 
 
 def principal_for(db: Session, secret: bytes, token: str) -> Principal:

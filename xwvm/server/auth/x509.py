@@ -1,0 +1,360 @@
+"""X.509 authentication: client certificates issued by the server CA, certificates of
+trusted outside CAs (grid CAs), and login by proof of key possession over a signed,
+single-use challenge.
+
+Certificates of the server CA map to the user they were issued for (by serial, recorded
+at issue; revoking one lists it in the CA's CRL). Certificates of an outside CA map by
+subject DN to an identity; an unknown subject becomes a new standard user on its first
+login (as OIDC users do), never an existing local account of the same name.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from xwvm.errors import BadRequest, NotFound, Unauthorized
+from xwvm.server import events, policy
+from xwvm.server.config import ServerConfig
+from xwvm.server.db.models import AuthNonce, ClientCert, Identity, User, utcnow
+from xwvm.server.policy import Principal
+from xwvm.server.rights import Level
+from xwvm.server.services import users as user_service
+
+PROVIDER = "x509"
+_LOGIN_CHARS = re.compile(r"[^A-Za-z0-9_.@-]+")
+
+
+def _refuse(message: str, code: str) -> Unauthorized:
+    return Unauthorized(message, code=code)
+
+
+def _fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def load_certificate(pem: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        raise BadRequest("the certificate is not a PEM X.509 certificate",
+                         code="bad_certificate") from None
+
+
+# --- trust anchors and revocation lists ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Anchor:
+    cert: x509.Certificate
+    own: bool  # the server CA (users by issued serial) or an outside CA (users by DN)
+
+
+def _load_pem_bundle(path: Path) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise BadRequest(f"trusted CA file {path}: {e}", code="bad_config") from None
+
+
+def anchors(cfg: ServerConfig) -> list[Anchor]:
+    found = [Anchor(x509.load_pem_x509_certificate(cfg.ca_cert.read_bytes()), True)]
+    if cfg.trusted_ca_file:
+        found += [Anchor(c, False) for c in _load_pem_bundle(Path(cfg.trusted_ca_file))]
+    return found
+
+
+def _load_crl(path: Path) -> x509.CertificateRevocationList:
+    data = path.read_bytes()
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError as e:
+        raise BadRequest(f"CRL file {path}: {e}", code="bad_config") from None
+
+
+def _external_revocation(cfg: ServerConfig, cert: x509.Certificate,
+                         issuer: x509.Certificate) -> dt.datetime | None:
+    """The revocation date of ``cert`` in a configured CRL of its issuer (read per login,
+    so that a CRL updated on disk applies at once), or None."""
+    for name in filter(None, (n.strip() for n in cfg.trusted_crl_files.split(","))):
+        crl = _load_crl(Path(name))
+        if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):
+            continue
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is not None:
+            return entry.revocation_date_utc
+    return None
+
+
+# --- validation -----------------------------------------------------------------------------
+
+def _check_period(cert: x509.Certificate, what: str, now: dt.datetime) -> None:
+    if now < cert.not_valid_before_utc:
+        raise _refuse(f"{what} is not valid yet (valid from "
+                      f"{cert.not_valid_before_utc.isoformat()})", "cert_not_yet_valid")
+    if now > cert.not_valid_after_utc:
+        raise _refuse(f"{what} expired on {cert.not_valid_after_utc.isoformat()}",
+                      "cert_expired")
+
+
+def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _check_usage(cert: x509.Certificate) -> None:
+    basic = _ext(cert, x509.BasicConstraints)
+    if isinstance(basic, x509.BasicConstraints) and basic.ca:
+        raise _refuse("a CA certificate cannot log in", "bad_key_usage")
+    eku = _ext(cert, x509.ExtendedKeyUsage)
+    if not isinstance(eku, x509.ExtendedKeyUsage) or \
+            ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        raise _refuse("the certificate is not for client authentication (its extended key "
+                      "usage lacks clientAuth)", "bad_key_usage")
+    ku = _ext(cert, x509.KeyUsage)
+    if isinstance(ku, x509.KeyUsage) and not ku.digital_signature:
+        raise _refuse("the certificate's key usage does not allow digital signatures",
+                      "bad_key_usage")
+
+
+def _issuer(cert: x509.Certificate, found: list[Anchor]) -> Anchor:
+    for anchor in found:
+        if anchor.cert.subject != cert.issuer:
+            continue
+        try:
+            cert.verify_directly_issued_by(anchor.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return anchor
+    raise _refuse(f"the certificate's issuer ({cert.issuer.rfc4514_string()}) is not a "
+                  "trusted CA", "unknown_ca")
+
+
+def validate(db: Session, cfg: ServerConfig, cert: x509.Certificate,
+             now: dt.datetime | None = None) -> Anchor:
+    """Chain, validity period, key usage and revocation; each refusal names its reason."""
+    now = now or utcnow()
+    anchor = _issuer(cert, anchors(cfg))
+    _check_period(anchor.cert, "the issuing CA's certificate", now)
+    _check_period(cert, "the certificate", now)
+    _check_usage(cert)
+    serial = serial_hex(cert.serial_number)
+    if anchor.own:
+        row = db.get(ClientCert, serial)
+        if row is None or row.fingerprint != _fingerprint(cert):
+            raise _refuse(f"certificate serial {serial} was not issued by this server",
+                          "unknown_certificate")
+        if row.revoked_at is not None:
+            raise _refuse(f"certificate serial {serial} was revoked on "
+                          f"{row.revoked_at.isoformat()}", "cert_revoked")
+    else:
+        revoked = _external_revocation(cfg, cert, anchor.cert)
+        if revoked is not None:
+            raise _refuse(f"certificate serial {serial} was revoked on {revoked.isoformat()} "
+                          f"(CRL of {anchor.cert.subject.rfc4514_string()})", "cert_revoked")
+    return anchor
+
+
+# --- the challenge ---------------------------------------------------------------------------
+
+def _to_sign(nonce: str, fingerprint: str) -> str:
+    return f"xwvm x509 login v1\nnonce={nonce}\ncertificate={fingerprint}\n"
+
+
+def challenge(db: Session, cfg: ServerConfig, pem: str) -> dict[str, str]:
+    """A nonce bound to this certificate, to be signed with its key."""
+    cert = load_certificate(pem)
+    validate(db, cfg, cert)  # refuse early, with the reason, before any signing
+    nonce = secrets.token_urlsafe(32)
+    expires = utcnow() + dt.timedelta(seconds=cfg.x509_challenge_s)
+    fp = _fingerprint(cert)
+    db.add(AuthNonce(nonce=nonce, kind="x509", data={"fingerprint": fp}, expires_at=expires))
+    return {"nonce": nonce, "expires_at": expires.isoformat(), "to_sign": _to_sign(nonce, fp)}
+
+
+def burn_nonce(db: Session, nonce: str, kind: str) -> AuthNonce:
+    """Use a nonce once: the caller commits before checking anything else, so that a
+    failed attempt consumes it too."""
+    taken = db.execute(update(AuthNonce)
+                       .where(AuthNonce.nonce == nonce, AuthNonce.kind == kind,
+                              AuthNonce.used.is_(False))
+                       .values(used=True)).rowcount
+    row = db.get(AuthNonce, nonce)
+    if row is None or row.kind != kind:
+        raise _refuse("unknown challenge: ask for a new one", "bad_challenge")
+    if not taken:
+        raise _refuse("this challenge was already used (replay refused)", "challenge_replayed")
+    if utcnow() > row.expires_at:
+        raise _refuse("the challenge expired: ask for a new one", "challenge_expired")
+    return row
+
+
+def verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> None:
+    key = cert.public_key()
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(signature, data)
+        else:
+            raise _refuse("unsupported certificate key type", "bad_certificate")
+    except InvalidSignature:
+        raise _refuse("the challenge signature does not match the certificate's key "
+                      "(proof of key possession failed)", "bad_signature") from None
+
+
+def user_for(db: Session, cert: x509.Certificate, anchor: Anchor) -> User:
+    if anchor.own:
+        row = db.get(ClientCert, serial_hex(cert.serial_number))
+        user = db.get(User, row.user_uid) if row else None
+        if user is None:
+            raise _refuse("the certificate's user no longer exists", "unknown_certificate")
+        return user
+    dn = cert.subject.rfc4514_string()
+    ident = db.get(Identity, (PROVIDER, dn))
+    if ident is not None:
+        return db.get(User, ident.user_uid)
+    user = user_service.create_user(db, None, _free_login(db, _cn(cert) or "x509-user"),
+                                    None, Level.STANDARD)
+    db.add(Identity(provider=PROVIDER, subject=dn, user_uid=user.uid))
+    events.record(db, "identity_linked", object_uid=user.uid, detail=f"x509 {dn}")
+    return user
+
+
+def _cn(cert: x509.Certificate) -> str | None:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
+
+
+def _free_login(db: Session, wanted: str) -> str:
+    """A login for a new outside identity: its name, made valid, suffixed if taken (an
+    outside identity never takes over an existing account)."""
+    base = _LOGIN_CHARS.sub("-", wanted).strip("-._@")[:100] or "user"
+    login, n = base, 1
+    while db.scalars(select(User.uid).where(User.login == login)).first() is not None:
+        n += 1
+        login = f"{base}-{n}"
+    return login
+
+
+def login(db: Session, cfg: ServerConfig, secret: bytes, pem: str, row: AuthNonce,
+          signature_b64: str) -> tuple[str, User, object]:
+    """After ``burn_nonce``: check the certificate again and the proof of possession."""
+    cert = load_certificate(pem)
+    fp = _fingerprint(cert)
+    if row.data.get("fingerprint") != fp:
+        raise _refuse("this challenge was issued for another certificate", "bad_challenge")
+    anchor = validate(db, cfg, cert)
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except ValueError:
+        raise BadRequest("the signature is not base64", code="bad_signature") from None
+    verify_signature(cert, _to_sign(row.nonce, fp).encode(), signature)
+    user = user_for(db, cert, anchor)
+    return user_service.session_for(db, secret, user, cfg.token_lifetime_s,
+                                    cfg.worker_token_lifetime_s,
+                                    how=f"x509 serial {serial_hex(cert.serial_number)}")
+
+
+# --- the server CA: issue, revoke, CRL -------------------------------------------------------
+
+def _ca(cfg: ServerConfig) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(cfg.ca_cert.read_bytes())
+    key = serialization.load_pem_private_key(cfg.ca_key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise BadRequest("the server CA key is of an unsupported type", code="bad_config")
+    return cert, key  # type: ignore[return-value]
+
+
+def issue(db: Session, cfg: ServerConfig, p: Principal, login_name: str,
+          csr_pem: str) -> tuple[ClientCert, bytes]:
+    """Sign a client certificate (CN = login, clientAuth) for the key in the CSR."""
+    policy.require(p, "manage_certs")
+    user = db.scalars(select(User).where(User.login == login_name)).first()
+    if user is None:
+        raise NotFound(f"no user {login_name!r}", code="unknown_user")
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        raise BadRequest("the CSR is not a PEM certificate request", code="bad_csr") from None
+    if not csr.is_signature_valid:
+        raise BadRequest("the CSR's signature is not valid", code="bad_csr")
+    ca, ca_key = _ca(cfg)
+    now = utcnow()
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "xwvm"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, user.login)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca.subject)
+            .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(min(now + dt.timedelta(days=cfg.client_cert_days),
+                                 ca.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    row = ClientCert(serial=serial_hex(cert.serial_number), user_uid=user.uid,
+                     subject=subject.rfc4514_string(), fingerprint=_fingerprint(cert),
+                     issued_at=now, not_after=cert.not_valid_after_utc)
+    db.add(row)
+    events.record(db, "cert_issued", object_uid=user.uid, actor_uid=p.uid,
+                  detail=f"serial {row.serial} for {user.login}")
+    return row, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def list_certs(db: Session, p: Principal) -> list[ClientCert]:
+    policy.require(p, "manage_certs")
+    return list(db.scalars(select(ClientCert).order_by(ClientCert.issued_at)))
+
+
+def revoke(db: Session, p: Principal, serial: str) -> ClientCert:
+    policy.require(p, "manage_certs")
+    row = db.get(ClientCert, serial.lower().replace(":", "").lstrip("0") or "0")
+    if row is None:
+        raise NotFound(f"no certificate with serial {serial} was issued by this server",
+                       code="unknown_certificate")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        events.record(db, "cert_revoked", object_uid=row.user_uid, actor_uid=p.uid,
+                      detail=f"serial {row.serial}")
+    return row
+
+
+def crl_pem(db: Session, cfg: ServerConfig) -> bytes:
+    """The server CA's CRL: every certificate it issued and an admin revoked."""
+    ca, ca_key = _ca(cfg)
+    now = utcnow()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+               .last_update(now).next_update(now + dt.timedelta(days=1)))
+    for row in db.scalars(select(ClientCert).where(ClientCert.revoked_at.is_not(None))):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(int(row.serial, 16))
+            .revocation_date(row.revoked_at).build())
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
