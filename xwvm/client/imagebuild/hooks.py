@@ -126,7 +126,9 @@ def install_appliance(spec: TemplateSpec, plan: Plan, root: Path) -> None:
                      "exec python3 -m appliance.agent \"$@\"\n")
     agent.chmod(0o755)
     if spec.pip_target:
-        _copy_tree(plan.pylib, root / spec.pip_target.lstrip("/"))
+        target = root / spec.pip_target.lstrip("/")
+        _copy_tree(plan.pylib, target)
+        _fix_shebangs(target / "bin")
     if spec.python_packages:
         _chroot(root, "python3", "-m", "compileall", "-q", "-j", "0", LIB_DIR,
                 env={"SOURCE_DATE_EPOCH": str(plan.source_date_epoch)})
@@ -223,6 +225,20 @@ def _drop_setuid(root: Path, keep: set[str]) -> list[str]:
                     path.chmod(stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
                     dropped.append(f"/{rel}")
     return sorted(dropped)
+
+
+def _fix_shebangs(bin_dir: Path) -> None:
+    """pip ran on the build host, so its console scripts name the host's interpreter:
+    point them at the image's python3."""
+    if not bin_dir.is_dir():
+        return
+    for script in bin_dir.iterdir():
+        if not script.is_file() or script.is_symlink():
+            continue
+        head = script.read_bytes()[:256]
+        if head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]:
+            body = script.read_bytes().split(b"\n", 1)
+            script.write_bytes(b"#!/usr/bin/python3\n" + (body[1] if len(body) > 1 else b""))
 
 
 def _copy_tree(src: Path, dest: Path, skip_top: tuple[str, ...] = ()) -> None:
