@@ -46,3 +46,13 @@ def test_monitor(driver: Driver, spec_for: Callable[..., VMSpec],
             assert driver.state(uid) in (VMState.SHUTOFF, VMState.MISSING), "the VM was stopped"
     finally:
         driver.destroy(uid)
+
+
+def test_probe_refuses_a_work_dir_qemu_cannot_reach(vm_root: Path, kernel: object) -> None:
+    from xwvm.worker.drivers.libvirt import LibvirtDriver
+    private = vm_root / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    result = LibvirtDriver("t-private", private / "work").probe()
+    assert not result.usable
+    assert f"{private} is not searchable by others" in result.reason

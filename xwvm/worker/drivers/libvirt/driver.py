@@ -45,6 +45,17 @@ PROBE_SECTOR = (_BOOT_CODE + PROBE_MARKER.encode() + b"\r\n\0").ljust(510, b"\0"
 _PROBES: dict[str, ProbeResult] = {}
 
 
+def _not_searchable(path: Path) -> Path | None:
+    """The first folder on the way to ``path`` that other users cannot traverse."""
+    for folder in [*reversed(path.parents), path]:
+        try:
+            if not folder.stat().st_mode & 0o001:
+                return folder
+        except FileNotFoundError:
+            return None
+    return None
+
+
 class LibvirtDriver(Driver):
     name = "libvirt"
 
@@ -79,6 +90,12 @@ class LibvirtDriver(Driver):
     # -- probe ----------------------------------------------------------------------------
 
     def probe(self, refresh: bool = False) -> ProbeResult:
+        blocked = _not_searchable(self.work_dir)
+        if blocked is not None:  # checked first: the probe cache is per URI, not per dir
+            return ProbeResult(False, None, (
+                f"QEMU runs as an unprivileged user and cannot reach {self.work_dir}: "
+                f"{blocked} is not searchable by others (chmod o+x {blocked}, or use a work "
+                "dir such as /var/lib/xwvm-worker)"))
         if not refresh and self.host.uri in _PROBES:
             return _PROBES[self.host.uri]
         try:
