@@ -37,7 +37,7 @@ class WorkerOptions:
     max_idle: float | None = None
     max_backoff: float = 30.0
     upload_attempts: int = 3
-    hypervisor: str = "auto"          # auto | libvirt | none
+    hypervisor: str = "auto"          # auto | libvirt | virtualbox | none
     trusted_keys: list[Path] = field(default_factory=list)
     image_quota_mb: int = 20 * 1024
     vm_hang_timeout_s: float = 600.0
@@ -136,19 +136,26 @@ class Worker:
         if self.opts.hypervisor == "none":
             return
         from xwvm.worker.drivers import make_driver
-        try:
-            driver = make_driver("libvirt", self.worker_id(), self.work_dir)
-            probe = driver.probe()
-        except (XwvmError, ImportError) as e:
-            reason = e.message if isinstance(e, XwvmError) else f"libvirt-python missing: {e}"
-            self.hypervisors = {"libvirt": {"usable": False, "accel": None, "reason": reason}}
-            if self.opts.hypervisor == "libvirt":
-                raise XwvmError(f"--hypervisor libvirt: {reason}", code="no_hypervisor") \
-                    from None
-            return
-        self.hypervisors = {"libvirt": probe.to_json()}
-        log.info("libvirt: %s", probe.reason)
-        if not probe.usable:
+        # auto: libvirt if usable, else VirtualBox if usable; each one's probe is reported.
+        kinds = ["libvirt", "virtualbox"] if self.opts.hypervisor == "auto" \
+            else [self.opts.hypervisor]
+        self.hypervisors = {}
+        for kind in kinds:
+            try:
+                driver = make_driver(kind, self.worker_id(), self.work_dir)
+                probe = driver.probe()
+            except (XwvmError, ImportError) as e:
+                reason = e.message if isinstance(e, XwvmError) else f"{kind} API missing: {e}"
+                self.hypervisors[kind] = {"usable": False, "accel": None, "reason": reason}
+                if self.opts.hypervisor == kind:
+                    raise XwvmError(f"--hypervisor {kind}: {reason}", code="no_hypervisor") \
+                        from None
+                continue
+            self.hypervisors[kind] = probe.to_json()
+            log.info("%s: %s", kind, probe.reason)
+            if probe.usable:
+                break
+        else:
             return
         for uid in driver.cleanup_leftovers():
             log.info("removed VM of job %s left by a previous run", uid)

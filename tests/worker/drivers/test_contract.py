@@ -1,7 +1,9 @@
-"""The driver contract, written once, run against every driver in DRIVERS with real VMs.
+"""The driver contract, written once, run against every driver in DRIVERS.
 
 libvirt boots real QEMU guests (software emulation here): the tiny test guest of
-tests/support/guest.py runs a script and reports on its serial console.
+tests/support/guest.py runs a script and reports on its serial console. VirtualBox runs
+against a FAKE of its API (tests/support/fake_vboxapi), whose guest runs the script's
+echo/sleep lines; tests that need a real guest are LIBVIRT_ONLY.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pycdlib
 import pytest
 
 from tests.support.guest import Guest
-from tests.worker.drivers.conftest import new_driver
+from tests.worker.drivers.conftest import LIBVIRT_ONLY, new_driver
 from xwvm.worker.drivers import (
     Driver,
     Network,
@@ -72,7 +74,7 @@ def context_iso(path: Path, files: dict[str, bytes]) -> Path:
 def test_probe_finds_a_usable_accelerator_and_is_cached(driver: Driver) -> None:
     result = driver.probe()
     assert result.usable, result.reason
-    assert result.accel in ("kvm", "tcg")
+    assert result.accel in ("kvm", "tcg", "hw")  # hw: VirtualBox with VT-x/AMD-V
     assert result.version and result.reason
     if result.accel == "tcg":
         assert "KVM" in result.reason  # says why not KVM
@@ -89,6 +91,11 @@ def test_probe_of_an_unreachable_hypervisor_says_why(driver_kind: str, worker_id
         from xwvm.worker.drivers.libvirt import LibvirtDriver
         drv: Driver = LibvirtDriver(worker_id, work_dir,
                                     uri="qemu+unix:///system?socket=/nonexistent/sock")
+    else:  # the fake, with no VirtualBox service running: as if VirtualBox were absent
+        from tests.support import fake_vboxapi
+        from xwvm.worker.drivers.virtualbox import VirtualBoxDriver
+        fake_vboxapi.stop_service()
+        drv = VirtualBoxDriver(worker_id, work_dir, api=fake_vboxapi)
     result = drv.probe()
     assert result == ProbeResult(False, None, result.reason, "")
     assert "unreachable" in result.reason
@@ -114,6 +121,7 @@ def test_disk_cap_below_the_template_is_refused(driver: Driver,
     assert list(driver.work_dir.iterdir()) == []
 
 
+@LIBVIRT_ONLY  # timing a fake's overlay would prove nothing
 @pytest.mark.parametrize("size", ["1G", "20G"])
 def test_overlay_cost_does_not_grow_with_the_template(driver: Driver, vm_root: Path,
                                                       spec_for: Callable[..., VMSpec],
@@ -130,6 +138,7 @@ def test_overlay_cost_does_not_grow_with_the_template(driver: Driver, vm_root: P
 
 # -- a real boot --------------------------------------------------------------------------
 
+@LIBVIRT_ONLY
 def test_guest_boots_runs_powers_off_and_is_destroyed(
         driver: Driver, spec_for: Callable[..., VMSpec], make_guest: Callable[[str], Guest],
         template: Path, vm_root: Path) -> None:
@@ -187,6 +196,9 @@ def test_a_dead_hypervisor_process_reads_as_crashed(
     driver.start("crash-1")
     if driver_kind == "libvirt":
         pid = int(Path(f"/run/libvirt/qemu/xwvm_{driver.worker_id}_crash-1.pid").read_text())
+    else:  # the fake's VM process is a real process too
+        from tests.support import fake_vboxapi
+        pid = fake_vboxapi.service().vm_pid(f"xwvm_{driver.worker_id}_crash-1")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: driver.state("crash-1") != VMState.RUNNING, 10, "QEMU kill not noticed")
     assert driver.state("crash-1") == VMState.CRASHED

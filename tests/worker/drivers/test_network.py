@@ -1,4 +1,5 @@
-"""The guest network policy, checked from inside real guests (run against every driver).
+"""The guest network policy, checked from inside real guests (libvirt: the fake VirtualBox
+guest has no network stack to check from).
 
 A LAN test host lives in a network namespace (veth pair, private addresses) and serves
 HTTP; "the server" and another host service listen on loopback. With network=server
@@ -16,8 +17,11 @@ import pytest
 
 from tests.support.guest import NET_UP, Guest
 from tests.support.lan import free_port, http_server, lan_host, wait_listening
+from tests.worker.drivers.conftest import LIBVIRT_ONLY
 from tests.worker.drivers.test_contract import run_to_poweroff
 from xwvm.worker.drivers import Driver, Network, VMSpec
+
+pytestmark = LIBVIRT_ONLY
 
 # A /24 unlikely to collide with other test sessions on the same machine.
 SUBNET = f"10.98.{os.getpid() % 250 + 1}"

@@ -20,10 +20,14 @@ __all__ = ["Driver", "DriverError", "HypervisorUnavailable", "Network", "ProbeRe
 
 
 def make_driver(name: str, worker_id: str, work_dir: Path) -> Driver:
-    """The driver called ``name`` ("libvirt"); imported lazily, so a host without a
-    hypervisor library can still run native jobs."""
+    """The driver called ``name`` ("libvirt" or "virtualbox"); imported lazily, so a host
+    without a hypervisor library can still run native jobs."""
     if name == "libvirt":
         from xwvm.worker.drivers.libvirt import LibvirtDriver
 
         return LibvirtDriver(worker_id, work_dir)
-    raise Unsupported(f"no hypervisor driver called {name!r} (have: libvirt)")
+    if name == "virtualbox":
+        from xwvm.worker.drivers.virtualbox import VirtualBoxDriver
+
+        return VirtualBoxDriver(worker_id, work_dir)
+    raise Unsupported(f"no hypervisor driver called {name!r} (have: libvirt, virtualbox)")

@@ -1,0 +1,160 @@
+"""Disks for VirtualBox: the template opened read-only as an immutable medium, one
+differencing VDI per job over it, and a tiny VDI writer/reader for the probe guest.
+
+The template is opened with AccessMode ReadOnly and made Immutable: VirtualBox never
+writes it, and any number of jobs may have children of it at once. We create each job's
+differencing image ourselves (IMedium.createDiffStorage into the VM's folder) rather
+than let VirtualBox make an implicit one when an immutable disk is attached: that way
+the file's place and name are ours, destroy() deletes it, and a restarted worker finds
+it by its folder.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from xwvm.worker.drivers.errors import DriverError, SpecError
+from xwvm.worker.drivers.virtualbox.host import Host
+
+VDI_TEXT = b"<<< Oracle VM VirtualBox Disk Image >>>\n"
+VDI_SIGNATURE = 0xBEDA107F
+VDI_BLOCK = 1 << 20
+VDI_FREE = 0xFFFFFFFF
+
+
+def write_vdi(path: Path, size: int, sector0: bytes) -> None:
+    """A dynamic VDI 1.1 image of ``size`` bytes whose first block starts with ``sector0``
+    (the probe guest's disk; qemu-img reads these, a test checks it)."""
+    blocks = (size + VDI_BLOCK - 1) // VDI_BLOCK
+    off_blocks = 0x200
+    off_data = (off_blocks + 4 * blocks + 511) // 512 * 512
+    head = bytearray(0x200)
+    head[:len(VDI_TEXT)] = VDI_TEXT
+    struct.pack_into("<IIIII", head, 0x40, VDI_SIGNATURE, 0x00010001, 0x190, 1, 0)
+    struct.pack_into("<II", head, 0x154, off_blocks, off_data)
+    struct.pack_into("<I", head, 0x168, 512)
+    struct.pack_into("<QIIII", head, 0x170, size, VDI_BLOCK, 0, blocks, 1)
+    head[0x188:0x198] = uuid.uuid4().bytes_le
+    head[0x198:0x1A8] = uuid.uuid4().bytes_le
+    with path.open("wb") as f:
+        f.write(head)
+        f.seek(off_blocks)
+        f.write(struct.pack(f"<{blocks}I", 0, *([VDI_FREE] * (blocks - 1))))
+        f.seek(off_data)
+        f.write(sector0.ljust(VDI_BLOCK, b"\0"))
+
+
+def has_boot_sector(path: Path) -> bool | None:
+    """Whether a VDI template's first sector ends with the BIOS boot signature; None when
+    the file is not a VDI this reader knows (VMDK...): VirtualBox will tell."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(0x200)
+            if len(head) < 0x1D8 or struct.unpack_from("<I", head, 0x40)[0] != VDI_SIGNATURE:
+                return None
+            off_blocks, off_data = struct.unpack_from("<II", head, 0x154)
+            block = struct.unpack_from("<I", head, 0x178)[0]
+            f.seek(off_blocks)
+            (index,) = struct.unpack("<I", f.read(4))
+            if index >= 0xFFFFFFFE:
+                return False
+            f.seek(off_data + index * block + 510)
+            return f.read(2) == b"\x55\xaa"
+    except (OSError, struct.error):
+        return None
+
+
+def open_template(host: Host, path: Path) -> Any:
+    """The template as an immutable, read-only medium (the same object for every job)."""
+    c = host.c
+    with host.translated(f"open template {path}"):
+        medium = host.vbox.openMedium(str(path), c.DeviceType_HardDisk, c.AccessMode_ReadOnly,
+                                      False)
+        if medium.type != c.MediumType_Immutable:
+            medium.type = c.MediumType_Immutable
+    return medium
+
+
+def create_diff(host: Host, template: Any, path: Path, size: int) -> Any:
+    """A differencing VDI at ``path`` over ``template``, grown to ``size`` bytes."""
+    c = host.c
+    with host.translated(f"create differencing disk {path}"):
+        diff = host.vbox.createMedium("VDI", str(path), c.AccessMode_ReadWrite,
+                                      c.DeviceType_HardDisk)
+        progress = template.createDiffStorage(diff, [c.MediumVariant_Diff])
+    host.wait(progress, f"create differencing disk {path}")
+    if size > int(template.logicalSize):
+        with host.translated(f"resize {path}"):
+            progress = diff.resize(size)
+        host.wait(progress, f"resize {path}")
+    return diff
+
+
+def template_size(template: Any, host: Host) -> int:
+    with host.translated("template size"):
+        return int(template.logicalSize)
+
+
+def check_cap(spec_cap_mb: int, size: int) -> int:
+    """The job disk's size in bytes: the cap, or the template's size when 0."""
+    cap = spec_cap_mb * 1024 * 1024
+    if cap and cap < size:
+        raise SpecError(f"disk_cap_mb {spec_cap_mb} is smaller than the template "
+                        f"({size // (1024 * 1024)} MiB)")
+    return cap or size
+
+
+def forget_under(host: Host, folder: Path) -> None:
+    """Delete or close every registered medium whose file is inside ``folder`` (a VM's
+    folder), children first; a parent left without children is closed when it lies
+    inside ``folder`` too (the probe's template). Best effort: never raises."""
+    try:
+        vbox = host.vbox
+        roots = [*vbox.hardDisks, *vbox.DVDImages]
+    except DriverError:
+        return
+    except Exception:
+        return
+    parents: list[Any] = []
+    for medium in roots:
+        _forget_tree(host, medium, folder, parents)
+    for parent in parents:  # a template that no job uses any more
+        release_template(host, parent)
+
+
+def _forget_tree(host: Host, medium: Any, folder: Path, parents: list[Any]) -> None:
+    with suppress(Exception):
+        for child in list(medium.children):
+            _forget_tree(host, child, folder, parents)
+        if not _inside(Path(medium.location), folder):
+            return
+        parent = medium.parent
+        if parent is not None and not _inside(Path(parent.location), folder):
+            parents.append(parent)
+        if medium.deviceType == host.c.DeviceType_HardDisk and not medium.readOnly:
+            host.wait(medium.deleteStorage(), f"delete {medium.location}")
+        else:
+            medium.close()
+
+
+def release_template(host: Host, template: Any) -> None:
+    """Close the template's medium once no job's disk hangs off it, so that VirtualBox does
+    not keep a file the image cache may evict (best effort). Only an immutable, read-only
+    medium (as open_template leaves it) is closed."""
+    with suppress(Exception):
+        c = host.c
+        if template.type == c.MediumType_Immutable and template.readOnly and \
+                not list(template.children) and not list(template.machineIds):
+            template.close()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,218 @@
+"""The VirtualBox connection (vboxapi), and the one place where COM/XPCOM errors become
+xwvm errors.
+
+``vboxapi`` is imported here and nowhere else: ``Host(api=...)`` takes any module-like
+object with a ``VirtualBoxManager`` (the tests pass a fake of it). Every API call of the
+driver runs inside :func:`Host.translated`, which turns the binding's exception (COM's
+``pywintypes.com_error`` or XPCOM's ``xpcom.Exception``, whichever ``oXcptClass`` the
+manager reports) into a :class:`~xwvm.worker.drivers.errors.DriverError` subclass.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from types import ModuleType
+from typing import Any
+
+from xwvm.worker.drivers.errors import (
+    DriverError,
+    HypervisorUnavailable,
+    SpecError,
+    VMNotFound,
+)
+
+# Standard COM result codes (VBox/com/defs.h; XPCOM's NS_ERROR_* share the values).
+E_ACCESSDENIED = 0x80070005
+E_INVALIDARG = 0x80070057
+# The VBoxSVC process (or the COM connection to it) went away.
+DEAD = {0x80004004,  # NS_ERROR_ABORT
+        0x800706BA,  # RPC_S_SERVER_UNAVAILABLE
+        0x800706BE}  # RPC_S_CALL_FAILED / NS_ERROR_CALL_FAILED
+
+# Session locks: VirtualBox releases a machine's session lock asynchronously. After a VM
+# process exits (a guest poweroff, powerDown) or another client closes its session,
+# VBoxSVC notices the closed session a moment later; until then lockMachine and
+# launchVMProcess fail with VBOX_E_INVALID_OBJECT_STATE ("already locked for a session
+# (or being unlocked)"). BOINC's vboxwrapper learnt to retry these; so do we, a bounded
+# number of times with doubling waits (about 6 s in all), then give up with the error.
+LOCK_ATTEMPTS = 8
+LOCK_FIRST_WAIT_S = 0.05
+LOCK_MAX_WAIT_S = 2.0
+PROGRESS_TIMEOUT_S = 120.0
+
+
+def load_api() -> ModuleType:
+    """The real binding (PyPI's vbox-sdk). It imports without VirtualBox; connecting
+    (VirtualBoxManager) is what needs VirtualBox's XPCOM/COM libraries."""
+    try:
+        import vboxapi
+    except ImportError as e:
+        raise HypervisorUnavailable("VirtualBox unreachable: its Python API is missing "
+                                    f"(pip install vbox-sdk): {e}") from e
+    return vboxapi
+
+
+class Host:
+    """One connection to VBoxSVC, opened lazily. All of the driver's API calls go through
+    here or through :meth:`translated`."""
+
+    def __init__(self, api: Any = None) -> None:
+        self._api = api
+        self._mgr: Any = None
+        self._vbox: Any = None
+        self._lock = threading.Lock()
+        self.lock_attempts = LOCK_ATTEMPTS
+        self.lock_first_wait_s = LOCK_FIRST_WAIT_S
+
+    # -- connection ---------------------------------------------------------------------
+
+    def connect(self) -> tuple[Any, Any]:
+        """(manager, IVirtualBox); HypervisorUnavailable with the reason if VirtualBox
+        cannot be reached."""
+        with self._lock:
+            if self._vbox is not None:
+                return self._mgr, self._vbox
+            api = self._api if self._api is not None else load_api()
+            try:
+                mgr = api.VirtualBoxManager(None, None)
+            except ImportError as e:
+                raise HypervisorUnavailable(
+                    f"VirtualBox unreachable: vboxapi cannot load VirtualBox's XPCOM/COM "
+                    f"libraries ({e}); is VirtualBox installed?") from e
+            except Exception as e:  # the binding raises bare Exceptions while starting up
+                raise HypervisorUnavailable(f"VirtualBox unreachable: {e}") from e
+            try:
+                vbox = mgr.getVirtualBox()
+            except Exception as e:
+                raise HypervisorUnavailable(f"VirtualBox unreachable: VBoxSVC did not "
+                                            f"answer: {_message(mgr, e)}") from e
+            self._mgr, self._vbox = mgr, vbox
+            return mgr, vbox
+
+    @property
+    def mgr(self) -> Any:
+        return self.connect()[0]
+
+    @property
+    def vbox(self) -> Any:
+        return self.connect()[1]
+
+    @property
+    def c(self) -> Any:
+        """The API's constants (``c.MachineState_Running``, ``c.VBOX_E_OBJECT_NOT_FOUND``)."""
+        return self.mgr.constants
+
+    def close(self) -> None:
+        with self._lock:
+            if self._mgr is not None:
+                with suppress(Exception):
+                    self._mgr.deinit()
+            self._mgr = self._vbox = None
+
+    # -- errors -------------------------------------------------------------------------
+
+    def status(self, e: BaseException) -> int | None:
+        """The unsigned result code of a COM/XPCOM error; None for any other exception."""
+        mgr = self._mgr
+        if mgr is None or not isinstance(e, mgr.oXcptClass):
+            return None
+        return int(mgr.xcptGetStatus(e)) & 0xFFFFFFFF
+
+    def translate(self, e: BaseException, action: str) -> DriverError:
+        code = self.status(e)
+        assert code is not None
+        c = self.c
+        message = f"{action}: {_message(self._mgr, e)}"
+        details = {"vbox_code": f"{code:#010x}"}
+        if code == c.VBOX_E_OBJECT_NOT_FOUND:
+            return VMNotFound(message, details=details)
+        if code in (E_INVALIDARG, c.VBOX_E_NOT_SUPPORTED):
+            return SpecError(message, details=details)
+        if code in DEAD:
+            self.close()
+            return HypervisorUnavailable(message, details=details)
+        return DriverError(message, details=details)
+
+    @contextmanager
+    def translated(self, action: str) -> Iterator[None]:
+        """Run a block of API calls; any COM/XPCOM error leaves it as an xwvm DriverError."""
+        try:
+            yield
+        except DriverError:
+            raise
+        except Exception as e:
+            if self.status(e) is None:
+                raise
+            raise self.translate(e, action) from e
+
+    def is_code(self, e: BaseException, name: str) -> bool:
+        return self.status(e) == getattr(self.c, name)
+
+    # -- sessions and progress ----------------------------------------------------------
+
+    def _retrying(self, action: str, call: Any) -> Any:
+        """``call()``, retried while the machine's session lock is still being released."""
+        wait = self.lock_first_wait_s
+        for attempt in range(1, self.lock_attempts + 1):
+            try:
+                return call()
+            except Exception as e:
+                busy = self.status(e) == self.c.VBOX_E_INVALID_OBJECT_STATE
+                if not busy or attempt == self.lock_attempts:
+                    if self.status(e) is None:
+                        raise
+                    raise self.translate(e, f"{action} (attempt {attempt})") from e
+                time.sleep(wait)
+                wait = min(wait * 2, LOCK_MAX_WAIT_S)
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def session(self, machine: Any, write: bool, action: str) -> Iterator[Any]:
+        """A session holding ``machine``'s lock (Write to change its settings, Shared to
+        reach a running VM's console); always unlocked on the way out."""
+        session = self.mgr.getSessionObject()
+        lock = self.c.LockType_Write if write else self.c.LockType_Shared
+        self._retrying(f"lock {action}", lambda: machine.lockMachine(session, lock))
+        try:
+            with self.translated(action):
+                yield session
+        finally:
+            with suppress(Exception):
+                session.unlockMachine()
+
+    def launch(self, machine: Any, action: str) -> None:
+        """Start the VM process (headless) and wait until the VM runs."""
+        session = self.mgr.getSessionObject()
+        progress = self._retrying(action, lambda: machine.launchVMProcess(
+            session, "headless", []))
+        try:
+            self.wait(progress, action)
+        finally:
+            with suppress(Exception):
+                session.unlockMachine()
+
+    def wait(self, progress: Any, action: str, timeout_s: float = PROGRESS_TIMEOUT_S) -> None:
+        """Wait for an IProgress; its failure becomes a DriverError."""
+        with self.translated(action):
+            progress.waitForCompletion(int(timeout_s * 1000))
+            if not progress.completed:
+                raise DriverError(f"{action}: no result within {timeout_s:.0f} s")
+            code = int(progress.resultCode) & 0xFFFFFFFF
+            if code:
+                info = progress.errorInfo
+                text = info.text if info is not None else f"result {code:#010x}"
+                err = DriverError(f"{action}: {text}", details={"vbox_code": f"{code:#010x}"})
+                if code == self.c.VBOX_E_OBJECT_NOT_FOUND:
+                    err = VMNotFound(err.message, details=err.details)
+                raise err
+
+
+def _message(mgr: Any, e: BaseException) -> str:
+    with suppress(Exception):
+        text = mgr.xcptGetMessage(e)
+        if text:
+            return str(text)
+    return str(e) or type(e).__name__
