@@ -26,7 +26,7 @@ from xwvm.client.sdk import Client
 from xwvm.worker.credential import Credential
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 
 @dataclass
