@@ -1,5 +1,6 @@
-"""Security fixtures: one real server for the package, with short login windows and an
-outside "grid" CA it trusts (with a CRL file the tests rewrite), and certificate makers."""
+"""Security fixtures: one real server for the package, with short login windows, an
+outside "grid" CA it trusts (with a CRL file the tests rewrite), a real OpenID provider on
+loopback as its issuer, and certificate makers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.support.oidc_provider import Provider
 from tests.support.processes import ServerProcess
 
 LOGIN_WINDOW_S = 3
@@ -91,6 +93,7 @@ class SecurityServer:
     server: ServerProcess
     grid: Authority
     grid_crl: Path
+    oidc: Provider
 
 
 @pytest.fixture(scope="package")
@@ -100,11 +103,16 @@ def sec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecurityServer]:
     (root / "grid-ca.pem").write_bytes(grid.pem)
     crl = root / "grid.crl"
     grid.write_crl(crl, [])
+    oidc = Provider().start()
     srv = ServerProcess(root, env={
+        "XWVM_OIDC_ISSUER": oidc.issuer,
+        "XWVM_OIDC_CLIENT_ID": oidc.client.client_id,
+        "XWVM_OIDC_CLIENT_SECRET": oidc.client.client_secret,
         "XWVM_LOGIN_WINDOW_S": str(LOGIN_WINDOW_S),
         "XWVM_LOGIN_MAX_FAILURES": str(LOGIN_MAX_FAILURES),
         "XWVM_LOGIN_MAX_FAILURES_PER_ADDRESS": str(LOGIN_MAX_FAILURES_PER_ADDRESS),
         "XWVM_TRUSTED_CA_FILE": str(root / "grid-ca.pem"),
         "XWVM_TRUSTED_CRL_FILES": str(crl)}).init().start()
-    yield SecurityServer(srv, grid, crl)
+    yield SecurityServer(srv, grid, crl, oidc)
     srv.stop()
+    oidc.stop()

@@ -4,12 +4,19 @@ its fingerprint on a first login), `xwvm user passwd|disable|enable`, and
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import secrets
 import ssl
+import time
 import warnings
+import webbrowser
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import click
 import requests
@@ -110,6 +117,57 @@ def signer(key_path: Path) -> Callable[[bytes], bytes]:
     return sign
 
 
+# --- OpenID Connect login: authorization code + PKCE, caught on a loopback redirect ----------
+
+class _Callback(BaseHTTPRequestHandler):
+    """Receives the provider's redirect (code and state) once."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        parts = urlsplit(self.path)
+        if parts.path != "/callback":
+            self.send_error(404)
+            return
+        self.server.result = {k: v[0] for k, v in parse_qs(parts.query).items()}  # type: ignore[attr-defined]
+        body = b"xwvm: login received; you may close this window.\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def oidc_login(c: Client, open_browser: bool, timeout_s: float) -> dict[str, Any]:
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()) \
+        .rstrip(b"=").decode()
+    httpd = HTTPServer(("127.0.0.1", 0), _Callback)
+    httpd.result = None  # type: ignore[attr-defined]
+    httpd.timeout = 1
+    try:
+        start = c.oidc_start(f"http://127.0.0.1:{httpd.server_port}/callback", challenge)
+        click.echo(f"log in at your OpenID provider:\n{start['authorization_url']}", err=True)
+        if open_browser:
+            webbrowser.open(start["authorization_url"])
+        deadline = time.monotonic() + timeout_s
+        while httpd.result is None and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            httpd.handle_request()
+        result: dict[str, str] | None = httpd.result  # type: ignore[attr-defined]
+    finally:
+        httpd.server_close()
+    if result is None:
+        fail(f"no answer from the OpenID provider within {timeout_s:.0f} s")
+        raise AssertionError("unreachable")
+    if "error" in result:
+        fail(f"the OpenID provider refused: {result['error']} "
+             f"{result.get('error_description', '')}".strip())
+    if result.get("state") != start["state"]:
+        fail("the redirect's state is not this login's: refused")
+    return c.oidc_finish(start["state"], result.get("code", ""), verifier)
+
+
 @click.command()
 @click.option("--server", "url", required=True, help="https://HOST:PORT")
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False),
@@ -121,17 +179,25 @@ def signer(key_path: Path) -> Callable[[bytes], bytes]:
 @click.option("--cert", type=click.Path(exists=True, dir_okay=False),
               help="log in with this client certificate (with --key)")
 @click.option("--key", type=click.Path(exists=True, dir_okay=False))
+@click.option("--oidc", is_flag=True, help="log in through the server's OpenID provider")
+@click.option("--no-browser", is_flag=True, help="with --oidc: print the URL, open nothing")
+@click.option("--oidc-timeout", type=float, default=300, show_default=True,
+              help="seconds to wait for the provider's redirect")
 @handle_errors
 def login(url: str, ca: str | None, ca_fingerprint: str | None, login: str | None,
-          password_file: str | None, cert: str | None, key: str | None) -> None:
-    """Log in with a password or a certificate; the token is saved for later commands."""
+          password_file: str | None, cert: str | None, key: str | None, oidc: bool,
+          no_browser: bool, oidc_timeout: float) -> None:
+    """Log in with a password, a certificate or OpenID Connect; the token is saved for
+    later commands."""
     if bool(cert) != bool(key):
         fail("give both --cert and --key")
-    if not cert and not login:
-        fail("give --user (password login) or --cert and --key (certificate login)")
+    if sum((bool(cert), bool(login), oidc)) != 1:
+        fail("give one of --user (password), --cert and --key (certificate) or --oidc")
     ca_path = Path(ca).resolve() if ca else pin_ca(url, ca_fingerprint)
     c = Client(url, ca_path)
-    if cert and key:
+    if oidc:
+        answer = oidc_login(c, not no_browser, oidc_timeout)
+    elif cert and key:
         answer = c.x509_login(Path(cert).read_bytes(), signer(Path(key)))
     else:
         assert login is not None

@@ -151,6 +151,16 @@ class Client:
         self.token = answer["token"]
         return answer
 
+    def oidc_start(self, redirect_uri: str, code_challenge: str) -> dict[str, Any]:
+        return self.post("/auth/oidc/start", {"redirect_uri": redirect_uri,
+                                              "code_challenge": code_challenge})
+
+    def oidc_finish(self, state: str, code: str, code_verifier: str) -> dict[str, Any]:
+        answer = self.post("/auth/oidc/finish", {"state": state, "code": code,
+                                                 "code_verifier": code_verifier})
+        self.token = answer["token"]
+        return answer
+
     def issue_cert(self, login: str, csr_pem: bytes) -> dict[str, Any]:
         return self.post("/admin/certs", {"login": login, "csr": csr_pem.decode()})
 

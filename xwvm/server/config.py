@@ -39,6 +39,14 @@ class ServerConfig:
     trusted_ca_file: str = ""
     trusted_crl_files: str = ""
     x509_challenge_s: int = 120
+    # OpenID Connect: the issuer (discovery at ISSUER/.well-known/openid-configuration),
+    # this server's client id and secret there, and a CA bundle for the issuer's TLS.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scopes: str = "openid profile email"
+    oidc_ca_file: str = ""
+    oidc_state_s: int = 600
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

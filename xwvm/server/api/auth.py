@@ -8,7 +8,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from xwvm.errors import Unauthorized
 from xwvm.server.api import views
 from xwvm.server.api.base import cfg, commit, db, json_body, principal, secret
-from xwvm.server.auth import ratelimit, x509
+from xwvm.server.auth import oidc, outside, ratelimit, x509
 from xwvm.server.db.models import User
 from xwvm.server.services import users as user_service
 
@@ -26,6 +26,15 @@ X509_LOGIN = {"type": "object", "additionalProperties": False,
                              "nonce": {"type": "string", "minLength": 1, "maxLength": 64},
                              "signature": {"type": "string", "minLength": 1,
                                            "maxLength": 4096}}}
+OIDC_START = {"type": "object", "additionalProperties": False,
+              "required": ["redirect_uri", "code_challenge"],
+              "properties": {"redirect_uri": {"type": "string", "maxLength": 512},
+                             "code_challenge": {"type": "string", "maxLength": 128}}}
+OIDC_FINISH = {"type": "object", "additionalProperties": False,
+               "required": ["state", "code", "code_verifier"],
+               "properties": {"state": {"type": "string", "minLength": 1, "maxLength": 64},
+                              "code": {"type": "string", "minLength": 1, "maxLength": 4096},
+                              "code_verifier": {"type": "string", "maxLength": 128}}}
 PASSWORD = {"type": "object", "additionalProperties": False,
             "required": ["old_password", "new_password"],
             "properties": {"old_password": {"type": "string", "minLength": 1, "maxLength": 1024},
@@ -99,10 +108,31 @@ def x509_challenge():
 def x509_login():
     """Proof of possession: the challenge signed with the certificate's key."""
     body = json_body(X509_LOGIN)
-    row = x509.burn_nonce(db(), body["nonce"], "x509")
+    row = outside.burn_nonce(db(), body["nonce"], "x509")
     commit()  # a failed attempt uses the nonce up too
     token, user, expires = x509.login(db(), cfg(), secret(), body["certificate"], row,
                                       body["signature"])
+    commit()
+    return jsonify(token=token, expires_at=expires.isoformat(),
+                   user=views.user(user, cfg().public_name))
+
+
+@bp.post("/auth/oidc/start")
+def oidc_start():
+    """The issuer's authorization URL for a CLI's loopback redirect and PKCE challenge."""
+    body = json_body(OIDC_START)
+    answer = oidc.start(db(), cfg(), body["redirect_uri"], body["code_challenge"])
+    commit()
+    return jsonify(answer)
+
+
+@bp.post("/auth/oidc/finish")
+def oidc_finish():
+    body = json_body(OIDC_FINISH)
+    row = outside.burn_nonce(db(), body["state"], "oidc")
+    commit()  # the state is used up whatever follows
+    token, user, expires = oidc.finish(db(), cfg(), secret(), row, body["code"],
+                                       body["code_verifier"])
     commit()
     return jsonify(token=token, expires_at=expires.isoformat(),
                    user=views.user(user, cfg().public_name))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +21,18 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, NotFound, Unauthorized
 from xwvm.server import events, policy
+from xwvm.server.auth import outside
 from xwvm.server.config import ServerConfig
-from xwvm.server.db.models import AuthNonce, ClientCert, Identity, User, utcnow
+from xwvm.server.db.models import AuthNonce, ClientCert, User, utcnow
 from xwvm.server.policy import Principal
-from xwvm.server.rights import Level
 from xwvm.server.services import users as user_service
 
 PROVIDER = "x509"
-_LOGIN_CHARS = re.compile(r"[^A-Za-z0-9_.@-]+")
 
 
 def _refuse(message: str, code: str) -> Unauthorized:
@@ -191,23 +189,6 @@ def challenge(db: Session, cfg: ServerConfig, pem: str) -> dict[str, str]:
     return {"nonce": nonce, "expires_at": expires.isoformat(), "to_sign": _to_sign(nonce, fp)}
 
 
-def burn_nonce(db: Session, nonce: str, kind: str) -> AuthNonce:
-    """Use a nonce once: the caller commits before checking anything else, so that a
-    failed attempt consumes it too."""
-    taken = db.execute(update(AuthNonce)
-                       .where(AuthNonce.nonce == nonce, AuthNonce.kind == kind,
-                              AuthNonce.used.is_(False))
-                       .values(used=True)).rowcount
-    row = db.get(AuthNonce, nonce)
-    if row is None or row.kind != kind:
-        raise _refuse("unknown challenge: ask for a new one", "bad_challenge")
-    if not taken:
-        raise _refuse("this challenge was already used (replay refused)", "challenge_replayed")
-    if utcnow() > row.expires_at:
-        raise _refuse("the challenge expired: ask for a new one", "challenge_expired")
-    return row
-
-
 def verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> None:
     key = cert.public_key()
     try:
@@ -231,31 +212,13 @@ def user_for(db: Session, cert: x509.Certificate, anchor: Anchor) -> User:
         if user is None:
             raise _refuse("the certificate's user no longer exists", "unknown_certificate")
         return user
-    dn = cert.subject.rfc4514_string()
-    ident = db.get(Identity, (PROVIDER, dn))
-    if ident is not None:
-        return db.get(User, ident.user_uid)
-    user = user_service.create_user(db, None, _free_login(db, _cn(cert) or "x509-user"),
-                                    None, Level.STANDARD)
-    db.add(Identity(provider=PROVIDER, subject=dn, user_uid=user.uid))
-    events.record(db, "identity_linked", object_uid=user.uid, detail=f"x509 {dn}")
-    return user
+    return outside.user_for_identity(db, PROVIDER, cert.subject.rfc4514_string(),
+                                     _cn(cert) or "x509-user")
 
 
 def _cn(cert: x509.Certificate) -> str | None:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else None
-
-
-def _free_login(db: Session, wanted: str) -> str:
-    """A login for a new outside identity: its name, made valid, suffixed if taken (an
-    outside identity never takes over an existing account)."""
-    base = _LOGIN_CHARS.sub("-", wanted).strip("-._@")[:100] or "user"
-    login, n = base, 1
-    while db.scalars(select(User.uid).where(User.login == login)).first() is not None:
-        n += 1
-        login = f"{base}-{n}"
-    return login
 
 
 def login(db: Session, cfg: ServerConfig, secret: bytes, pem: str, row: AuthNonce,

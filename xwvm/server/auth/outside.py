@@ -1,0 +1,62 @@
+"""What the X.509 and OpenID Connect logins share: single-use nonces kept in the database,
+and outside identities (a grid CA's subject DN, an OIDC issuer's subject) mapped to users."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from xwvm.errors import Unauthorized
+from xwvm.server import events
+from xwvm.server.db.models import AuthNonce, Identity, User, utcnow
+from xwvm.server.rights import Level
+from xwvm.server.services import users as user_service
+
+_LOGIN_CHARS = re.compile(r"[^A-Za-z0-9_.@-]+")
+
+
+def burn_nonce(db: Session, nonce: str, kind: str) -> AuthNonce:
+    """Use a nonce once: the caller commits before checking anything else, so that a
+    failed attempt consumes it too."""
+    taken = db.execute(update(AuthNonce)
+                       .where(AuthNonce.nonce == nonce, AuthNonce.kind == kind,
+                              AuthNonce.used.is_(False))
+                       .values(used=True)).rowcount
+    row = db.get(AuthNonce, nonce)
+    if row is None or row.kind != kind:
+        raise Unauthorized("unknown challenge or state: start again", code="bad_challenge")
+    if not taken:
+        raise Unauthorized("this challenge or state was already used (replay refused)",
+                           code="challenge_replayed")
+    if utcnow() > row.expires_at:
+        raise Unauthorized("the challenge or state expired: start again",
+                           code="challenge_expired")
+    return row
+
+
+def free_login(db: Session, wanted: str) -> str:
+    """A login for a new outside identity: its name, made valid, suffixed if taken (an
+    outside identity never takes over an existing account)."""
+    base = _LOGIN_CHARS.sub("-", wanted).strip("-._@")[:100] or "user"
+    login, n = base, 1
+    while db.scalars(select(User.uid).where(User.login == login)).first() is not None:
+        n += 1
+        login = f"{base}-{n}"
+    return login
+
+
+def user_for_identity(db: Session, provider: str, subject: str, wanted_login: str) -> User:
+    """The user of an outside identity; a new one is a standard user."""
+    ident = db.get(Identity, (provider, subject))
+    if ident is not None:
+        user = db.get(User, ident.user_uid)
+        if user is not None:
+            return user
+    user = user_service.create_user(db, None, free_login(db, wanted_login), None,
+                                    Level.STANDARD)
+    db.add(Identity(provider=provider, subject=subject, user_uid=user.uid))
+    events.record(db, "identity_linked", object_uid=user.uid,
+                  detail=f"{provider} {subject}")
+    return user
