@@ -63,6 +63,7 @@ class Host:
         self._api = api
         self._mgr: Any = None
         self._vbox: Any = None
+        self._errors: Any = None  # the last manager: classifies errors even after close()
         self._lock = threading.Lock()
         self.lock_attempts = LOCK_ATTEMPTS
         self.lock_first_wait_s = LOCK_FIRST_WAIT_S
@@ -89,7 +90,7 @@ class Host:
             except Exception as e:
                 raise HypervisorUnavailable(f"VirtualBox unreachable: VBoxSVC did not "
                                             f"answer: {_message(mgr, e)}") from e
-            self._mgr, self._vbox = mgr, vbox
+            self._mgr, self._vbox, self._errors = mgr, vbox, mgr
             return mgr, vbox
 
     @property
@@ -116,7 +117,7 @@ class Host:
 
     def status(self, e: BaseException) -> int | None:
         """The unsigned result code of a COM/XPCOM error; None for any other exception."""
-        mgr = self._mgr
+        mgr = self._errors
         if mgr is None or not isinstance(e, mgr.oXcptClass):
             return None
         return int(mgr.xcptGetStatus(e)) & 0xFFFFFFFF
@@ -124,8 +125,8 @@ class Host:
     def translate(self, e: BaseException, action: str) -> DriverError:
         code = self.status(e)
         assert code is not None
-        c = self.c
-        message = f"{action}: {_message(self._mgr, e)}"
+        c = self._errors.constants
+        message = f"{action}: {_message(self._errors, e)}"
         details = {"vbox_code": f"{code:#010x}"}
         if code == c.VBOX_E_OBJECT_NOT_FOUND:
             return VMNotFound(message, details=details)
@@ -160,7 +161,7 @@ class Host:
             try:
                 return call()
             except Exception as e:
-                busy = self.status(e) == self.c.VBOX_E_INVALID_OBJECT_STATE
+                busy = self.status(e) == self._errors.constants.VBOX_E_INVALID_OBJECT_STATE
                 if not busy or attempt == self.lock_attempts:
                     if self.status(e) is None:
                         raise
