@@ -523,8 +523,9 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
 @click.option("--shared-app", "shared_apps", multiple=True, help="apps this host provides")
 @click.option("--max-jobs", type=int, help="exit after this many jobs")
 @click.option("--max-idle", type=float, help="exit after this many idle seconds")
-@click.option("--hypervisor", type=click.Choice(["auto", "libvirt", "none"]), default="auto",
-              show_default=True, help="VM jobs: probe libvirt (auto), require it, or none")
+@click.option("--hypervisor", type=click.Choice(["auto", "libvirt", "virtualbox", "none"]),
+              default="auto", show_default=True,
+              help="VM jobs: libvirt if usable, else VirtualBox (auto); require one; or none")
 @click.option("--trusted-key", "trusted_keys", multiple=True,
               type=click.Path(exists=True, path_type=Path),
               help="Ed25519 public key (file or directory) trusted to sign templates")
