@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import ipaddress
 import re
@@ -33,7 +32,7 @@ from sqlalchemy.orm import Session
 from xwvm.errors import BadRequest, NotFound, Unauthorized, XwvmError
 from xwvm.server.auth import outside
 from xwvm.server.config import ServerConfig
-from xwvm.server.db.models import AuthNonce, User, utcnow
+from xwvm.server.db.models import AuthNonce, User
 from xwvm.server.services import users as user_service
 
 _PKCE = re.compile(r"^[A-Za-z0-9._~-]{43,128}\Z")
@@ -114,11 +113,10 @@ def start(db: Session, cfg: ServerConfig, redirect_uri: str,
     if not _PKCE.match(code_challenge):
         raise BadRequest("the PKCE code challenge must be 43-128 base64url characters",
                          code="bad_code_challenge")
-    state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    db.add(AuthNonce(nonce=state, kind="oidc",
-                     data={"redirect_uri": redirect_uri, "code_challenge": code_challenge,
-                           "nonce": nonce},
-                     expires_at=utcnow() + dt.timedelta(seconds=cfg.oidc_state_s)))
+    nonce = secrets.token_urlsafe(32)
+    state = outside.new_nonce(db, "oidc", {"redirect_uri": redirect_uri,
+                                           "code_challenge": code_challenge, "nonce": nonce},
+                              cfg.oidc_state_s)
     query = urlencode({"response_type": "code", "client_id": cfg.oidc_client_id,
                        "redirect_uri": redirect_uri, "scope": cfg.oidc_scopes,
                        "state": state, "nonce": nonce, "code_challenge": code_challenge,

@@ -3,9 +3,12 @@ and outside identities (a grid CA's subject DN, an OIDC issuer's subject) mapped
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import secrets
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from xwvm.errors import Unauthorized
@@ -15,6 +18,17 @@ from xwvm.server.rights import Level
 from xwvm.server.services import users as user_service
 
 _LOGIN_CHARS = re.compile(r"[^A-Za-z0-9_.@-]+")
+
+
+def new_nonce(db: Session, kind: str, data: dict[str, Any], lifetime_s: int) -> str:
+    """A fresh single-use nonce; expired ones are swept here, so unfinished logins do not
+    pile up."""
+    now = utcnow()
+    db.execute(delete(AuthNonce).where(AuthNonce.expires_at < now))
+    nonce = secrets.token_urlsafe(32)
+    db.add(AuthNonce(nonce=nonce, kind=kind, data=data,
+                     expires_at=now + dt.timedelta(seconds=lifetime_s)))
+    return nonce
 
 
 def burn_nonce(db: Session, nonce: str, kind: str) -> AuthNonce:

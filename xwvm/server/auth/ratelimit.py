@@ -60,12 +60,12 @@ def check(db: Session, limits: list[Limit], window_s: int,
 
 def record_failure(db: Session, keys: list[str], window_s: int,
                    now: dt.datetime | None = None) -> None:
-    """Count one failure under each key, and forget this key's failures older than the
-    window (the table stays as small as the attacks in progress)."""
+    """Count one failure under each key, and forget every failure older than the window
+    (the table stays as small as the attacks in progress)."""
     now = now or utcnow()
-    since = now - dt.timedelta(seconds=window_s)
+    db.execute(delete(LoginAttempt).where(
+        LoginAttempt.at <= now - dt.timedelta(seconds=window_s)))
     for key in keys:
-        db.execute(delete(LoginAttempt).where(LoginAttempt.key == key, LoginAttempt.at <= since))
         db.add(LoginAttempt(key=key, at=now))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,10 +181,9 @@ def challenge(db: Session, cfg: ServerConfig, pem: str) -> dict[str, str]:
     """A nonce bound to this certificate, to be signed with its key."""
     cert = load_certificate(pem)
     validate(db, cfg, cert)  # refuse early, with the reason, before any signing
-    nonce = secrets.token_urlsafe(32)
-    expires = utcnow() + dt.timedelta(seconds=cfg.x509_challenge_s)
     fp = _fingerprint(cert)
-    db.add(AuthNonce(nonce=nonce, kind="x509", data={"fingerprint": fp}, expires_at=expires))
+    nonce = outside.new_nonce(db, "x509", {"fingerprint": fp}, cfg.x509_challenge_s)
+    expires = utcnow() + dt.timedelta(seconds=cfg.x509_challenge_s)
     return {"nonce": nonce, "expires_at": expires.isoformat(), "to_sign": _to_sign(nonce, fp)}
 
 
