@@ -221,7 +221,7 @@ def _cn(cert: x509.Certificate) -> str | None:
 
 def login(db: Session, cfg: ServerConfig, secret: bytes, pem: str, row: AuthNonce,
           signature_b64: str) -> tuple[str, User, object]:
-    """After ``burn_nonce``: check the certificate again and the proof of possession."""
+    """After ``outside.burn_nonce``: the certificate again, and the proof of possession."""
     cert = load_certificate(pem)
     fp = _fingerprint(cert)
     if row.data.get("fingerprint") != fp:
