@@ -83,9 +83,10 @@ def pin_ca(url: str, expected: str | None) -> Path:
     click.echo(f"server CA ({ca.subject.rfc4514_string()}) SHA-256: {fingerprint(ca)}",
                err=True)
     if not expected:
-        fail("refusing to trust a server whose CA is not known yet: compare the CA "
-             "fingerprint above with the one its admin gives ('xwvm server init' printed "
-             "it), then run again with --ca-fingerprint FINGERPRINT (or give --ca FILE)")
+        fail(f"TLS verification of {url} needs its CA, which is not known yet: refusing to "
+             "trust it. Compare the CA fingerprint above with the one the server's admin "
+             "gives ('xwvm server init' printed it), then run again with --ca-fingerprint "
+             "FINGERPRINT (or give --ca FILE)")
     if _norm(expected) != _norm(fingerprint(ca)):
         fail(f"the server's CA fingerprint is not {expected}: NOT trusting it (the "
              "connection may be intercepted, or the fingerprint is of another server)")
