@@ -53,7 +53,9 @@ def run_to_poweroff(driver: Driver, spec: VMSpec) -> str:
     """Define and start ``spec``, wait for the guest to power off, return its console."""
     driver.define(spec)
     driver.start(spec.job_uid)
-    wait_for(lambda: driver.state(spec.job_uid) != VMState.RUNNING, BOOT_TIMEOUT_S,
+    # STOPPING too: libvirt reports the guest's poweroff as "shutting down" for a moment.
+    wait_for(lambda: driver.state(spec.job_uid) not in (VMState.RUNNING, VMState.STOPPING),
+             BOOT_TIMEOUT_S,
              f"guest still running after {BOOT_TIMEOUT_S} s:\n"
              + driver.console_log(spec.job_uid))
     return driver.console_log(spec.job_uid)

@@ -21,7 +21,6 @@ from tests.support import fake_vboxapi
 from tests.support.fake_vboxapi import FakeService, FakeXPCOMError, vdi
 from tests.support.fake_vboxapi.constants import FakeConstants
 from tests.support.fake_vboxapi.guest import fake_guest_sector
-from xwvm.errors import XwvmError
 from xwvm.worker.drivers import (
     DriverError,
     HypervisorUnavailable,
@@ -319,17 +318,12 @@ def test_fake_stop_uses_the_acpi_button_when_the_guest_obeys(drv: VirtualBoxDriv
     assert time.monotonic() - started < 3  # the guest obeyed; no forced power-off wait
 
 
-class _NoServer:
-    """A client whose server is unreachable: vmjob only asks it for the nested beat."""
-
-    def get_work(self, uid: str) -> dict[str, object]:
-        raise XwvmError("offline")
-
-
 def test_fake_vmjob_wall_clock_and_poweroff_handling_work_unchanged(drv: VirtualBoxDriver,
                                                                 tmp_path: Path) -> None:
+    from xwvm.client.sdk import Client
     from xwvm.worker.vmjob import VMJobRunner, VMOptions
-    runner = VMJobRunner(drv, images=None, client=_NoServer(),  # type: ignore[arg-type]
+    no_server = Client("https://127.0.0.1:9", timeout=1)  # unreachable: no nested beats
+    runner = VMJobRunner(drv, images=None, client=no_server,  # type: ignore[arg-type]
                          opts=VMOptions(W, tmp_path, "https://s:1", "", hang_timeout_s=0.5,
                                         poll_s=0.05), verify=lambda _t: None)
     drv.define(VMSpec("m-1", W, _template(tmp_path, "acpi\necho WORKING\nsleep 600\n")))

@@ -2,9 +2,14 @@
 interface names, and its state machine against what VirtualBox documents.
 
 vbox-sdk (PyPI) ships ``vboxapi/VirtualBox_constants.py``, generated from VirtualBox.xidl,
-but not the XIDL: enum values and result codes are checked against the package; method
-and attribute names against ``INTERFACES`` below, copied from VirtualBox's own
-``src/VBox/Main/include/*Impl.h`` wrapper declarations (VirtualBox 7.1/7.2 sources).
+but not the XIDL: enum values and result codes are checked against the package (when it
+is installed: the dev extra has it). Method and attribute names are checked against
+``INTERFACES`` below, a list read off VirtualBox's sources (7.1+, the API with
+IPlatform/IFirmwareSettings): IMachine from the generated ``MachineWrap.h``; ISerialPort
+(``IOAddress``) from ``SerialPortImpl.h``; INATEngine from ``NATEngineImpl.h``;
+``IHost.getProcessorFeature`` from ``HostImpl.h``; ``createMachine``'s nine parameters
+and ``INATEngine.localhostReachable`` from ``VirtualBox.xidl``; the rest (IMedium,
+ISession, IConsole, IProgress, IAudioSettings.adapter) from the SDK reference.
 """
 
 from __future__ import annotations

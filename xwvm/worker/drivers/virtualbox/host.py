@@ -64,6 +64,7 @@ class Host:
         self._mgr: Any = None
         self._vbox: Any = None
         self._errors: Any = None  # the last manager: classifies errors even after close()
+        self._threads: set[int] = set()
         self._lock = threading.Lock()
         self.lock_attempts = LOCK_ATTEMPTS
         self.lock_first_wait_s = LOCK_FIRST_WAIT_S
@@ -75,6 +76,7 @@ class Host:
         cannot be reached."""
         with self._lock:
             if self._vbox is not None:
+                self._attach_thread()
                 return self._mgr, self._vbox
             api = self._api if self._api is not None else load_api()
             try:
@@ -91,7 +93,19 @@ class Host:
                 raise HypervisorUnavailable(f"VirtualBox unreachable: VBoxSVC did not "
                                             f"answer: {_message(mgr, e)}") from e
             self._mgr, self._vbox, self._errors = mgr, vbox, mgr
+            self._threads = {threading.get_ident()}
             return mgr, vbox
+
+    def _attach_thread(self) -> None:
+        """XPCOM wants every other thread that calls the API attached first (vboxapi's
+        initPerThread); the worker calls the driver from one thread, but be safe."""
+        tid = threading.get_ident()
+        if tid not in self._threads:
+            self._threads.add(tid)
+            init = getattr(self._mgr, "initPerThread", None)
+            if init is not None:
+                with suppress(Exception):
+                    init()
 
     @property
     def mgr(self) -> Any:
