@@ -335,3 +335,18 @@ def test_fake_vmjob_wall_clock_and_poweroff_handling_work_unchanged(drv: Virtual
     drv.define(VMSpec("m-3", W, _template(tmp_path, "echo BYE\n")))
     drv.start("m-3")
     assert runner._monitor({"uid": "m-3"}, threading.Event()) == "off"
+
+
+def test_real_vboxapi_without_virtualbox_reads_as_unreachable(work_dir: Path) -> None:
+    """Not the fake: vbox-sdk's own module, on a host without VirtualBox (ours). It
+    imports; connecting fails; the probe says so and make_driver wires it."""
+    pytest.importorskip("vboxapi")
+    from xwvm.worker.drivers import make_driver
+    d = make_driver("virtualbox", W, work_dir)
+    assert isinstance(d, VirtualBoxDriver)
+    result = d.probe()
+    assert not result.usable and result.accel is None
+    assert "unreachable" in result.reason and "is VirtualBox installed?" in result.reason
+    with pytest.raises(HypervisorUnavailable):
+        d.define(VMSpec("r-1", W, work_dir / "t.vdi"))
+    assert list(work_dir.iterdir()) == []
