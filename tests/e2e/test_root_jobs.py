@@ -110,6 +110,16 @@ def check_hist(archive: Path, x: np.ndarray, dest: Path) -> str:
     return (dest / "stdout.txt").read_text()
 
 
+def job_output(admin: Client, job: dict, tmp: Path) -> str:
+    """A failed job's error, stdout and stderr, for the assertion message."""
+    text = f"{job['status']}: {job.get('error')}\n"
+    if job.get("result"):
+        with tarfile.open(admin.download_result(job["uid"], tmp / "failed.tgz")) as tar:
+            for name in ("stdout.txt", "stderr.txt"):
+                text += f"--- {name}\n" + tar.extractfile(name).read().decode()  # type: ignore[union-attr]
+    return text
+
+
 def test_root_macro_in_a_vm(grid: RootGrid, tmp_path: Path) -> None:
     macro = tmp_path / "fill.C"
     macro.write_text(MACRO)
@@ -122,9 +132,8 @@ def test_root_macro_in_a_vm(grid: RootGrid, tmp_path: Path) -> None:
                       check=False)
     finally:
         worker.stop()
-    assert out.returncode == 0, out.stdout + out.stderr + worker.log
     [job] = json.loads(out.stdout)
-    assert job["status"] == "COMPLETED"
+    assert job["status"] == "COMPLETED", job_output(grid.admin, job, tmp_path) + worker.log
     run_cli(["results", job["uid"], "-o", str(tmp_path / "out")], grid.home)
     archive = grid.admin.download_result(job["uid"], tmp_path / "r.tgz")
     assert "entries 1000 5000" in check_hist(archive, x, tmp_path / "check")

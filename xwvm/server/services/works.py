@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -106,8 +107,8 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
         app = app_service.find(db, spec.app)
         policy.check(p, app, "x", "app")
         if app.kind == "shared" and not (spec.command or "").strip():
-            raise BadRequest(f"app {app.name} is provided by workers: give the command to "
-                             "run with it", code="no_command")
+            # Workers provide a shared app: by default, run the program of that name.
+            spec.command = shlex.quote(app.name)
         if app.kind == "native" and spec.command:
             raise BadRequest(f"app {app.name} is a native program: it takes args, not a "
                              "command", code="bad_command")
