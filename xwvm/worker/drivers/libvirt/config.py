@@ -223,6 +223,7 @@ class DomainConfig:
     os: OSBoot
     acpi: bool = True
     cputune: CPUTune | None = None
+    cpu_mode: str | None = None  # <cpu mode=...>: "maximum" (TCG), "host-passthrough" (KVM)
     on_poweroff: str = "destroy"
     on_reboot: str = "destroy"
     on_crash: str = "destroy"
@@ -243,6 +244,8 @@ class DomainConfig:
         _sub(dom, "vcpu", str(self.vcpus))
         if self.cputune is not None:
             dom.append(self.cputune.to_element())
+        if self.cpu_mode is not None:
+            _sub(dom, "cpu", mode=self.cpu_mode, check="none")
         dom.append(self.os.to_element())
         if self.acpi:
             _sub(_sub(dom, "features"), "acpi")
@@ -286,6 +289,7 @@ class DomainConfig:
             acpi=dom.find("features/acpi") is not None,
             cputune=(CPUTune.from_element(tune)
                      if tune is not None and tune.find("quota") is not None else None),
+            cpu_mode=dom.find("cpu").get("mode") if dom.find("cpu") is not None else None,
             on_poweroff=_text(dom, "on_poweroff") or "",
             on_reboot=_text(dom, "on_reboot") or "",
             on_crash=_text(dom, "on_crash") or "",

@@ -68,6 +68,9 @@ def _caps(spec: VMSpec, p: Placement, dom: DomainConfig) -> None:
     dom.vcpus = spec.vcpus
     dom.memory_mib = spec.memory_mb
     dom.cputune = CPUTune(CPU_PERIOD_US, CPU_PERIOD_US * spec.cpu_quota_percent // 100)
+    # Guests see a modern CPU: the host's under KVM; QEMU's "max" (all it emulates, AVX2
+    # included) under TCG, since software such as ROOT's JIT assumes more than qemu64.
+    dom.cpu_mode = "host-passthrough" if p.accel == "kvm" else "maximum"
 
 
 def _boot(spec: VMSpec, p: Placement, dom: DomainConfig) -> None:
