@@ -26,6 +26,9 @@ from xwvm.worker.heartbeat import Heartbeat
 log = logging.getLogger("xwvm.worker")
 T = TypeVar("T")
 TRANSIENT_STATUS = (0, 502, 503, 504)
+# Hypervisors that run VMs but cannot yet keep a guest to its network policy (server only).
+NETWORK_UNENFORCED = {"virtualbox": "VirtualBox NAT lets guests reach the LAN, and the "
+                                    "server-only relay is not built yet"}
 
 
 @dataclass
@@ -153,6 +156,11 @@ class Worker:
                 continue
             self.hypervisors[kind] = probe.to_json()
             log.info("%s: %s", kind, probe.reason)
+            if probe.usable and kind in NETWORK_UNENFORCED:
+                # Advertising it would draw VM jobs this host must then fail.
+                self.hypervisors[kind].update(usable=False, reason=(
+                    f"{probe.reason}; VM jobs refused: {NETWORK_UNENFORCED[kind]}"))
+                continue
             if probe.usable:
                 break
         else:
