@@ -93,7 +93,8 @@ def _errors(app: Flask) -> None:
 
 
 # Event kinds for refusals that have a name of their own; every other one is "refused".
-_REFUSAL_KINDS = {"illegal_transition": "transition_refused", "bad_credentials": "login_refused"}
+_REFUSAL_KINDS = {"illegal_transition": "transition_refused", "bad_credentials": "login_refused",
+                  "too_many_attempts": "login_refused"}
 
 
 def _log_refusal(app: Flask, err: XwvmError) -> None:

@@ -50,7 +50,7 @@ class ProbeResult:
     """What the hypervisor self-test found. ``accel`` is what VMs will use."""
 
     usable: bool
-    accel: str | None  # "kvm" | "tcg" | None when unusable
+    accel: str | None  # "kvm" | "tcg" (libvirt), "hw" (VirtualBox) | None when unusable
     reason: str        # why this accel (and not a better one), or why unusable
     version: str = ""  # hypervisor version, e.g. "libvirt 9.0.0, QEMU 7.2.22"
 
