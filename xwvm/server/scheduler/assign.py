@@ -5,13 +5,14 @@ recently served first), and each owner's oldest matching job is taken; so one us
 100,000 jobs do not starve another user's 10. Within an owner's jobs, VM jobs whose
 template image the host already holds come first (no download).
 
-Atomicity: on PostgreSQL rows are taken with ``FOR UPDATE SKIP LOCKED``: the owner row
-first (so concurrent requests spread over owners instead of queueing on one owner's
-``last_served_at``), then the job row (so no job goes to two workers, in any number of
-server processes). When every owner with pending jobs is locked by concurrent requests,
-a second pass takes a job without the owner lock and leaves ``last_served_at`` to the
-request that holds it. On SQLite every writing transaction starts with
-``BEGIN IMMEDIATE`` (see db/engine.py), which serializes assignments.
+Atomicity: on PostgreSQL rows are taken with ``FOR UPDATE SKIP LOCKED``: one owner
+row first (so concurrent requests spread over owners instead of queueing on one owner's
+``last_served_at``; only the owner being served is locked), then the job row (so no job
+goes to two workers, in any number of server processes). When every owner with pending
+jobs is locked by concurrent requests, a second pass takes a job without the owner lock
+and leaves ``last_served_at`` to the request that holds it. On SQLite every writing
+transaction starts with ``BEGIN IMMEDIATE`` (see db/engine.py), which serializes
+assignments.
 """
 
 from __future__ import annotations
@@ -29,15 +30,19 @@ from xwvm.server.scheduler.matching import conditions
 OWNER_PAGE = 32
 
 
-def _owners_with_pending(db: Session, offset: int, lock: bool) -> list[str]:
+def _owners_with_pending(db: Session, offset: int) -> list[str]:
     pending = (select(Work.seq).where(Work.owner_uid == User.uid,
                                       Work.status == states.PENDING).limit(1))
     q = (select(User.uid).where(exists(pending))
          .order_by(User.last_served_at.asc().nulls_first(), User.uid)
          .offset(offset).limit(OWNER_PAGE))
-    if lock:
-        q = q.with_for_update(skip_locked=True, of=User)
     return list(db.scalars(q))
+
+
+def _lock_owner(db: Session, owner_uid: str) -> bool:
+    """Try to lock one owner row (PostgreSQL); False if a concurrent request holds it."""
+    q = select(User.uid).where(User.uid == owner_uid).with_for_update(skip_locked=True)
+    return db.scalars(q).first() is not None
 
 
 def _take(db: Session, owner_uid: str, host: Host, worker: Principal) -> Work | None:
@@ -57,8 +62,10 @@ def assign(db: Session, host: Host, worker: Principal) -> Work | None:
     for owner_locked in (True, False):
         offset = 0
         while True:
-            owners = _owners_with_pending(db, offset, lock=owner_locked)
+            owners = _owners_with_pending(db, offset)
             for owner_uid in owners:
+                if owner_locked and not _lock_owner(db, owner_uid):
+                    continue
                 work = _take(db, owner_uid, host, worker)
                 if work is None:
                     continue
