@@ -139,6 +139,35 @@ def submit_app(actor: str, mode: str) -> Outcome:
     return CREATED if allows(actor, mode, "x") else ACCESS
 
 
+def uses(bit: str, minimum: str = "standard") -> Callable[[str, str], Outcome]:
+    """Naming an object in a new one: services/works.submit (insert_work, then read access to
+    inputs and stdin, policy.check(r); contexts.get_readable; templates.find_for_submit, exec)
+    and services/apps.create (insert_app: group_admin, then read access to the binaries)."""
+    def rule(actor: str, mode: str) -> Outcome:
+        if actor == "anon":
+            return NO_TOKEN
+        if actor in WORKERS or minimum == "group_admin" and not (
+                actor == "super" or actor in GROUP_ADMINS):
+            return LEVEL
+        return CREATED if allows(actor, mode, bit) else ACCESS
+    return rule
+
+
+def user_record(target: str) -> Callable[[str, str], Outcome]:
+    """A user row is owned by its creator (the super user here), private (700), in the user's
+    group: policy.check_chmod and the events' policy.check(r) let its group's admin in."""
+    def rule(actor: str, mode: str) -> Outcome:
+        if actor == "anon":
+            return NO_TOKEN
+        if actor in WORKERS:
+            return LEVEL
+        if actor == "super" or actor == "gadmin" and target in ("t_std", "t_ga") or (
+                actor == "ogadmin" and target == "t_oth"):
+            return OK
+        return ACCESS
+    return rule
+
+
 def template_write(actor: str, mode: str) -> Outcome:
     """services/templates._writable: require("insert_template") (group_admin, no workers),
     then policy.check(w)."""
@@ -286,6 +315,7 @@ class Ep:
     fresh: bool = False  # an object of its own for each case (the call may consume it)
     modes: tuple[str, ...] = MODES
     actors: tuple[str, ...] = ACTORS
+    counted: str | None = None  # a list the super user reads: a refusal adds nothing to it
 
 
 def _json(body: dict[str, Any]) -> Callable[[World, dict[str, Any]], dict[str, Any]]:
@@ -327,6 +357,14 @@ OBJECT_ENDPOINTS = [
        modes=MODES + STICKY_MODES),
     Ep("data-chmod", "data", "POST", "/objects/{uid}/chmod", chmod, _same_mode),
     Ep("data-events", "data", "GET", "/events?object={uid}", events_of),
+    Ep("data-as-input", "data", "POST", "/works", uses("r"), lambda w, obj: {"json": {
+        "app": w.job_app, "inputs": [{"data": obj["uid"], "name": "in.bin"}]}}),
+    Ep("data-as-stdin", "data", "POST", "/works", uses("r"),
+       lambda w, obj: {"json": {"app": w.job_app, "stdin": obj["uid"]}}),
+    Ep("data-as-binary", "data", "POST", "/apps", uses("r", "group_admin"),
+       lambda w, obj: {"json": {"name": f"bin-{uuid.uuid4().hex[:10]}", "kind": "native",
+                                "binaries": {"linux/matrix_arch": obj["uid"]}}},
+       counted="/apps"),
     # jobs (api/works.py, services/works.py)
     Ep("job-show", "job", "GET", "/works/{uid}", read(NOT_ASSIGNED)),
     Ep("job-result", "job", "GET", "/works/{uid}/result",
@@ -361,6 +399,8 @@ OBJECT_ENDPOINTS = [
     Ep("context-delete", "context", "DELETE", "/contexts/{uid}", delete, fresh=True,
        modes=MODES + STICKY_MODES),
     Ep("context-chmod", "context", "POST", "/objects/{uid}/chmod", chmod, _same_mode),
+    Ep("context-in-job", "context", "POST", "/works", uses("r"),
+       lambda w, obj: {"json": {"app": w.job_app, "context": obj["uid"]}}),
     # templates (api/templates.py, services/templates.py)
     Ep("template-show", "template", "GET", "/templates/{uid}", read(NOT_ASSIGNED)),
     Ep("template-artifact", "template", "GET", "/templates/{uid}/artifacts/disk",
@@ -376,6 +416,8 @@ OBJECT_ENDPOINTS = [
        modes=MODES + STICKY_MODES),
     Ep("template-chmod", "template", "POST", "/objects/{uid}/chmod", chmod, _same_mode),
     Ep("template-events", "template", "GET", "/events?object={uid}", events_of),
+    Ep("template-submit", "template", "POST", "/works", uses("x"),
+       lambda w, obj: {"json": {"template": obj["uid"], "command": "true"}}),
 ]
 
 _NEW_HOST = {"os": "linux", "arch": "matrix_arch", "cpus": 1, "memory_mb": 1, "disk_mb": 1}
@@ -396,39 +438,46 @@ OTHER_ENDPOINTS = [
     Ep("events-all", "", "GET", "/events", whole_log),
     # creation: require("insert_*")
     Ep("new-data", "", "POST", "/data", level_op(CREATED, "standard"),
-       _json({"name": "matrix.bin"})),
+       _json({"name": "matrix.bin"}), counted="/data"),
     Ep("new-context", "", "POST", "/contexts", level_op(CREATED, "standard"),
-       _json({"name": "matrix", "document": {"env": {"A": "1"}}})),
+       _json({"name": "matrix", "document": {"env": {"A": "1"}}}), counted="/contexts"),
     Ep("new-work", "", "POST", "/works", level_op(CREATED, "standard"),
        lambda w, obj: {"json": {"app": w.job_app}}),
     Ep("new-app", "", "POST", "/apps", level_op(CREATED, "group_admin"),
-       _unique(lambda u: {"name": f"app-{u}", "kind": "shared"})),
+       _unique(lambda u: {"name": f"app-{u}", "kind": "shared"}), counted="/apps"),
     Ep("new-upload", "", "POST", "/uploads", level_op(CREATED, "group_admin"),
        _unique(lambda u: {"size": 10, "sha256": hashlib.sha256(u.encode()).hexdigest()})),
     Ep("new-template", "", "POST", "/templates",
        level_op((404, "unknown_upload"), "group_admin"),
        _unique(lambda u: {"name": f"t-{u}", "version": "1", "artifacts": [
-           {"role": "disk", "format": "qcow2", "upload": str(uuid.uuid4())}]})),
+           {"role": "disk", "format": "qcow2", "upload": str(uuid.uuid4())}]}),
+       counted="/templates"),
     Ep("new-group", "", "POST", "/groups", level_op(CREATED, "super"),
-       _unique(lambda u: {"name": f"g-{u}"})),
+       _unique(lambda u: {"name": f"g-{u}"}), counted="/groups"),
     Ep("new-user-standard", "", "POST", "/users", new_user("standard"),
        lambda w, obj: {"json": {"login": f"u-{uuid.uuid4().hex[:10]}", "password": PASSWORD,
-                                "rights": "standard", "group": w.group}}),
+                                "rights": "standard", "group": w.group}}, counted="/users"),
     Ep("new-user-group-admin", "", "POST", "/users", new_user("group_admin"),
        lambda w, obj: {"json": {"login": f"u-{uuid.uuid4().hex[:10]}", "password": PASSWORD,
-                                "rights": "group_admin", "group": w.group}}),
-    Ep("enroll-own", "", "POST", "/workers/enroll", enroll("own"), _json({})),
+                                "rights": "group_admin", "group": w.group}},
+       counted="/users"),
+    Ep("enroll-own", "", "POST", "/workers/enroll", enroll("own"), _json({}),
+       counted="/users"),
     Ep("enroll-project", "", "POST", "/workers/enroll", enroll("project"),
-       lambda w, obj: {"json": {"project": w.group}}),
+       lambda w, obj: {"json": {"project": w.group}}, counted="/users"),
     Ep("enroll-public", "", "POST", "/workers/enroll", enroll("public"),
-       _json({"public": True})),
+       _json({"public": True}), counted="/users"),
     # user management (services/users.set_enabled)
     *(Ep(f"user-{action}-{target}", target, "POST", f"/users/{{uid}}/{action}",
          manage_user(target), fresh=action == "disable")
       for action in ("disable", "enable") for target in ("t_std", "t_ga", "t_oth")),
+    *(Ep(f"user-chmod-{target}", target, "POST", "/objects/{uid}/chmod", user_record(target),
+         _json({"mode": "700"})) for target in ("t_std", "t_ga", "t_oth")),
+    *(Ep(f"user-events-{target}", target, "GET", "/events?object={uid}",
+         user_record(target)) for target in ("t_std", "t_ga", "t_oth")),
     # hosts (services/hosts.py): the public worker's host
     Ep("host-register", "", "POST", "/hosts", level_op(CREATED, "standard", workers=True),
-       _unique(lambda u: {"name": f"h-{u}", **_NEW_HOST})),
+       _unique(lambda u: {"name": f"h-{u}", **_NEW_HOST}), counted="/hosts"),
     Ep("host-heartbeat", "host", "POST", "/hosts/{uid}/heartbeat", own_host(False),
        _json({"running": []})),
     Ep("host-work", "host", "POST", "/hosts/{uid}/work", own_host(True)),
@@ -619,6 +668,7 @@ def test_authorization(world: World, ep: Ep, mode: str, actor: str) -> None:
     if ep.kind == "session" and actor != "anon":
         token = _login(world.server, *world.passwords[actor]).token
     before = world.state(ep.kind, obj)
+    listed = len(world.admin.get(ep.counted)) if ep.counted else None
     kw = ep.body(world, obj) if ep.body else {}
     path = ep.path.format(uid=obj.get("uid", ""), name=obj.get("name", ""))
     who = "aowner" if actor == "owner" and ep.kind.split("-")[0] in ADMIN_KINDS else actor
@@ -630,6 +680,8 @@ def test_authorization(world: World, ep: Ep, mode: str, actor: str) -> None:
         _check_effect(world, ep, obj, before, resp)
     elif ep.kind:
         assert world.state(ep.kind, obj) == before  # a refusal changes nothing
+    if ep.counted:
+        assert len(world.admin.get(ep.counted)) == listed + (resp.status_code == 201)
     if ep.kind == "session" and actor != "anon":
         assert world.call(actor, "GET", "/auth/whoami", token=token).status_code == 401
     if ep.name.startswith("user-disable") and resp.status_code == 200:
