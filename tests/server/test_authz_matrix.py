@@ -451,6 +451,31 @@ _NEW_HOST = {"os": "linux", "arch": "matrix_arch", "cpus": 1, "memory_mb": 1, "d
 OTHER_ENDPOINTS = [
     # auth (api/auth.py): /ca and the CRL are public; the rest needs a token
     Ep("ca", "", "GET", "/ca", anyone()),
+    Ep("health", "", "GET", "/health", anyone()),
+    # the ways in: no token needed, and one sent grants nothing more
+    Ep("login", "", "POST", "/auth/login", anyone(),
+       lambda w, obj: {"json": dict(zip(("login", "password"), w.passwords["t_std"],
+                                        strict=True))}, actors=("anon", "super")),
+    Ep("login-wrong-password", "", "POST", "/auth/login", anyone((401, "bad_credentials")),
+       lambda w, obj: {"json": {"login": w.passwords["t_std"][0], "password": "wrong-1"}},
+       actors=("anon",)),
+    Ep("x509-challenge", "", "POST", "/auth/x509/challenge",
+       anyone((400, "bad_certificate")), _json({"certificate": "not a certificate"}),
+       actors=("anon", "super")),
+    Ep("x509-login", "", "POST", "/auth/x509/login", anyone((401, "bad_challenge")),
+       _json({"certificate": "c", "nonce": "never-issued", "signature": "s"}),
+       actors=("anon", "super")),
+    Ep("oidc-start", "", "POST", "/auth/oidc/start", anyone((404, "oidc_disabled")),
+       _json({"redirect_uri": "http://127.0.0.1:9/cb", "code_challenge": "c" * 43}),
+       actors=("anon", "super")),
+    Ep("oidc-finish", "", "POST", "/auth/oidc/finish", anyone((401, "bad_challenge")),
+       _json({"state": "never-issued", "code": "c", "code_verifier": "v" * 43}),
+       actors=("anon", "super")),
+    # a token the server never signed (services/users.principal_for, tokens.decode)
+    *(Ep(f"forged-token-{what}", "", method, path, lambda a, m: (401, "bad_token"),
+         actors=("forged",)) for what, method, path in (
+             ("whoami", "GET", "/auth/whoami"), ("list-data", "GET", "/data"),
+             ("certs", "GET", "/admin/certs"))),
     Ep("ca-crl", "", "GET", "/ca/crl", anyone()),
     Ep("whoami", "", "GET", "/auth/whoami", authenticated()),
     Ep("logout", "session", "POST", "/auth/logout", authenticated(), fresh=True,
@@ -556,6 +581,8 @@ class World:
         headers = dict(kw.pop("headers", None) or {})
         if actor == "vmcred":
             token = self.vm_token()
+        if actor == "forged":
+            token = "forged.token.value"
         token = token or (self.clients[actor].token if actor != "anon" else None)
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -741,6 +768,7 @@ def test_authorization(world: World, ep: Ep, mode: str, actor: str) -> None:
     if ep.counted:
         assert len(world.admin.get(ep.counted)) == listed + (resp.status_code == 201)
     if ep.kind == "session" and actor != "anon":
-        assert world.call(actor, "GET", "/auth/whoami", token=token).status_code == 401
+        again = world.call(actor, "GET", "/auth/whoami", token=token)
+        assert (again.status_code, again.json()["error"]) == (401, "token_revoked")
     if ep.name.startswith("user-disable") and resp.status_code == 200:
         world.admin.set_user_enabled(obj["uid"], True)
