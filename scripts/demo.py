@@ -82,8 +82,8 @@ def events(path: Path) -> None:
     peak = 91.19 + 2.49 / 2 * rng.standard_cauchy(4000)
     background = 60 + rng.exponential(25.0, 2000)
     mass = np.concatenate([peak, background])
-    with uproot.recreate(path) as f:
-        f["events"] = {"mass": mass[(mass > 50) & (mass < 130)]}
+    with uproot.recreate(path) as f:  # a TTree (assigning a dict would write an RNTuple)
+        f.mktree("events", {"mass": "f8"}).extend({"mass": mass[(mass > 50) & (mass < 130)]})
 
 
 def show_histogram(path: Path) -> None:

@@ -31,7 +31,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 MACRO = """\
 void fill() {
   TFile in("events.root");
-  TTree *t = (TTree *)in.Get("events");
+  TTree *t = in.Get<TTree>("events");
+  if (!t) { printf("no TTree events in events.root\\n"); gSystem->Exit(2); }
   double x;
   t->SetBranchAddress("x", &x);
   TH1D h("h", "x", 20, 0.0, 10.0);
@@ -94,8 +95,8 @@ def vm_worker(g: RootGrid, name: str) -> WorkerProcess:
 
 def events_file(path: Path, seed: int, n: int = 1000) -> np.ndarray:
     x = np.random.default_rng(seed).uniform(0.0, 10.0, n)
-    with uproot.recreate(path) as f:
-        f["events"] = {"x": x}
+    with uproot.recreate(path) as f:  # a TTree (assigning a dict would write an RNTuple)
+        f.mktree("events", {"x": "f8"}).extend({"x": x})
     return x
 
 
@@ -157,7 +158,7 @@ def test_pilot_vm_serves_ten_root_jobs(grid: RootGrid, tmp_path: Path) -> None:
             m.write_text(MACRO)
             out = run_cli(["submit", "root", "--macro", str(m), "--input",
                            str(part / "events.root"), "--format", "json"], grid.home)
-            inputs[json.loads(out)[0]["uid"]] = (x, part)
+            inputs[json.loads(out.stdout)[0]["uid"]] = (x, part)
         done = grid.admin.wait(list(inputs), timeout=1800)
         [pilot_done] = grid.admin.wait([pilot], timeout=600)  # idle → poweroff → done
     finally:
