@@ -534,14 +534,11 @@ OTHER_ENDPOINTS = [
        _json({"running": []})),
     Ep("host-work", "host", "POST", "/hosts/{uid}/work", own_host(True)),
     # resumable uploads (services/uploads.py), owned by "aowner"
-    Ep("upload-show", "upload", "GET", "/uploads/{uid}", upload_owner(),
-       actors=ACTORS),
-    Ep("upload-append", "upload", "PUT", "/uploads/{uid}", upload_owner(), _chunk, fresh=True,
-       actors=ACTORS),
+    Ep("upload-show", "upload", "GET", "/uploads/{uid}", upload_owner()),
+    Ep("upload-append", "upload", "PUT", "/uploads/{uid}", upload_owner(), _chunk, fresh=True),
     Ep("upload-complete", "upload-full", "POST", "/uploads/{uid}/complete", upload_owner(),
-       fresh=True, actors=ACTORS),
-    Ep("upload-abort", "upload", "DELETE", "/uploads/{uid}", upload_owner(), fresh=True,
-       actors=ACTORS),
+       fresh=True),
+    Ep("upload-abort", "upload", "DELETE", "/uploads/{uid}", upload_owner(), fresh=True),
     # client certificates (api/admin.py, auth/x509.py): require("manage_certs"), super only
     Ep("certs-list", "", "GET", "/admin/certs", level_op(OK, "super")),
     Ep("certs-issue", "", "POST", "/admin/certs", level_op((404, "unknown_user"), "super"),
@@ -550,8 +547,6 @@ OTHER_ENDPOINTS = [
        level_op((404, "unknown_certificate"), "super")),
 ]
 
-# The upload rows leave "vmcred" out: a delegated credential passes services/uploads.get_owned
-# today (it carries the owner's uid), see the report of this matrix.
 CASES = [(ep, mode, actor) for ep in OBJECT_ENDPOINTS for mode in ep.modes
          for actor in ep.actors]
 CASES += [(ep, "-", actor) for ep in OTHER_ENDPOINTS for actor in ep.actors]

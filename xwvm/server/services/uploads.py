@@ -115,7 +115,11 @@ def _known_chunks(db: Session, p: Principal, sha256: str, size: int) -> list[str
 
 
 def get_owned(db: Session, p: Principal, uid: str) -> UploadSession:
-    """Uploads are the uploader's alone (not even a super user appends to one)."""
+    """Uploads are the uploader's alone (not even a super user appends to one), and never
+    a VM's: a delegated credential carries its owner's uid but not its owner's powers."""
+    if p.is_delegated:
+        raise Forbidden("a delegated VM credential may not touch uploads",
+                        code="forbidden_delegated")
     up = db.get(UploadSession, check_uid(uid, "upload"))
     if up is None:
         raise NotFound(f"no upload with id {uid} (finished long ago, or expired)",
