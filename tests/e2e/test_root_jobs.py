@@ -163,7 +163,8 @@ def test_pilot_vm_serves_ten_root_jobs(grid: RootGrid, tmp_path: Path) -> None:
         [pilot_done] = grid.admin.wait([pilot], timeout=600)  # idle → poweroff → done
     finally:
         worker.stop()
-    assert [w["status"] for w in done] == ["COMPLETED"] * 10
+    assert [w["status"] for w in done] == ["COMPLETED"] * 10, \
+        [job_output(grid.admin, w, tmp_path) for w in done if w["status"] != "COMPLETED"]
     assert {w["pilot_uid"] for w in done} == {pilot}
     for w in done:
         x, part = inputs[w["uid"]]

@@ -15,9 +15,10 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from contextualizer.model import JobContext
 from xwvm.client.sdk import Client
@@ -25,6 +26,7 @@ from xwvm.errors import XwvmError
 from xwvm.worker import native
 
 log = logging.getLogger("xwvm.nested")
+T = TypeVar("T")
 BEAT_S = 10.0
 # The appliance's environment (/opt/xwvm/env: ROOT's PYTHONPATH and PATH) reaches payloads.
 INHERITED_ENV = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "ROOTSYS", "LANG", "LC_ALL")
@@ -41,6 +43,21 @@ class Task:
     env: dict[str, str]
     inputs: list[tuple[str, str, str]]  # (data uid, name, sha256)
     wall_clock_s: int | None
+
+
+def retrying(fn: Callable[[], T], attempts: int = 5, delay: float = 1.0) -> T:
+    """Retry a call that failed in transit (no answer, a broken TLS stream through the
+    VM's forwarded port, a 502/503/504): the server's answers are idempotent here."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except XwvmError as e:
+            if e.status not in (0, 502, 503, 504) or attempt == attempts - 1:
+                raise
+            log.warning("%s; retrying in %.0f s", e.message, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 class NestedWorker:
@@ -82,7 +99,8 @@ class NestedWorker:
             for data_uid, name, sha in task.inputs:
                 dest = sandbox.run_dir / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                self.client.download_data(data_uid, dest, sha256=sha)
+                retrying(lambda d=data_uid, p=dest, h=sha:
+                         self.client.download_data(d, p, sha256=h))
             placed = {p.relative_to(sandbox.run_dir).as_posix(): p.stat().st_mtime
                       for p in sandbox.run_dir.rglob("*") if p.is_file()}
             if self.user:
@@ -94,7 +112,7 @@ class NestedWorker:
                                  user=self.user, base_env=self.base_env)
             with tempfile.TemporaryDirectory() as tmp:
                 archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz")
-                self.client.upload_result(task.uid, archive)
+                retrying(lambda: self.client.upload_result(task.uid, archive))
             return outcome
         finally:
             sandbox.remove()
@@ -109,8 +127,8 @@ class NestedWorker:
                     inputs=[(r.uid, r.name, r.sha256) for r in ctx.payload.inputs],
                     wall_clock_s=ctx.limits.wall_clock_seconds)
         outcome = self._with_beats(lambda: self.run_task(task))
-        self.client.post(f"/works/{ctx.job_uid}/payload", {"exit_code": outcome.exit_code,
-                                                           "message": outcome.reason or None})
+        retrying(lambda: self.client.post(f"/works/{ctx.job_uid}/payload", {
+            "exit_code": outcome.exit_code, "message": outcome.reason or None}))
         return outcome.exit_code
 
     def run_pilot(self) -> int:
@@ -121,7 +139,8 @@ class NestedWorker:
         served: list[dict[str, Any]] = []
         idle_since, delay = time.monotonic(), 1.0
         while not self.stop.is_set() and time.monotonic() < deadline:
-            desc = self.client.post(f"/works/{ctx.job_uid}/pilot-work").get("work")
+            desc = retrying(lambda: self.client.post(f"/works/{ctx.job_uid}/pilot-work")
+                            ).get("work")
             if desc is None:
                 if time.monotonic() - idle_since > idle_s:
                     break
@@ -155,7 +174,7 @@ class NestedWorker:
     def _report(self, uid: str, status: str, exit_code: int | None,
                 message: str | None) -> None:
         try:
-            self.client.report(uid, status, exit_code, message)
+            retrying(lambda: self.client.report(uid, status, exit_code, message))
         except XwvmError as e:
             log.warning("report of %s refused: %s", uid, e.message)
 
@@ -168,6 +187,6 @@ class NestedWorker:
             sandbox.stderr.write_text("")
             (sandbox.run_dir / "served.json").write_text(json.dumps(served, indent=2))
             archive = native.pack_results(sandbox, {}, Path(tmp) / "results.tar.gz")
-            self.client.upload_result(self.ctx.job_uid, archive)
-        self.client.post(f"/works/{self.ctx.job_uid}/payload",
-                         {"exit_code": 0, "message": f"pilot served {len(served)} job(s)"})
+            retrying(lambda: self.client.upload_result(self.ctx.job_uid, archive))
+        retrying(lambda: self.client.post(f"/works/{self.ctx.job_uid}/payload", {
+            "exit_code": 0, "message": f"pilot served {len(served)} job(s)"}))
