@@ -104,7 +104,8 @@ def test_extends_merges_mappings_and_lists() -> None:
     assert "g++" in spec.packages
     assert spec.size_mb == 4096 and spec.formats == base.formats  # disk merged key by key
     assert spec.cmdline == base.cmdline and spec.user == base.user
-    assert [c.name for c in spec.checks] == ["python-libs", "import-root", "import-uproot"]
+    assert [c.name for c in spec.checks] == ["python-libs", "import-root", "root-command",
+                                             "import-uproot"]
     assert spec.shared_apps == ("root",) and spec.min_memory_mb == 1024
     assert spec.pip_packages[0].startswith("root") and spec.sha256 != base.sha256
 

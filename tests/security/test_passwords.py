@@ -54,7 +54,7 @@ def test_guessing_a_password_is_throttled_then_allowed_after_the_window(
     time.sleep(LOGIN_WINDOW_S + 0.5)
     assert _login(sec, login, PASSWORD).status_code == 200
     events = sec.server.client().events()
-    assert any(e["kind"] == "refused" and "too_many_attempts" in (e["detail"] or "")
+    assert any(e["kind"] == "login_refused" and "too_many_attempts" in (e["detail"] or "")
                and login in e["detail"] for e in events)
 
 
