@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import abc
 import re
+import shutil
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from xwvm.worker.drivers.errors import SpecError
+from xwvm.worker.drivers.errors import SpecError, VMNotFound
 
 # Worker ids and job uids become parts of VM and file names: keep them to a safe alphabet.
 # No underscore: the backends join the two with one ("xwvm_<worker>_<job>"), unambiguously.
@@ -188,20 +189,50 @@ class Driver(abc.ABC):
     def list_own(self) -> list[str]:
         """Job uids of every VM this worker id has defined on this host (any state)."""
 
-    @abc.abstractmethod
     def console_log(self, job_uid: str) -> str:
         """The guest's serial console output so far ("" before the first byte).
 
         Raises VMNotFound if the job has no VM.
         """
+        path = self._vm_dir(job_uid) / "console.log"
+        if self._guest(job_uid) is None and not path.parent.exists():
+            raise VMNotFound(f"job {job_uid} has no VM of worker {self.worker_id}")
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
-    @abc.abstractmethod
     def cleanup_leftovers(self) -> list[str]:
         """Destroy every VM and remove every file a previous run of this worker left.
 
         Call it at worker start, before pulling jobs. Returns the job uids cleaned.
         Idempotent.
         """
+        cleaned = set(self.list_own())
+        for job in cleaned:
+            self.destroy(job)
+        if self.work_dir.is_dir():
+            prefix = self._vm_dir("").name
+            for entry in self.work_dir.iterdir():
+                if entry.is_dir() and entry.name.startswith(prefix):
+                    job = entry.name.removeprefix(prefix)
+                    if ID_RE.match(job) and self._guest(job) is None:
+                        self._remove_files(job)
+                        cleaned.add(job)
+        return sorted(cleaned)
+
+    # -- what the shared methods above need from a backend ---------------------------------
+
+    def _vm_dir(self, job_uid: str) -> Path:
+        """The folder of one job's VM files (overlay, console log): tagged by name."""
+        return self.work_dir / f"xwvm_{self.worker_id}_{job_uid}"
+
+    @abc.abstractmethod
+    def _guest(self, job_uid: str) -> object | None:
+        """The backend's handle on this worker's VM for the job, or None."""
+
+    def _remove_files(self, job_uid: str) -> None:
+        shutil.rmtree(self._vm_dir(job_uid), ignore_errors=True)
 
     @abc.abstractmethod
     def guest_endpoint(self, spec: VMSpec) -> tuple[str, int] | None:

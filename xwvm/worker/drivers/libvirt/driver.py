@@ -74,9 +74,6 @@ class LibvirtDriver(Driver):
             raise SpecError(f"job_uid must match {ID_RE.pattern}")
         return self.prefix + job_uid
 
-    def _vm_dir(self, job_uid: str) -> Path:
-        return self.work_dir / self._name(job_uid)
-
     def _guest(self, job_uid: str) -> Guest | None:
         dom = self.host.lookup(self._name(job_uid))
         if dom is None:
@@ -300,28 +297,6 @@ class LibvirtDriver(Driver):
             if owner is not None and owner.worker_id == self.worker_id:
                 jobs.append(owner.job_uid)
         return sorted(jobs)
-
-    def console_log(self, job_uid: str) -> str:
-        path = self._vm_dir(job_uid) / "console.log"
-        if self._guest(job_uid) is None and not path.parent.exists():
-            raise VMNotFound(f"job {job_uid} has no VM of worker {self.worker_id}")
-        try:
-            return path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def cleanup_leftovers(self) -> list[str]:
-        cleaned = set(self.list_own())
-        for job in cleaned:
-            self.destroy(job)
-        if self.work_dir.is_dir():
-            for entry in self.work_dir.iterdir():
-                if entry.is_dir() and entry.name.startswith(self.prefix):
-                    job = entry.name.removeprefix(self.prefix)
-                    if ID_RE.match(job) and self._guest(job) is None:
-                        shutil.rmtree(entry, ignore_errors=True)
-                        cleaned.add(job)
-        return sorted(cleaned)
 
     def guest_endpoint(self, spec: VMSpec) -> tuple[str, int] | None:
         return network.guest_endpoint(spec)

@@ -69,9 +69,6 @@ class VirtualBoxDriver(Driver):
             raise SpecError(f"job_uid must match {ID_RE.pattern}")
         return self.prefix + job_uid
 
-    def _vm_dir(self, job_uid: str) -> Path:
-        return self.work_dir / self._name(job_uid)
-
     def _guest(self, job_uid: str) -> Guest | None:
         name = self._name(job_uid)
         try:
@@ -299,28 +296,6 @@ class VirtualBoxDriver(Driver):
             if worker == self.worker_id and guest.name == self.prefix + job and job:
                 jobs.append(job)
         return sorted(jobs)
-
-    def console_log(self, job_uid: str) -> str:
-        path = self._vm_dir(job_uid) / "console.log"
-        if self._guest(job_uid) is None and not path.parent.exists():
-            raise VMNotFound(f"job {job_uid} has no VM of worker {self.worker_id}")
-        try:
-            return path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def cleanup_leftovers(self) -> list[str]:
-        cleaned = set(self.list_own())
-        for job in cleaned:
-            self.destroy(job)
-        if self.work_dir.is_dir():
-            for entry in self.work_dir.iterdir():
-                if entry.is_dir() and entry.name.startswith(self.prefix):
-                    job = entry.name.removeprefix(self.prefix)
-                    if ID_RE.match(job) and self._guest(job) is None:
-                        self._remove_files(job)
-                        cleaned.add(job)
-        return sorted(cleaned)
 
     def guest_endpoint(self, spec: VMSpec) -> tuple[str, int] | None:
         return network.guest_endpoint(spec)
