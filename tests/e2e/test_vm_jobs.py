@@ -4,6 +4,7 @@ network policy from inside the guest."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -158,6 +159,53 @@ def test_vm_job_round_trip_and_guest_hardening(grid: Grid, tmp_path: Path) -> No
     assert files["size.txt"].strip() == "1234"
     events = [e["kind"] for e in grid.admin.events(job["uid"])]
     assert "payload_ended" in events
+
+
+OFFLINE = """\
+#!/bin/sh
+echo "args: $*"
+echo "user: $(id -un)"
+echo "nics: $(ls /sys/class/net | tr '\\n' ' ')"
+if python3 -c 'import socket; socket.create_connection(("10.0.2.100", 443), timeout=3)' \\
+    2>/dev/null; then echo "server: reachable"; else echo "server: unreachable"; fi
+wc -c < data.bin > size.txt
+sha256sum data.bin | cut -d' ' -f1 > sum.txt
+exit 3
+"""
+
+
+def test_network_none_job_travels_on_the_exchange_disk(grid: Grid, tmp_path: Path) -> None:
+    """No NIC at all: the inputs reach the guest and the results come back on the job's
+    exchange disk; the payload's exit code is the job's."""
+    worker = vm_worker(grid, "vmw4")
+    try:
+        script = tmp_path / "offline.sh"
+        script.write_text(OFFLINE)
+        data = tmp_path / "data.bin"
+        data.write_bytes(os.urandom(300_000))
+        out = run_cli(["submit", "--template", "base", "--network", "none",
+                       "--command", "sh offline.sh", "--input", str(script), "--input",
+                       str(data), "--wall-clock", "600", "--wait", "--timeout", "900",
+                       "--format", "json", "--", "a", "b"], grid.home, timeout=960,
+                      check=False)
+    finally:
+        worker.stop()
+    assert out.stdout, out.stderr + worker.log
+    [job] = json.loads(out.stdout)
+    assert job["status"] == "COMPLETED", job.get("error", "") + worker.log
+    assert job["exit_code"] == 3
+    files = results(grid.admin, job["uid"], tmp_path)
+    stdout = files["stdout.txt"]
+    assert "args: a b" in stdout and "user: xwvm" in stdout, stdout
+    assert "nics: lo \n" in stdout, stdout  # no NIC but loopback
+    assert "server: unreachable" in stdout, stdout
+    assert files["size.txt"].strip() == "300000"
+    assert files["sum.txt"].strip() == hashlib.sha256(data.read_bytes()).hexdigest()
+    work_dir = grid.root / "vmw4"
+    assert not list((work_dir / "vm").glob("*exchange*")), "exchange disk removed"
+    hosts = json.loads(run_cli(["workers", "--format", "json"], grid.home).stdout)
+    [host] = [h for h in hosts if h["name"] == "vmw4"]
+    assert host["hypervisors"]["libvirt"]["networks"] == ["none", "server"]
 
 
 def test_unsigned_template_is_refused(grid: Grid, tmp_path: Path) -> None:

@@ -26,9 +26,6 @@ from xwvm.worker.heartbeat import Heartbeat
 log = logging.getLogger("xwvm.worker")
 T = TypeVar("T")
 TRANSIENT_STATUS = (0, 502, 503, 504)
-# Hypervisors that run VMs but cannot yet keep a guest to its network policy (server only).
-NETWORK_UNENFORCED = {"virtualbox": "VirtualBox NAT lets guests reach the LAN, and the "
-                                    "server-only relay is not built yet"}
 
 
 @dataclass
@@ -156,12 +153,11 @@ class Worker:
                 continue
             self.hypervisors[kind] = probe.to_json()
             log.info("%s: %s", kind, probe.reason)
-            if probe.usable and kind in NETWORK_UNENFORCED:
-                # Advertising it would draw VM jobs this host must then fail.
-                self.hypervisors[kind].update(usable=False, reason=(
-                    f"{probe.reason}; VM jobs refused: {NETWORK_UNENFORCED[kind]}"))
-                continue
             if probe.usable:
+                # The scheduler sends only VM jobs whose network policy this host enforces.
+                networks = [str(n) for n in driver.networks()]
+                self.hypervisors[kind]["networks"] = networks
+                log.info("%s enforces network policies: %s", kind, ", ".join(networks))
                 break
         else:
             return
@@ -181,7 +177,7 @@ class Worker:
                       ca_pem=Path(self.client.verify).read_text()
                       if isinstance(self.client.verify, str) else "",
                       hang_timeout_s=self.opts.vm_hang_timeout_s),
-            verify=lambda tpl: images.verify(tpl, keys))
+            verify=lambda tpl: images.verify(tpl, keys), upload=self._upload)
 
     def templates_held(self) -> list[str]:
         """Templates fully in the image cache (the scheduler prefers their jobs here)."""

@@ -5,6 +5,7 @@ upload the results and the payload's exit code for the VM job, and return.
 Pilot mode: keep taking the owner's jobs of the template's shared app (e.g. ``root``),
 run and report each, until idle for the pilot's idle limit or out of wall-clock time.
 Progress beats for the VM job go to the server over the nested worker's own connection.
+Offline (network=none, no NIC): one job, inputs and results on the exchange disk.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from contextualizer.model import JobContext
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
-from xwvm.worker import native
+from xwvm.worker import exchange, native
 
 log = logging.getLogger("xwvm.nested")
 T = TypeVar("T")
@@ -61,17 +62,31 @@ def retrying(fn: Callable[[], T], attempts: int = 5, delay: float = 1.0) -> T:
 
 
 class NestedWorker:
-    def __init__(self, ctx: JobContext, client: Client, work_dir: Path,
-                 user: str | None) -> None:
+    """``exchange_disk`` set (network=none): no server at all; the inputs come from that
+    block device, the results and exit code go back onto it, and progress beats go to the
+    console, where the outer worker's hang detection sees them."""
+
+    def __init__(self, ctx: JobContext, client: Client | None, work_dir: Path,
+                 user: str | None, exchange_disk: Path | None = None) -> None:
         self.ctx, self.client, self.work_dir, self.user = ctx, client, Path(work_dir), user
+        self.exchange_disk = exchange_disk
         self.stop = threading.Event()
         self.base_env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+
+    @property
+    def server(self) -> Client:
+        if self.client is None:
+            raise XwvmError("this nested worker has no server (network=none)")
+        return self.client
 
     # --- progress ---------------------------------------------------------------------------
 
     def _beat(self, phase: str) -> None:
+        if self.exchange_disk is not None:
+            print(f"xwvm-agent: beat {phase}", flush=True)
+            return
         try:
-            answer = self.client.post(f"/works/{self.ctx.job_uid}/progress", {"phase": phase})
+            answer = self.server.post(f"/works/{self.ctx.job_uid}/progress", {"phase": phase})
             if answer.get("stop"):
                 self.stop.set()
         except XwvmError as e:
@@ -96,11 +111,13 @@ class NestedWorker:
         sandbox = native.Sandbox(self.work_dir / task.uid)
         sandbox.create()
         try:
-            for data_uid, name, sha in task.inputs:
+            if self.exchange_disk is not None:
+                exchange.extract_inputs(self.exchange_disk, task.uid, sandbox.run_dir)
+            for data_uid, name, sha in [] if self.exchange_disk else task.inputs:
                 dest = sandbox.run_dir / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 retrying(lambda d=data_uid, p=dest, h=sha:
-                         self.client.download_data(d, p, sha256=h))
+                         self.server.download_data(d, p, sha256=h))
             placed = {p.relative_to(sandbox.run_dir).as_posix(): p.stat().st_mtime
                       for p in sandbox.run_dir.rglob("*") if p.is_file()}
             if self.user:
@@ -112,7 +129,11 @@ class NestedWorker:
                                  user=self.user, base_env=self.base_env)
             with tempfile.TemporaryDirectory() as tmp:
                 archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz")
-                retrying(lambda: self.client.upload_result(task.uid, archive))
+                if self.exchange_disk is not None:
+                    exchange.write_results(self.exchange_disk, task.uid, archive,
+                                           outcome.exit_code, outcome.reason or "")
+                else:
+                    retrying(lambda: self.server.upload_result(task.uid, archive))
             return outcome
         finally:
             sandbox.remove()
@@ -127,8 +148,9 @@ class NestedWorker:
                     inputs=[(r.uid, r.name, r.sha256) for r in ctx.payload.inputs],
                     wall_clock_s=ctx.limits.wall_clock_seconds)
         outcome = self._with_beats(lambda: self.run_task(task))
-        retrying(lambda: self.client.post(f"/works/{ctx.job_uid}/payload", {
-            "exit_code": outcome.exit_code, "message": outcome.reason or None}))
+        if self.exchange_disk is None:  # offline, the exit code went onto the disk
+            retrying(lambda: self.server.post(f"/works/{ctx.job_uid}/payload", {
+                "exit_code": outcome.exit_code, "message": outcome.reason or None}))
         return outcome.exit_code
 
     def run_pilot(self) -> int:
@@ -139,7 +161,7 @@ class NestedWorker:
         served: list[dict[str, Any]] = []
         idle_since, delay = time.monotonic(), 1.0
         while not self.stop.is_set() and time.monotonic() < deadline:
-            desc = retrying(lambda: self.client.post(f"/works/{ctx.job_uid}/pilot-work")
+            desc = retrying(lambda: self.server.post(f"/works/{ctx.job_uid}/pilot-work")
                             ).get("work")
             if desc is None:
                 if time.monotonic() - idle_since > idle_s:
@@ -174,7 +196,7 @@ class NestedWorker:
     def _report(self, uid: str, status: str, exit_code: int | None,
                 message: str | None) -> None:
         try:
-            retrying(lambda: self.client.report(uid, status, exit_code, message))
+            retrying(lambda: self.server.report(uid, status, exit_code, message))
         except XwvmError as e:
             log.warning("report of %s refused: %s", uid, e.message)
 
@@ -187,6 +209,6 @@ class NestedWorker:
             sandbox.stderr.write_text("")
             (sandbox.run_dir / "served.json").write_text(json.dumps(served, indent=2))
             archive = native.pack_results(sandbox, {}, Path(tmp) / "results.tar.gz")
-            retrying(lambda: self.client.upload_result(self.ctx.job_uid, archive))
-        retrying(lambda: self.client.post(f"/works/{self.ctx.job_uid}/payload", {
+            retrying(lambda: self.server.upload_result(self.ctx.job_uid, archive))
+        retrying(lambda: self.server.post(f"/works/{self.ctx.job_uid}/payload", {
             "exit_code": 0, "message": f"pilot served {len(served)} job(s)"}))

@@ -3,13 +3,16 @@
 Template (verified, cached) → overlay → context ISO → define → start → monitor → destroy.
 The lifecycle, wall-clock limit and hang detection are written once here; drivers only
 create, run and remove VMs. The nested worker inside the VM uploads the results with its
-delegated credential; this side reports the job's final status once the VM is off.
+delegated credential; this side reports the job's final status once the VM is off. A
+network=none job has no NIC and no credential: its inputs go in and its results come back
+on an exchange disk (xwvm.worker.exchange), and this side uploads them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,14 +32,15 @@ from contextualizer import (
 )
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
+from xwvm.worker import exchange
 from xwvm.worker.drivers.base import Driver, Network, VMSpec, VMState
+from xwvm.worker.images import select_artifacts
 
 log = logging.getLogger("xwvm.worker.vm")
 GUEST_SERVER_NAME = "xwvm-server"
 DEFAULT_WALL_CLOCK_S = 24 * 3600
 DEFAULT_PILOT_IDLE_S = 120
 STOP_GRACE_S = 5.0
-DISK_FORMATS = ("qcow2", "raw")  # what the libvirt driver boots
 
 
 class ImageSource(Protocol):
@@ -44,6 +48,10 @@ class ImageSource(Protocol):
 
     def use(self, client: Client, desc: Any, disk_formats: Any = None
             ) -> contextlib.AbstractContextManager[dict[str, Path]]: ...
+
+
+# Uploads a job's results archive; False when the job is no longer this worker's.
+Uploader = Callable[[str, Path, "int | None"], bool]
 
 
 @dataclass
@@ -61,13 +69,16 @@ class VMOptions:
     ca_pem: str
     hang_timeout_s: float = 600.0
     poll_s: float = 0.5
+    results_capacity_mb: int = exchange.DEFAULT_RESULTS_CAPACITY // 2**20  # network=none
 
 
 class VMJobRunner:
     def __init__(self, driver: Driver, images: ImageSource, client: Client,
-                 opts: VMOptions, verify: Callable[[dict[str, Any]], None]) -> None:
+                 opts: VMOptions, verify: Callable[[dict[str, Any]], None],
+                 upload: Uploader | None = None) -> None:
         self.driver, self.images, self.client, self.opts = driver, images, client, opts
         self.verify = verify
+        self.upload: Uploader = upload or self._upload_once
         self.vm_dir = Path(opts.work_dir) / "vm"
         self.vm_dir.mkdir(parents=True, exist_ok=True)
 
@@ -78,28 +89,56 @@ class VMJobRunner:
             self.verify(job["template"])
         except XwvmError as e:
             return VMOutcome("ERROR", message=f"template refused: {e.message}")
-        if job.get("network", "server") == Network.NONE:
-            return VMOutcome("ERROR", message="network=none VM jobs need inputs and results "
-                                              "on disks, which this worker does not do yet")
-        try:
-            with self.images.use(self.client, job["template"], DISK_FORMATS) as paths:
-                spec = self._spec(job, paths)
+        offline = job.get("network", "server") == Network.NONE
+        with contextlib.ExitStack() as stack:
+            try:
+                paths = stack.enter_context(
+                    self.images.use(self.client, job["template"], self.driver.disk_formats))
+                disk = stack.enter_context(self._exchange(job)) if offline else None
+                spec = self._spec(job, paths, disk)
                 self._context_iso(job, spec)
                 with self._vm(spec):
                     state = self._monitor(job, stop)
                     console = self._console(uid)
-        except XwvmError as e:
-            return VMOutcome("ERROR", message=f"could not start the VM: {e.message}")
-        if stop.is_set():
-            return VMOutcome("PENDING" if shutting_down.is_set() else "",
-                             message="worker stopping: VM job given back")
-        return self._verdict(job, state, console)
+            except XwvmError as e:
+                return VMOutcome("ERROR", message=f"could not start the VM: {e.message}")
+            if stop.is_set():
+                return VMOutcome("PENDING" if shutting_down.is_set() else "",
+                                 message="worker stopping: VM job given back")
+            if disk is not None and state == "off":
+                return self._offline_verdict(job, disk, console)
+            return self._verdict(job, state, console)
+
+    def _upload_once(self, uid: str, archive: Path, exit_code: int | None) -> bool:
+        self.client.upload_result(uid, archive)
+        return True
 
     # --- steps --------------------------------------------------------------------------
 
-    def _spec(self, job: dict[str, Any], paths: dict[str, Path]) -> VMSpec:
+    @contextlib.contextmanager
+    def _exchange(self, job: dict[str, Any]) -> Iterator[Path]:
+        """network=none: the job's inputs, fetched here, on an exchange disk for the VM."""
+        uid = job["uid"]
+        disk = (self.vm_dir / f"{uid}-exchange.img").resolve()
+        staging = self.vm_dir / f"{uid}-inputs"
+        try:
+            staging.mkdir(exist_ok=True)
+            inputs = []
+            for n, f in enumerate(x for x in job["files"] if x["role"] == "input"):
+                dest = staging / str(n)
+                self.client.download_data(f["data"], dest, sha256=f["sha256"])
+                inputs.append((f["name"], dest, f["sha256"]))
+            exchange.create(disk, uid, inputs, self.opts.results_capacity_mb * 2**20)
+            shutil.rmtree(staging, ignore_errors=True)
+            yield disk
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            disk.unlink(missing_ok=True)
+
+    def _spec(self, job: dict[str, Any], paths: dict[str, Path],
+              exchange_disk: Path | None = None) -> VMSpec:
         tpl = job["template"]
-        disk = next(a for a in tpl["artifacts"] if a["role"] == "disk")
+        disk = select_artifacts(tpl, self.driver.disk_formats)[0]  # the disk use() chose
         server = urlsplit(self.opts.server_url)
         memory = max(job.get("min_memory_mb") or 0, tpl.get("min_memory_mb") or 0, 256)
         return VMSpec(job_uid=job["uid"], worker_id=self.opts.worker_id,
@@ -107,6 +146,7 @@ class VMJobRunner:
                       vcpus=max(job.get("min_cpus") or 0, tpl.get("min_cpus") or 0, 1),
                       memory_mb=memory, disk_cap_mb=job.get("min_disk_mb") or 0,
                       context_iso=(self.vm_dir / f"{job['uid']}-context.iso").resolve(),
+                      exchange_disk=exchange_disk,
                       kernel=paths.get("kernel"), initrd=paths.get("initrd"),
                       cmdline=tpl.get("cmdline"), network=Network(job.get("network", "server")),
                       server_endpoint=(server.hostname or "127.0.0.1",
@@ -188,6 +228,27 @@ class VMJobRunner:
             return self.driver.console_log(uid)
         except XwvmError:
             return ""
+
+    def _offline_verdict(self, job: dict[str, Any], disk: Path, console: str) -> VMOutcome:
+        """network=none: the results the guest left on its exchange disk, uploaded from
+        here with the worker's own credential."""
+        uid = job["uid"]
+        tail = console[-1500:].strip()
+        archive = disk.with_name(f"{uid}-results.tar.gz")
+        try:
+            try:
+                got = exchange.read_results(disk, uid, archive)
+            except (XwvmError, OSError) as e:
+                message = e.message if isinstance(e, XwvmError) else str(e)
+                return VMOutcome("ERROR", message=f"{message}; console:\n{tail}")
+            if got.archive is None:
+                return VMOutcome("ERROR", exit_code=got.exit_code,
+                                 message=f"{got.message}; console:\n{tail}")
+            if not self.upload(uid, archive, got.exit_code):
+                return VMOutcome("", message="results not taken: the job is no longer ours")
+        finally:
+            archive.unlink(missing_ok=True)
+        return VMOutcome("COMPLETED", exit_code=got.exit_code, message=got.message)
 
     def _verdict(self, job: dict[str, Any], state: str, console: str) -> VMOutcome:
         tail = console[-1500:].strip()

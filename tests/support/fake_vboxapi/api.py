@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.fake_vboxapi import guest as fake_guest
-from tests.support.fake_vboxapi import vdi
+from tests.support.fake_vboxapi import vdi, vmdk
 from tests.support.fake_vboxapi.constants import COM_RESULTS, RESULTS, FakeConstants, signed
 
 C = FakeConstants()
@@ -216,7 +216,15 @@ class FakeVirtualBox:
         if not path.is_file():
             raise _fail("VBOX_E_FILE_ERROR", f"Could not find file for the medium '{location}'")
         fmt, size, image_uuid = "RAW", path.stat().st_size, str(uuid.uuid4())
-        if deviceType == C.DeviceType_HardDisk:
+        extents: list[Path] = []
+        if deviceType == C.DeviceType_HardDisk and vmdk.is_descriptor(path):
+            try:
+                size, found_uuid, extents = vmdk.read_descriptor(path)
+            except FileNotFoundError as e:
+                raise _fail("VBOX_E_FILE_ERROR", f"Could not open the medium '{location}': "
+                                                 f"extent {e} missing") from None
+            fmt, image_uuid = "VMDK", found_uuid or image_uuid
+        elif deviceType == C.DeviceType_HardDisk:
             try:
                 head = vdi.read_header(path)
             except vdi.NotVDI:
@@ -228,6 +236,7 @@ class FakeVirtualBox:
                                                        "image not registered")
             fmt, size, image_uuid = "VDI", int(head["size"]), str(head["uuid"])  # type: ignore[call-overload]
         medium = _MediumData(location, deviceType, fmt, size, image_uuid)
+        medium.extents = extents
         medium.read_only = accessMode == C.AccessMode_ReadOnly
         medium.type = C.MediumType_Readonly if deviceType == C.DeviceType_DVD else \
             C.MediumType_Normal
@@ -256,6 +265,11 @@ class _MediumData:
         self.read_only = False
         self.parent: _MediumData | None = None
         self.children: list[_MediumData] = []
+        self.extents: list[Path] = []  # a VMDK descriptor's data files, deleted with it
+
+    def delete_files(self) -> None:
+        for path in [Path(self.location), *self.extents]:
+            path.unlink(missing_ok=True)
 
 
 def _attached_to(svc: FakeService, medium: _MediumData) -> list[_MachineData]:
@@ -355,7 +369,7 @@ class FakeMedium:
         self._check_unused("delete the storage of")
         if d.read_only:
             raise _fail("VBOX_E_INVALID_OBJECT_STATE", f"Medium '{d.location}' is read-only")
-        Path(d.location).unlink(missing_ok=True)
+        d.delete_files()
         self._forget()
         return FakeProgress(self._svc, "delete storage")
 
@@ -818,7 +832,7 @@ class FakeMachine:
         for m in media:
             m._check_unused("delete")
         for m in media:
-            Path(m.location).unlink(missing_ok=True)
+            m._data.delete_files()
             m._forget()
         folder = Path(data.settings_file).parent
         Path(data.settings_file).unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.guest import Guest
 from tests.worker.drivers.conftest import LIBVIRT_ONLY, new_driver
+from xwvm.worker import exchange
 from xwvm.worker.drivers import (
     Driver,
     Network,
@@ -173,6 +174,33 @@ def test_guest_boots_runs_powers_off_and_is_destroyed(
     assert driver.list_own() == []
     assert sha256(template) == before
     print(f"define+start+boot+poweroff: {elapsed:.1f} s")
+
+
+@LIBVIRT_ONLY
+def test_guest_reads_and_writes_the_exchange_disk_in_place(
+        driver: Driver, spec_for: Callable[..., VMSpec], make_guest: Callable[[str], Guest],
+        vm_root: Path) -> None:
+    """network=none's transport: the caller's raw disk is the guest's second disk; what
+    the guest writes is in the caller's file after poweroff, and destroy leaves it."""
+    disk = vm_root / "exchange-ex-1.img"
+    exchange.create(disk, "ex-1", [], results_capacity=1 << 20)
+    guest = make_guest(
+        "echo EXHEAD: $(head -c 13 /dev/vdb)\n"
+        "echo FROM-GUEST | dd of=/dev/vdb bs=512 seek=4096 conv=notrunc 2>/dev/null"
+        " && sync && echo WROTE\n")
+    console = run_to_poweroff(driver, spec_for("ex-1", guest, exchange_disk=disk))
+    assert "EXHEAD: XWVM-EXCHANGE" in console and "WROTE" in console, console
+    driver.destroy("ex-1")
+    with disk.open("rb") as f:
+        f.seek(4096 * 512)
+        assert f.read(10) == b"FROM-GUEST"
+    assert exchange.read_layout(disk.open("rb"), "ex-1").job_uid == "ex-1"
+    disk.unlink()
+
+
+def test_every_driver_enforces_network_none(driver: Driver) -> None:
+    assert Network.NONE in driver.networks()
+    assert Network.INTERNET not in driver.networks()  # no egress proxy yet
 
 
 def test_stop_powers_off_a_guest_that_ignores_acpi(

@@ -24,6 +24,8 @@ SPECS = {
                       context_iso=Path("/tmp/ctx.iso"), kernel=Path("/boot/vmlinuz"),
                       initrd=Path("/boot/initrd.img"), cmdline="console=ttyS0 quiet",
                       network=Network.SERVER, server_endpoint=("192.0.2.10", 8443)),
+    "offline": replace(BASE, context_iso=Path("/tmp/ctx.iso"), kernel=Path("/boot/vmlinuz"),
+                       exchange_disk=Path("/var/lib/xwvm/vm/job-1-exchange.img")),
 }
 FORBIDDEN_DEVICES = ("graphics", "video", "sound", "audio", "hostdev", "filesystem",
                      "redirdev", "smartcard", "channel", "interface", "tpm", "shmem",
@@ -119,6 +121,27 @@ def test_network_none_has_no_nic_and_spawn_denied() -> None:
     assert "elevateprivileges=deny" in args[args.index("-sandbox") + 1]
 
 
+def test_exchange_disk_is_a_writable_raw_virtio_disk_of_its_own() -> None:
+    """network=none's inputs and results: vdb, raw, writable, in place (not copied: the
+    worker reads the guest's results from that very file after poweroff)."""
+    root = ET.fromstring(_xml("offline"))
+    disks = [(d.get("device"), d.find("target").get("dev"), d.find("target").get("bus"),  # type: ignore[union-attr]
+              d.find("driver").get("type"), d.find("source").get("file"),  # type: ignore[union-attr]
+              d.find("readonly") is not None) for d in root.iter("disk")]
+    assert ("disk", "vdb", "virtio", "raw", "/var/lib/xwvm/vm/job-1-exchange.img", False) \
+        in disks
+    assert [d[1] for d in disks] == ["vda", "vdb", "sda"]
+    [vdb] = [d for d in root.iter("disk") if d.find("target").get("dev") == "vdb"]  # type: ignore[union-attr]
+    assert vdb.find("backingStore") is None
+    assert [d for d in ET.fromstring(_xml("none")).iter("disk")
+            if d.find("target").get("dev") == "vdb"] == []  # type: ignore[union-attr]
+
+
+def test_vdi_templates_are_not_for_libvirt() -> None:
+    with pytest.raises(Unsupported, match="boots qcow2 or raw templates, not vdi"):
+        _driver().prepare_disk(replace(BASE, base_format="vdi"))
+
+
 def test_network_server_is_restricted_to_one_forward() -> None:
     args = [a.get("value") for a in ET.fromstring(_xml("server")).iter(f"{{{QEMU_NS}}}arg")]
     netdev = args[args.index("-netdev") + 1]
@@ -141,7 +164,7 @@ def test_network_internet_is_refused() -> None:
     ({"job_uid": "../x"}, "job_uid"),
     ({"worker_id": ""}, "worker_id"),
     ({"base_image": Path("rel.qcow2")}, "base_image"),
-    ({"base_format": "vmdk"}, "base_format"),
+    ({"base_format": "qed"}, "base_format"),
     ({"cpu_quota_percent": 0}, "cpu_quota_percent"),
     ({"memory_mb": 1}, "memory_mb"),
     ({"network": Network.SERVER}, "server_endpoint"),

@@ -10,6 +10,8 @@ VirtualBox boots the VM.
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from tests.support import fake_vboxapi
 from tests.support.fake_vboxapi import FakeService, FakeXPCOMError, vdi
 from tests.support.fake_vboxapi.constants import FakeConstants
 from tests.support.fake_vboxapi.guest import fake_guest_sector
+from xwvm.worker import exchange
 from xwvm.worker.drivers import (
     DriverError,
     HypervisorUnavailable,
@@ -116,6 +119,7 @@ def test_fake_machine_final_configuration_has_every_hardening_setting(
         "DVD": [(a.port, a.medium_data.location, a.medium_data.read_only)
                 for a in cfg.attachments if a.type == C.DeviceType_DVD]
         == [(1, str(vm_dir / "context.iso"), True)],
+        "exchange disk": [a.port for a in cfg.attachments if a.port == 2] == [],
     }
     assert [name for name, _, _ in policy.HARDENING] == list(checks)  # one check each
     assert [name for name, ok in checks.items() if not ok] == []
@@ -123,6 +127,55 @@ def test_fake_machine_final_configuration_has_every_hardening_setting(
     assert cfg.firmware.firmwareType == C.FirmwareType_BIOS
     assert m.extra == {"xwvm/worker": W, "xwvm/job": "h-1", "xwvm/dir": str(vm_dir)}
     assert W in cfg.values["description"] and "h-1" in cfg.values["description"]
+
+
+def test_fake_exchange_disk_is_a_flat_vmdk_on_port_2_and_outlives_the_vm(
+        drv: VirtualBoxDriver, svc: FakeService, tmp_path: Path) -> None:
+    """network=none: the worker's raw exchange disk is attached read-write through a flat
+    VMDK (VirtualBox attaches no raw hard disks); qemu-img, a real VMDK reader, sees the
+    same bytes; VirtualBox deleting the VM's media leaves the worker's file whole."""
+    raw = tmp_path / "work" / "ex.img"
+    exchange.create(raw, "x-1", [], results_capacity=1 << 20)
+    before = _sha(raw)
+    drv.define(VMSpec("x-1", W, _template(tmp_path), exchange_disk=raw))
+    m = svc.find(f"xwvm_{W}_x-1")
+    assert m is not None
+    vm_dir = drv.work_dir / f"xwvm_{W}_x-1"
+    [att] = [a for a in m.config.attachments if a.port == 2]
+    assert (att.controller, att.type, att.medium_data.format, att.medium_data.read_only) == \
+        ("SATA", C.DeviceType_HardDisk, "VMDK", False)
+    assert att.medium_data.location == str(vm_dir / "exchange.vmdk")
+    assert att.medium_data.logical_size == raw.stat().st_size
+    extent = vm_dir / "exchange-flat.vmdk"
+    assert extent.stat().st_ino == raw.stat().st_ino  # the same data, written in place
+    info = subprocess.run(["qemu-img", "info", "--output=json", str(vm_dir / "exchange.vmdk")],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(info.stdout)["virtual-size"] == raw.stat().st_size
+    back = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw",
+                    str(vm_dir / "exchange.vmdk"), str(back)], check=True)
+    assert _sha(back) == before
+    drv.destroy("x-1")
+    assert not vm_dir.exists() and svc.find(f"xwvm_{W}_x-1") is None
+    assert _sha(raw) == before  # the worker still reads its results after destroy
+
+
+def test_fake_exchange_disk_of_odd_size_is_refused_and_leaves_nothing(
+        drv: VirtualBoxDriver, svc: FakeService, tmp_path: Path) -> None:
+    raw = tmp_path / "odd.img"
+    raw.write_bytes(b"\0" * 1000)
+    with pytest.raises(SpecError, match="whole number of sectors"):
+        drv.define(VMSpec("x-2", W, _template(tmp_path), exchange_disk=raw))
+    assert svc.find(f"xwvm_{W}_x-2") is None
+    assert not (drv.work_dir / f"xwvm_{W}_x-2").exists()
+    assert raw.stat().st_size == 1000
+
+
+def test_virtualbox_enforces_network_none_only_unless_lan_nat(svc: FakeService,
+                                                             work_dir: Path) -> None:
+    assert VirtualBoxDriver(W, work_dir, api=fake_vboxapi).networks() == (Network.NONE,)
+    assert VirtualBoxDriver(W, work_dir, api=fake_vboxapi, lan_nat=True).networks() == \
+        (Network.NONE, Network.SERVER)
 
 
 def test_fake_vm_files_stay_in_the_vm_folder(drv: VirtualBoxDriver, svc: FakeService,

@@ -10,6 +10,7 @@ from xwvm.server.db.models import App, AppBinary, Host, Work
 from xwvm.server.policy import Principal
 
 GROUP_READ, OTHER_READ = 0o040, 0o004
+NETWORKS = ("none", "server", "internet")  # a VM job's network policies
 
 
 def confinement(worker: Principal) -> Any:
@@ -35,12 +36,26 @@ def app_available(host: Host) -> Any:
         App.uid == Work.app_uid, App.kind == "shared", App.name.in_(shared))))
 
 
+def vm_networks(host: Host) -> list[str]:
+    """The network policies that a usable hypervisor of the host enforces, as its worker
+    reported them; a worker that does not say (older versions) enforced ``server``."""
+    found: set[str] = set()
+    for hv in (host.hypervisors or {}).values():
+        if isinstance(hv, dict) and hv.get("usable"):
+            nets = hv.get("networks", ["server"])
+            if isinstance(nets, list):
+                found.update(n for n in nets if n in NETWORKS)
+    return sorted(found)
+
+
 def runnable(host: Host) -> Any:
-    """Native jobs need their app here; VM jobs need a usable hypervisor here."""
+    """Native jobs need their app here; VM jobs need a usable hypervisor here that
+    enforces the job's network policy."""
     native = and_(Work.template_uid.is_(None), app_available(host))
-    if not host.vm_capable:
+    networks = vm_networks(host) if host.vm_capable else []
+    if not networks:
         return native
-    return or_(native, Work.template_uid.is_not(None))
+    return or_(native, and_(Work.template_uid.is_not(None), Work.network.in_(networks)))
 
 
 def conditions(host: Host, worker: Principal) -> list[Any]:

@@ -27,7 +27,7 @@ from xwvm.server.db.models import (
 )
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
-from xwvm.server.scheduler.matching import confinement
+from xwvm.server.scheduler.matching import NETWORKS, confinement
 from xwvm.server.services import apps as app_service
 from xwvm.server.services import contexts as context_service
 from xwvm.server.services import data as data_service
@@ -36,7 +36,6 @@ from xwvm.server.services.common import check_uid, get_or_404
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-][A-Za-z0-9_.+/-]{0,254}\Z")
 MAX_ARGS, MAX_ENV = 1024, 256
-NETWORKS = ("none", "server", "internet")
 
 
 @dataclass
@@ -97,6 +96,9 @@ def _check_spec(spec: WorkSpec) -> None:
         raise BadRequest("pilot_idle_s must be positive", code="bad_pilot_idle")
     if spec.network not in NETWORKS:
         raise BadRequest(f"network must be one of {', '.join(NETWORKS)}", code="bad_network")
+    if spec.pilot and spec.network == "none":
+        raise BadRequest("a pilot takes its jobs from the server: it cannot run with "
+                         "network=none", code="pilot_needs_network")
 
 
 def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) -> Work:

@@ -28,6 +28,7 @@ from xwvm.worker.drivers.errors import SpecError, VMNotFound
 # No underscore: the backends join the two with one ("xwvm_<worker>_<job>"), unambiguously.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
+DISK_FORMATS = ("qcow2", "raw", "vdi", "vmdk")  # template disk formats any driver knows
 
 
 class VMState(StrEnum):
@@ -68,12 +69,16 @@ class VMSpec:
     job_uid: str
     worker_id: str
     base_image: Path            # the cached template; never written
-    base_format: str = "qcow2"  # "qcow2" | "raw"
+    base_format: str = "qcow2"  # one of DISK_FORMATS, and of the driver's disk_formats
     vcpus: int = 1
     memory_mb: int = 512
     cpu_quota_percent: int = 100   # share of one host CPU each vCPU may use, 1..100
     disk_cap_mb: int = 0           # the guest's disk size; 0 = the template's own size
     context_iso: Path | None = None
+    # network=none jobs: a raw disk the guest reads its inputs from and writes its results
+    # to (xwvm.worker.exchange). Attached writable, in place; it belongs to the caller,
+    # who reads it after the guest powered off: destroy() never removes it.
+    exchange_disk: Path | None = None
     kernel: Path | None = None     # direct kernel boot (the appliance) when set
     initrd: Path | None = None
     cmdline: str | None = None
@@ -87,8 +92,8 @@ class VMSpec:
         for name in ("job_uid", "worker_id"):
             if not ID_RE.match(getattr(self, name)):
                 problems.append(f"{name} must match {ID_RE.pattern}")
-        if self.base_format not in ("qcow2", "raw"):
-            problems.append("base_format must be qcow2 or raw")
+        if self.base_format not in DISK_FORMATS:
+            problems.append(f"base_format must be one of {', '.join(DISK_FORMATS)}")
         if not self.base_image.is_absolute():
             problems.append("base_image must be an absolute path")
         if not 1 <= self.vcpus <= 64:
@@ -101,7 +106,7 @@ class VMSpec:
             problems.append("disk_cap_mb must be >= 0")
         if (self.initrd or self.cmdline) and not self.kernel:
             problems.append("initrd and cmdline need a kernel")
-        for name in ("kernel", "initrd", "context_iso"):
+        for name in ("kernel", "initrd", "context_iso", "exchange_disk"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_absolute():
                 problems.append(f"{name} must be an absolute path")
@@ -126,6 +131,9 @@ class Driver(abc.ABC):
     """
 
     name: str = "abstract"
+    # The template disk formats this backend boots, preferred first: the worker asks its
+    # image cache for a template's disk in one of them.
+    disk_formats: tuple[str, ...] = ()
 
     def __init__(self, worker_id: str, work_dir: Path) -> None:
         if not ID_RE.match(worker_id):
@@ -184,6 +192,13 @@ class Driver(abc.ABC):
 
         Idempotent: destroying a missing VM succeeds.
         """
+
+    @abc.abstractmethod
+    def networks(self) -> tuple[Network, ...]:
+        """The network policies this backend enforces for its guests, as the host record
+        advertises them: the scheduler sends a VM job only to a host that enforces the
+        job's policy. Every backend enforces ``none`` (no NIC; inputs and results on the
+        exchange disk)."""
 
     @abc.abstractmethod
     def list_own(self) -> list[str]:

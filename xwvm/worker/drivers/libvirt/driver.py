@@ -17,11 +17,12 @@ import shutil
 import time
 from pathlib import Path
 
-from xwvm.worker.drivers.base import ID_RE, Driver, ProbeResult, VMSpec, VMState
+from xwvm.worker.drivers.base import ID_RE, Driver, Network, ProbeResult, VMSpec, VMState
 from xwvm.worker.drivers.errors import (
     DriverError,
     HypervisorUnavailable,
     SpecError,
+    Unsupported,
     VMExists,
     VMNotFound,
 )
@@ -58,6 +59,7 @@ def _not_searchable(path: Path) -> Path | None:
 
 class LibvirtDriver(Driver):
     name = "libvirt"
+    disk_formats = ("qcow2", "raw")
 
     def __init__(self, worker_id: str, work_dir: Path, uri: str = "qemu:///system",
                  probe_kernel: Path | None = None) -> None:
@@ -219,6 +221,9 @@ class LibvirtDriver(Driver):
     def _check_worker(self, spec: VMSpec) -> None:
         if spec.worker_id != self.worker_id:
             raise SpecError(f"spec is for worker {spec.worker_id}, driver is {self.worker_id}")
+        if spec.base_format not in self.disk_formats:
+            raise Unsupported(f"the libvirt driver boots {' or '.join(self.disk_formats)} "
+                              f"templates, not {spec.base_format}")
 
     def define(self, spec: VMSpec) -> None:
         spec.validate()
@@ -300,6 +305,9 @@ class LibvirtDriver(Driver):
 
     def guest_endpoint(self, spec: VMSpec) -> tuple[str, int] | None:
         return network.guest_endpoint(spec)
+
+    def networks(self) -> tuple[Network, ...]:
+        return network.enforced(self.socat)
 
     def close(self) -> None:
         self.host.close()

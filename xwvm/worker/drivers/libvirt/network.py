@@ -65,6 +65,11 @@ def qemu_args(spec: VMSpec, socat: str | None) -> list[str]:
     return ["-netdev", netdev, "-device", device]
 
 
+def enforced(socat: str | None) -> tuple[Network, ...]:
+    """What this host enforces: no NIC always; the server only when socat is there."""
+    return (Network.NONE, Network.SERVER) if socat else (Network.NONE,)
+
+
 def needs_spawn(spec: VMSpec) -> bool:
     """Whether QEMU must be allowed to start processes (guestfwd's socat) for this spec."""
     return spec.network != Network.NONE

@@ -1,5 +1,6 @@
 """Disks for VirtualBox: the template opened read-only as an immutable medium, one
-differencing VDI per job over it, and a tiny VDI writer/reader for the probe guest.
+differencing VDI per job over it, a network=none job's exchange disk, and a tiny VDI
+writer/reader for the probe guest.
 
 The template is opened with AccessMode ReadOnly and made Immutable: VirtualBox never
 writes it, and any number of jobs may have children of it at once. We create each job's
@@ -11,9 +12,11 @@ it by its folder.
 
 from __future__ import annotations
 
+import os
 import struct
 import uuid
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,52 @@ def has_boot_sector(path: Path) -> bool | None:
             return f.read(2) == b"\x55\xaa"
     except (OSError, struct.error):
         return None
+
+
+@dataclass(frozen=True)
+class FlatVMDK:
+    """A ``monolithicFlat`` VMDK descriptor: one raw extent file, read and written in
+    place. VirtualBox attaches VMDK but not raw hard disks; the descriptor lets it use the
+    worker's raw exchange disk unchanged (qemu-img reads it too: a test checks it)."""
+
+    extent: str          # the raw file's name, relative to the descriptor's folder
+    size: int            # bytes, a multiple of 512
+    image_uuid: str
+
+    def render(self) -> str:
+        sectors = self.size // 512
+        lines = ["# Disk DescriptorFile", "version=1", "CID=fffffffe", "parentCID=ffffffff",
+                 'createType="monolithicFlat"', "", "# Extent description",
+                 f'RW {sectors} FLAT "{self.extent}" 0', "", "# The Disk Data Base", "#DDB"]
+        ddb = {"ddb.virtualHWVersion": "4", "ddb.adapterType": "ide",
+               "ddb.geometry.cylinders": str(min(sectors // (16 * 63), 16383)),
+               "ddb.geometry.heads": "16", "ddb.geometry.sectors": "63",
+               "ddb.uuid.image": self.image_uuid,
+               "ddb.uuid.parent": "00000000-0000-0000-0000-000000000000"}
+        lines += [f'{key} = "{value}"' for key, value in ddb.items()]
+        return "\n".join(lines) + "\n"
+
+
+def open_exchange(host: Host, raw: Path, vm_dir: Path) -> Any:
+    """The exchange disk as a read-write medium, through a flat VMDK in the VM's folder.
+
+    The extent is a hard link to the worker's file: when destroy() lets VirtualBox delete
+    the VM's media (descriptor and extent), the worker's own name for the data remains."""
+    if raw.stat().st_size % 512:
+        raise SpecError(f"exchange disk {raw} is not a whole number of sectors")
+    extent = vm_dir / "exchange-flat.vmdk"
+    try:
+        os.link(raw, extent)
+    except OSError as e:
+        raise DriverError(f"cannot link the exchange disk into {vm_dir}: {e.strerror} "
+                          "(it must be on the same filesystem as the work dir)") from e
+    descriptor = vm_dir / "exchange.vmdk"
+    descriptor.write_text(FlatVMDK(extent.name, raw.stat().st_size,
+                                   str(uuid.uuid4())).render())
+    c = host.c
+    with host.translated(f"open exchange disk {descriptor}"):
+        return host.vbox.openMedium(str(descriptor), c.DeviceType_HardDisk,
+                                    c.AccessMode_ReadWrite, False)
 
 
 def open_template(host: Host, path: Path) -> Any:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xwvm.worker.drivers.base import ID_RE, Driver, ProbeResult, VMSpec, VMState
+from xwvm.worker.drivers.base import ID_RE, Driver, Network, ProbeResult, VMSpec, VMState
 from xwvm.worker.drivers.errors import (
     DriverError,
     HypervisorUnavailable,
@@ -50,6 +50,7 @@ PROBE_SECTOR = (_BOOT_CODE + PROBE_MARKER.encode() + b"\r\n\0").ljust(510, b"\0"
 
 class VirtualBoxDriver(Driver):
     name = "virtualbox"
+    disk_formats = ("vdi", "vmdk")  # VirtualBox reads the format from the file itself
 
     def __init__(self, worker_id: str, work_dir: Path, api: Any = None,
                  lan_nat: bool = False) -> None:
@@ -210,9 +211,13 @@ class VirtualBoxDriver(Driver):
                 with self.host.translated(f"open {iso}"):
                     context = self.host.vbox.openMedium(str(iso), c.DeviceType_DVD,
                                                         c.AccessMode_ReadOnly, False)
+            exchange = None
+            if spec.exchange_disk is not None:
+                exchange = disk.open_exchange(self.host, spec.exchange_disk, vm_dir)
             placement = policy.Placement(name=name, vm_dir=vm_dir,
                                          console=vm_dir / "console.log", disk=diff,
-                                         context=context, lan_nat=self.lan_nat)
+                                         context=context, lan_nat=self.lan_nat,
+                                         exchange=exchange)
             self._register(spec, placement)
         except BaseException:
             with contextlib.suppress(DriverError):
@@ -299,6 +304,9 @@ class VirtualBoxDriver(Driver):
 
     def guest_endpoint(self, spec: VMSpec) -> tuple[str, int] | None:
         return network.guest_endpoint(spec)
+
+    def networks(self) -> tuple[Network, ...]:
+        return network.enforced(self.lan_nat)
 
     def close(self) -> None:
         self.host.close()

@@ -34,6 +34,11 @@ def port_forwards(ports: list[tuple[int, int]]) -> list[NATRule]:
     return [NATRule(f"xwvm-{guest}", PROXY_BIND, host, guest) for host, guest in ports]
 
 
+def enforced(lan_nat: bool) -> tuple[Network, ...]:
+    """``none`` always; ``server`` only on a host whose admin chose lan_nat."""
+    return (Network.NONE, Network.SERVER) if lan_nat else (Network.NONE,)
+
+
 def nics(spec: VMSpec, lan_nat: bool, proxied: list[tuple[int, int]] | None = None
          ) -> list[NIC]:
     """Every adapter slot's setting for ``spec``; raises Unsupported for what cannot be

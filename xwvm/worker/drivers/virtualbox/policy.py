@@ -8,9 +8,10 @@ configuration.
 
 What a VM gets: vCPU count, memory, a CPU execution cap, BIOS booting its differencing
 disk (SATA port 0) over the immutable template, the context ISO as a read-only DVD (SATA
-port 1), COM1 to a file, tags (description and extra data). What it never gets:
-clipboard, drag-and-drop, shared folders, USB controllers or device filters, audio,
-remote display (VRDE), any network adapter but the one network.py allows.
+port 1), a network=none job's exchange disk (SATA port 2, a flat VMDK over it), COM1 to
+a file, tags (description and extra data). What it never gets: clipboard, drag-and-drop,
+shared folders, USB controllers or device filters, audio, remote display (VRDE), any
+network adapter but the one network.py allows.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from xwvm.worker.drivers.base import VMSpec
 from xwvm.worker.drivers.virtualbox import network
 from xwvm.worker.drivers.virtualbox.config import Controller, Drive, MachineSettings
 
-CONTROLLER = Controller("SATA", "SATA", 2)  # AHCI: every VirtualBox guest kernel has it
+CONTROLLER = Controller("SATA", "SATA", 3)  # AHCI: every VirtualBox guest kernel has it
 EXTRA_WORKER, EXTRA_JOB, EXTRA_DIR = "xwvm/worker", "xwvm/job", "xwvm/dir"
 EXTRA_STARTED = "xwvm/started"
 
@@ -46,6 +47,7 @@ HARDENING: list[tuple[str, str, str]] = [
     ("hard disk", "differencing VDI over an immutable template", "the template is never "
                                                                  "written"),
     ("DVD", "context ISO opened read-only", "the guest cannot change its context"),
+    ("exchange disk", "network=none only, SATA port 2", "inputs in, results out, no NIC"),
 ]
 
 
@@ -59,6 +61,7 @@ class Placement:
     disk: Any              # the differencing IMedium
     context: Any | None    # the context ISO's IMedium (DVD), if any
     lan_nat: bool = False
+    exchange: Any | None = None  # network=none: the exchange disk's IMedium (SATA port 2)
 
 
 Step = Callable[[VMSpec, Placement, MachineSettings], None]
@@ -84,6 +87,8 @@ def _disks(spec: VMSpec, p: Placement, s: MachineSettings) -> None:
     s.drives = [Drive(0, "HardDisk", p.disk)]
     if p.context is not None:
         s.drives.append(Drive(1, "DVD", p.context))
+    if p.exchange is not None:
+        s.drives.append(Drive(2, "HardDisk", p.exchange))
 
 
 def _console(spec: VMSpec, p: Placement, s: MachineSettings) -> None:

@@ -1,0 +1,301 @@
+"""The exchange disk of a network=none VM job: inputs in, results out, no NIC at all.
+
+The outer worker writes one raw disk per job and the hypervisor attaches it writable
+beside the overlay; the in-VM agent finds it by its header (any bus: virtio ``vdb``
+under libvirt, SATA ``sdb`` under VirtualBox), copies the inputs out, and writes the
+results archive back. The worker reads the results after the guest powered off.
+
+Layout (all offsets from the start of the disk; the file is sparse)::
+
+    0            header: MAGIC, then the layout as JSON, NUL-padded to HEADER_SIZE
+    HEADER_SIZE  the input files, each at a 4 KiB boundary (offset, length, sha256)
+    R            the results header (RESULTS_MAGIC + JSON), RESULTS_HEADER bytes,
+                 written last by the guest, so a guest that died half-way leaves none
+    R + 4 KiB    the results archive (results.tar.gz), at most ``capacity`` bytes
+
+Both sides check everything they read: the job uid, the format, that every region
+lies inside the disk, the sha256 of every input and of the archive. Nothing in here
+needs more than the standard library (the guest imports it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from xwvm.errors import XwvmError
+
+FORMAT = 1
+MAGIC = b"XWVM-EXCHANGE\n"
+RESULTS_MAGIC = b"XWVM-RESULTS\n"
+HEADER_SIZE = 64 * 1024
+RESULTS_HEADER = 4096
+ALIGN = 4096
+DISK_ALIGN = 1 << 20   # whole MiB: what every hypervisor attaches (VMDK counts sectors)
+COPY_CHUNK = 1 << 20
+DEFAULT_RESULTS_CAPACITY = 1 << 30  # sparse: costs nothing until the guest writes
+
+
+class ExchangeError(XwvmError):
+    """The exchange disk is missing, foreign, damaged, or its contents do not verify."""
+
+    status = 400
+    code = "bad_exchange_disk"
+
+
+@dataclass(frozen=True)
+class InputSlot:
+    name: str      # relative path in the payload's run dir
+    offset: int
+    length: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    job_uid: str
+    inputs: tuple[InputSlot, ...]
+    results_offset: int
+    results_capacity: int  # bytes available to the archive
+
+    @property
+    def size(self) -> int:
+        return _align(self.results_offset + RESULTS_HEADER + self.results_capacity,
+                      DISK_ALIGN)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "job": self.job_uid,
+                "inputs": [{"name": i.name, "offset": i.offset, "length": i.length,
+                            "sha256": i.sha256} for i in self.inputs],
+                "results": {"offset": self.results_offset,
+                            "capacity": self.results_capacity}}
+
+    @classmethod
+    def from_json(cls, doc: Any, disk_size: int | None = None) -> Layout:
+        try:
+            if doc["format"] != FORMAT:
+                raise ExchangeError(f"exchange disk format {doc['format']!r} is not "
+                                    f"{FORMAT}: worker and appliance disagree")
+            inputs = tuple(InputSlot(name=check_name(str(i["name"])), offset=int(i["offset"]),
+                                     length=int(i["length"]), sha256=str(i["sha256"]))
+                           for i in doc["inputs"])
+            layout = cls(job_uid=str(doc["job"]), inputs=inputs,
+                         results_offset=int(doc["results"]["offset"]),
+                         results_capacity=int(doc["results"]["capacity"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ExchangeError(f"exchange disk header is malformed: {e!r}") from None
+        layout.check(disk_size)
+        return layout
+
+    def check(self, disk_size: int | None) -> None:
+        end = HEADER_SIZE
+        for slot in self.inputs:
+            if slot.offset < end or slot.length < 0:
+                raise ExchangeError(f"input {slot.name!r} overlaps another region")
+            end = slot.offset + slot.length
+        if self.results_offset < end or self.results_capacity < 0:
+            raise ExchangeError("the results region overlaps the inputs")
+        if disk_size is not None and disk_size < self.results_offset + RESULTS_HEADER:
+            raise ExchangeError(f"exchange disk is {disk_size} bytes, smaller than its "
+                                "own layout (truncated?)")
+
+
+@dataclass(frozen=True)
+class Results:
+    exit_code: int | None
+    message: str
+    archive: Path | None  # None: the guest could not run the payload (message says why)
+
+
+def check_name(name: str) -> str:
+    """A job file name as the payload sees it: relative, no ``..``, no empty parts."""
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or any(p in ("", ".", "..") for p in name.split("/")):
+        raise ExchangeError(f"input name {name!r} is not a plain relative path")
+    return str(path)
+
+
+def _align(n: int, to: int = ALIGN) -> int:
+    return (n + to - 1) // to * to
+
+
+def _read_block(f: BinaryIO, offset: int, size: int, magic: bytes) -> dict[str, Any] | None:
+    f.seek(offset)
+    block = f.read(size)
+    if not block.startswith(magic):
+        return None
+    text = block[len(magic):].split(b"\0", 1)[0]
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ExchangeError(f"exchange disk header is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ExchangeError("exchange disk header is not a JSON object")
+    return doc
+
+
+def _write_block(f: BinaryIO, offset: int, size: int, magic: bytes, doc: dict) -> None:
+    data = magic + json.dumps(doc, sort_keys=True).encode()
+    if len(data) > size:
+        raise ExchangeError(f"exchange header of {len(data)} bytes does not fit in {size} "
+                            "(too many inputs?)")
+    f.seek(offset)
+    f.write(data.ljust(size, b"\0"))
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, length: int) -> str:
+    """Copy ``length`` bytes; returns their sha256."""
+    digest, left = hashlib.sha256(), length
+    while left:
+        chunk = src.read(min(COPY_CHUNK, left))
+        if not chunk:
+            raise ExchangeError(f"exchange disk ends {left} bytes early (truncated?)")
+        digest.update(chunk)
+        dst.write(chunk)
+        left -= len(chunk)
+    return digest.hexdigest()
+
+
+def _size(f: BinaryIO) -> int:
+    return f.seek(0, os.SEEK_END)
+
+
+# --- the worker's side ---------------------------------------------------------------------
+
+def create(path: Path, job_uid: str, inputs: Iterable[tuple[str, Path, str]],
+           results_capacity: int = DEFAULT_RESULTS_CAPACITY) -> Layout:
+    """Write the exchange disk for ``job_uid`` with ``(name, file, sha256)`` inputs."""
+    slots, sources, offset = [], [], HEADER_SIZE
+    for name, src, sha in inputs:
+        length = Path(src).stat().st_size
+        slots.append(InputSlot(check_name(name), offset, length, sha))
+        sources.append(Path(src))
+        offset = _align(offset + length)
+    layout = Layout(job_uid, tuple(slots), _align(offset, DISK_ALIGN), results_capacity)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "r+b") as f:
+        _write_block(f, 0, HEADER_SIZE, MAGIC, layout.to_json())
+        for slot, src in zip(slots, sources, strict=True):
+            f.seek(slot.offset)
+            with src.open("rb") as s:
+                if _copy(s, f, slot.length) != slot.sha256:
+                    raise ExchangeError(f"input {slot.name!r} changed while it was copied")
+        f.truncate(layout.size)
+    return layout
+
+
+def read_results(path: Path, job_uid: str, dest: Path) -> Results:
+    """The guest's results from a powered-off VM's exchange disk, the archive copied to
+    ``dest`` and verified. ExchangeError when there are none or they do not verify."""
+    with Path(path).open("rb") as f:
+        layout = read_layout(f, job_uid)
+        doc = _read_block(f, layout.results_offset, RESULTS_HEADER, RESULTS_MAGIC)
+        if doc is None:
+            raise ExchangeError("the VM powered off without writing results to its "
+                                "exchange disk")
+        try:
+            if doc["job"] != job_uid:
+                raise ExchangeError(f"results on the exchange disk are for job {doc['job']}")
+            length, sha = int(doc["length"]), doc["sha256"]
+            exit_code = doc["exit_code"] if isinstance(doc["exit_code"], int) else None
+            message = str(doc.get("message") or "")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ExchangeError(f"results header is malformed: {e!r}") from None
+        if sha is None:
+            return Results(exit_code, message or "the guest wrote no results", None)
+        if not 0 <= length <= layout.results_capacity:
+            raise ExchangeError(f"results of {length} bytes exceed the exchange disk's "
+                                f"capacity of {layout.results_capacity}")
+        f.seek(layout.results_offset + RESULTS_HEADER)
+        with Path(dest).open("wb") as out:
+            got = _copy(f, out, length)
+    if got != sha:
+        Path(dest).unlink(missing_ok=True)
+        raise ExchangeError("the results archive on the exchange disk does not match its "
+                            f"sha256 ({got} != {sha})")
+    return Results(exit_code, message, Path(dest))
+
+
+def read_layout(f: BinaryIO, job_uid: str) -> Layout:
+    doc = _read_block(f, 0, HEADER_SIZE, MAGIC)
+    if doc is None:
+        raise ExchangeError("not an xwvm exchange disk (no header)")
+    layout = Layout.from_json(doc, _size(f))
+    if layout.job_uid != job_uid:
+        raise ExchangeError(f"exchange disk is for job {layout.job_uid}, not {job_uid}")
+    return layout
+
+
+# --- the guest's side ----------------------------------------------------------------------
+
+def find_device(job_uid: str, sys_block: Path = Path("/sys/class/block"),
+                dev: Path = Path("/dev")) -> Path:
+    """The block device holding this job's exchange disk (whole disks only)."""
+    seen = []
+    for entry in sorted(sys_block.glob("*")):
+        if (entry / "partition").exists() or not entry.name.startswith(("vd", "sd", "xvd")):
+            continue
+        device = dev / entry.name
+        try:
+            with device.open("rb") as f:
+                doc = _read_block(f, 0, HEADER_SIZE, MAGIC)
+        except (OSError, ExchangeError):
+            continue
+        if doc is not None:
+            if doc.get("job") == job_uid:
+                return device
+            seen.append(f"{device} (job {doc.get('job')})")
+    raise ExchangeError("no exchange disk for job " + job_uid +
+                        (f"; found {', '.join(seen)}" if seen else ""))
+
+
+def extract_inputs(device: Path, job_uid: str, dest_dir: Path) -> list[Path]:
+    """Copy every input into ``dest_dir`` (verified); returns the files written."""
+    written = []
+    with Path(device).open("rb") as f:
+        layout = read_layout(f, job_uid)
+        for slot in layout.inputs:
+            target = dest_dir / slot.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            f.seek(slot.offset)
+            with target.open("wb") as out:
+                got = _copy(f, out, slot.length)
+            if got != slot.sha256:
+                raise ExchangeError(f"input {slot.name!r} on the exchange disk does not "
+                                    "match its sha256")
+            written.append(target)
+    return written
+
+
+def write_results(device: Path, job_uid: str, archive: Path | None, exit_code: int | None,
+                  message: str) -> None:
+    """Write the results archive, then its header (last), and flush them to the disk.
+    ``archive`` None: no results, only why (the payload could not run). An archive larger
+    than the disk's capacity is replaced by that reason (ExchangeError raised after)."""
+    length, sha, too_big = 0, None, None
+    with Path(device).open("r+b") as f:
+        layout = read_layout(f, job_uid)
+        if archive is not None:
+            length = Path(archive).stat().st_size
+            if length > layout.results_capacity:
+                too_big = (f"results of {length} bytes exceed the exchange disk's capacity "
+                           f"of {layout.results_capacity} bytes")
+                length, message = 0, too_big
+            else:
+                f.seek(layout.results_offset + RESULTS_HEADER)
+                with Path(archive).open("rb") as src:
+                    sha = _copy(src, f, length)
+                f.flush()
+                os.fsync(f.fileno())
+        _write_block(f, layout.results_offset, RESULTS_HEADER, RESULTS_MAGIC,
+                     {"format": FORMAT, "job": job_uid, "length": length, "sha256": sha,
+                      "exit_code": exit_code, "message": message})
+        f.flush()
+        os.fsync(f.fileno())
+    if too_big:
+        raise ExchangeError(too_big)
