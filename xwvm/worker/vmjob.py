@@ -26,6 +26,7 @@ from contextualizer import (
     JobSpec,
     Limits,
     Mode,
+    NetworkPolicy,
     Payload,
     build_job_context,
     write_iso,
@@ -160,7 +161,7 @@ class VMJobRunner:
         pilot = bool(job.get("pilot"))
         ctx = build_job_context(job.get("context") or {}, JobSpec(
             job_uid=job["uid"], owner=job["owner"], app=job["app"],
-            mode=Mode.PILOT if pilot else Mode.SINGLE,
+            mode=Mode.PILOT if pilot else Mode.SINGLE, network=NetworkPolicy(spec.network.value),
             server_url=f"https://{GUEST_SERVER_NAME}:{port}", server_ca_pem=self.opts.ca_pem,
             credential=job["delegated_token"],
             payload=Payload(command=job.get("command") or "", args=tuple(job["args"]),
