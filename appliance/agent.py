@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from appliance import hardening
+from appliance import guest, hardening
 from contextualizer.model import JobContext, Mode, NetworkPolicy
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
@@ -43,60 +43,61 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, XwvmError) as e:
         say(f"cannot use the context {args.context}: {e}")
         return EXIT_BAD_CONTEXT
-    found = hardening.problems(args.root)
     if ctx.network == NetworkPolicy.NONE:
-        return run_offline(ctx, args, found)
-    ca = args.context.parent / "server-ca.pem"
-    ca.write_text(ctx.server_ca_pem)
-    client = Client(ctx.server_url, ca, token=ctx.credential)
-    if found:
-        reason = "guest hardening check failed: " + "; ".join(found)
-        say(reason)
         try:
-            client.post(f"/works/{ctx.job_uid}/payload", {"exit_code": None,
-                                                          "message": reason})
-        except XwvmError as e:
-            say(f"could not report it: {e.message}")
-        return EXIT_HARDENING
+            device = exchange.find_device(ctx.job_uid, args.root / "sys/class/block",
+                                          args.root / "dev")
+        except exchange.ExchangeError as e:
+            say(e.message)
+            return EXIT_BAD_CONTEXT
+        nested = NestedWorker(ctx, None, args.work_dir, args.user, exchange_disk=device)
+        say(f"offline: job {ctx.job_uid} on {device}")
+    else:
+        ca = args.context.parent / "server-ca.pem"
+        ca.write_text(ctx.server_ca_pem)
+        nested = NestedWorker(ctx, Client(ctx.server_url, ca, token=ctx.credential),
+                              args.work_dir, args.user)
+    found = hardening.problems(args.root)
+    if found:
+        return refuse(nested, "guest hardening check failed: " + "; ".join(found),
+                      EXIT_HARDENING)
+    try:
+        guest.apply(ctx, args.user, args.root)
+    except (OSError, KeyError, guest.GuestSetupError) as e:
+        return refuse(nested, f"could not apply the context to the guest: {e}",
+                      EXIT_BAD_CONTEXT)
     say(f"hardening ok; job {ctx.job_uid} mode {ctx.mode.value}")
-    nested = NestedWorker(ctx, client, args.work_dir, args.user)
     try:
         if ctx.mode == Mode.PILOT:
+            if nested.client is None:
+                raise XwvmError("a pilot needs the server: network=none cannot serve one")
             say(f"pilot served {nested.run_pilot()} job(s)")
         else:
             say(f"payload exit {nested.run_single()}")
     except (XwvmError, OSError) as e:
         say(f"payload failed: {e}")
+        if nested.exchange_disk is not None:  # offline: the reason goes onto the disk
+            with contextlib.suppress(XwvmError, OSError):
+                exchange.write_results(nested.exchange_disk, ctx.job_uid, None, None,
+                                       f"payload failed: {e}")
         return EXIT_FAILED
     return EXIT_OK
 
 
-def run_offline(ctx: JobContext, args: argparse.Namespace, found: list[str]) -> int:
-    """network=none: no NIC, no server. Inputs from the exchange disk, results back on it;
-    a refusal is written there too, so the outer worker can say why."""
+def refuse(nested: NestedWorker, reason: str, code: int) -> int:
+    """Run no payload, and say why: on the console, and to the server or on the exchange
+    disk, where the outer worker reads it into the job's error."""
+    say(reason)
     try:
-        device = exchange.find_device(ctx.job_uid, args.root / "sys/class/block",
-                                      args.root / "dev")
-    except exchange.ExchangeError as e:
-        say(e.message)
-        return EXIT_BAD_CONTEXT
-    if found:
-        reason = "guest hardening check failed: " + "; ".join(found)
-        say(reason)
-        exchange.write_results(device, ctx.job_uid, None, None, reason)
-        return EXIT_HARDENING
-    say(f"hardening ok; job {ctx.job_uid} mode {ctx.mode.value}, offline on {device}")
-    nested = NestedWorker(ctx, None, args.work_dir, args.user, exchange_disk=device)
-    try:
-        if ctx.mode == Mode.PILOT:
-            raise XwvmError("a pilot needs the server: network=none cannot serve one")
-        say(f"payload exit {nested.run_single()}")
+        if nested.exchange_disk is not None:
+            exchange.write_results(nested.exchange_disk, nested.ctx.job_uid, None, None,
+                                   reason)
+        else:
+            nested.server.post(f"/works/{nested.ctx.job_uid}/payload",
+                               {"exit_code": None, "message": reason})
     except (XwvmError, OSError) as e:
-        say(f"payload failed: {e}")
-        with contextlib.suppress(XwvmError, OSError):
-            exchange.write_results(device, ctx.job_uid, None, None, f"payload failed: {e}")
-        return EXIT_FAILED
-    return EXIT_OK
+        say(f"could not report it: {e}")
+    return code
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def test_xw_aliases(server: ServerProcess, cli_home: Path, tmp_path: Path) -> No
     uri = job["uri"]
     works = ET.fromstring(xw("xwworks", uri, "--xwformat", "xml", home=cli_home, cwd=tmp_path))
     assert [w.findtext("uid") for w in works.iter("work")] == [job["uid"]]
-    xw("xwresults", uri, home=cli_home, cwd=tmp_path)
+    fetched = ET.fromstring(xw("xwresults", uri, "--xwformat", "xml", home=cli_home,
+                               cwd=tmp_path))
+    assert [r.findtext("uid") for r in fetched.iter("result")] == [job["uid"]]
     assert (tmp_path / job["uid"] / "stdout.txt").read_text().split() == ["3", "one", "two"]
 
     out = xw("xwsenddata", "env.txt", "--xwformat", "json", home=cli_home, cwd=tmp_path)
@@ -60,7 +62,15 @@ def test_xw_aliases(server: ServerProcess, cli_home: Path, tmp_path: Path) -> No
     assert [h["name"] for h in hosts] == ["w0"]
     assert "700" in xw("xwchmod", "700", data["uri"], home=cli_home, cwd=tmp_path)
     assert server.client().get_data(data["uid"])["access_rights"] == "700"
-    xw("xwrm", data["uri"], uri, home=cli_home, cwd=tmp_path)
+    [changed] = list(csv.DictReader(io.StringIO(xw("xwchmod", "u+w", data["uri"],
+                                                   "--xwformat", "csv", home=cli_home,
+                                                   cwd=tmp_path))))
+    assert (changed["uid"], changed["kind"], changed["access_rights"]) == \
+        (data["uid"], "data", "700")
+    removed = list(csv.DictReader(io.StringIO(xw("xwrm", data["uri"], uri, "--xwformat",
+                                                 "csv", home=cli_home, cwd=tmp_path))))
+    assert [(r["uid"], r["kind"]) for r in removed] == [(data["uid"], "data"),
+                                                       (job["uid"], "work")]
     assert job["uid"] not in {w["uid"] for w in server.client().list_works()}
     missing = subprocess.run([str(BIN / "xwrm"), data["uid"]], capture_output=True, text=True,
                              env={**os.environ, "XWVM_CONFIG_DIR": str(cli_home)})

@@ -116,8 +116,32 @@ ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
 ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \\
     -o PreferredAuthentications=password,keyboard-interactive -o ConnectTimeout=5 \\
     xwvm@127.0.0.1 true 2>ssh-user.txt; echo "ssh user password: exit $?"
+cp id_test k && chmod 600 k
+ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \\
+    -o ConnectTimeout=5 -i k xwvm@127.0.0.1 'echo "key login as $(id -un)"' \\
+    2>ssh-key.txt; echo "ssh user key: exit $?"
+rm -f k
+if cat /run/xwvm/context.json >/dev/null 2>&1; then echo "context: readable"; \\
+    else echo "context: unreadable"; fi
+if head -c 1 /dev/sr0 >/dev/null 2>&1; then echo "cd: readable"; else echo "cd: unreadable"; fi
+echo "cidata mounted: $(grep -c /run/xwvm/cidata /proc/mounts)"
 wc -c < data.txt > size.txt
 """
+
+
+def ssh_key_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """An Ed25519 key pair in OpenSSH formats: (private, public)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    key = Ed25519PrivateKey.generate()
+    private, public = tmp_path / "id_test", tmp_path / "id_test.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.OpenSSH,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                     serialization.PublicFormat.OpenSSH)
+                       + b" e2e-test\n")
+    return private, public
 
 
 def test_vm_job_round_trip_and_guest_hardening(grid: Grid, tmp_path: Path) -> None:
@@ -132,8 +156,10 @@ def test_vm_job_round_trip_and_guest_hardening(grid: Grid, tmp_path: Path) -> No
             probe.write_text(PROBE)
             data = tmp_path / "data.txt"
             data.write_text("x" * 1234)
+            private, public = ssh_key_pair(tmp_path)
             out = run_cli(["submit", "--template", "base", "--command", "sh probe.sh",
                            "--input", str(probe), "--input", str(data),
+                           "--input", str(private), "--ssh-key", str(public),
                            "--env", f"SERVER_PORT={grid.server.port}",
                            "--env", f"LAN_HOST={lan.address}", "--env",
                            f"LAN_PORT={lan.port}", "--env", f"OTHER_PORT={other}",
@@ -156,6 +182,13 @@ def test_vm_job_round_trip_and_guest_hardening(grid: Grid, tmp_path: Path) -> No
     assert "ssh root password: exit 255" in stdout and "ssh user password: exit 255" in stdout
     assert "Permission denied (publickey)" in files["ssh-root.txt"], files["ssh-root.txt"]
     assert "Permission denied (publickey)" in files["ssh-user.txt"]
+    # The submitter's key is the way in (applied by the appliance, which has no cloud-init).
+    assert "key login as xwvm" in stdout and "ssh user key: exit 0" in stdout, \
+        stdout + files.get("ssh-key.txt", "")
+    # The delegated credential is root's alone: not in a file or on a device the payload
+    # can read.
+    assert "context: unreadable" in stdout and "cd: unreadable" in stdout, stdout
+    assert "cidata mounted: 0" in stdout, stdout
     assert files["size.txt"].strip() == "1234"
     events = [e["kind"] for e in grid.admin.events(job["uid"])]
     assert "payload_ended" in events

@@ -11,6 +11,7 @@ from xwvm.client import cli
 from xwvm.client.formats import FORMATS
 
 FORMAT_CHOICE = click.Choice(FORMATS)
+RM_COLUMNS = ("uid", "kind", "removed")
 
 
 def uid_of(ref: str) -> str:
@@ -77,11 +78,15 @@ def xwworks(refs: tuple[str, ...], fmt: str) -> None:
 @click.command(help="Download jobs' results into DIR/UID (XWHEP alias).")
 @click.argument("refs", nargs=-1, required=True)
 @click.option("--xwoutput", "-o", "dest", type=click.Path(path_type=Path), default=Path("."))
+@xw_options
 @cli.handle_errors
-def xwresults(refs: tuple[str, ...], dest: Path) -> None:
+def xwresults(refs: tuple[str, ...], dest: Path, fmt: str) -> None:
+    rows = []
     for ref in refs:
         uid = uid_of(ref)
         cli.fetch_results(uid, dest / uid)
+        rows.append({"uid": uid, "path": str(dest / uid)})
+    cli.output(rows, ("uid", "path"), fmt, "result")
 
 
 @click.command(help="Upload data files (XWHEP alias).")
@@ -109,30 +114,36 @@ def xwworkers(fmt: str) -> None:
 
 @click.command(help="Remove jobs, data or apps by id or xw:// URI (XWHEP alias).")
 @click.argument("refs", nargs=-1, required=True)
+@xw_options
 @cli.handle_errors
-def xwrm(refs: tuple[str, ...]) -> None:
+def xwrm(refs: tuple[str, ...], fmt: str) -> None:
     from xwvm.client.sdk import ApiError
     c = cli.client()
+    rows = []
     for ref in refs:
         uid = uid_of(ref)
-        for remove in (c.delete_work, c.delete_data, c.delete_app):
+        for kind, remove in (("work", c.delete_work), ("data", c.delete_data),
+                             ("app", c.delete_app)):
             try:
                 remove(uid)
-                click.echo(f"removed {uid}")
+                rows.append({"uid": uid, "kind": kind, "removed": True})
                 break
             except ApiError as e:
                 if e.status != 404:
                     raise
         else:
+            if rows:  # what was removed before the one that is not there
+                cli.output(rows, RM_COLUMNS, fmt, "removed")
             raise click.ClickException(f"no job, data or app with id {uid}")
+    cli.output(rows, RM_COLUMNS, fmt, "removed")
 
 
 @click.command(help="xwchmod MODE REF...: change access rights (XWHEP alias).")
 @click.argument("mode")
 @click.argument("refs", nargs=-1, required=True)
+@xw_options
 @cli.handle_errors
-def xwchmod(mode: str, refs: tuple[str, ...]) -> None:
+def xwchmod(mode: str, refs: tuple[str, ...], fmt: str) -> None:
     c = cli.client()
-    for ref in refs:
-        r = c.chmod(uid_of(ref), mode)
-        click.echo(f"{r['uid']} ({r['kind']}) {r['access_rights']}")
+    rows = [c.chmod(uid_of(ref), mode) for ref in refs]
+    cli.output(rows, ("uid", "kind", "access_rights"), fmt, "object")
