@@ -382,12 +382,14 @@ def results(uid: str, dest: Path) -> None:
     fetch_results(uid, dest)
 
 
-def fetch_results(uid: str, dest: Path) -> None:
+def fetch_results(uid: str, dest: Path, quiet: bool = False) -> list[str]:
     c = client()
     with tempfile.TemporaryDirectory() as tmp:
         archive = c.download_result(uid, Path(tmp) / "results.tar.gz")
         names = safe_extract(archive, dest)
-    click.echo(f"{dest}: {len(names)} files from job {uid}")
+    if not quiet:
+        click.echo(f"{dest}: {len(names)} files from job {uid}")
+    return names
 
 
 for _action in ("abort", "hold", "release"):

@@ -84,9 +84,9 @@ def xwresults(refs: tuple[str, ...], dest: Path, fmt: str) -> None:
     rows = []
     for ref in refs:
         uid = uid_of(ref)
-        cli.fetch_results(uid, dest / uid)
-        rows.append({"uid": uid, "path": str(dest / uid)})
-    cli.output(rows, ("uid", "path"), fmt, "result")
+        names = cli.fetch_results(uid, dest / uid, quiet=True)
+        rows.append({"uid": uid, "path": str(dest / uid), "files": len(names)})
+    cli.output(rows, ("uid", "path", "files"), fmt, "result")
 
 
 @click.command(help="Upload data files (XWHEP alias).")
