@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
+import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.security.conftest import Authority, SecurityServer
-from tests.support.processes import run_cli
+from tests.support.processes import XWVM, run_cli
 from xwvm.client.sdk import ApiError, Client
 
 
@@ -158,3 +160,57 @@ def test_grid_crl_revokes(sec: SecurityServer) -> None:
         _refused(sec, pem, key, "cert_revoked", "CRL")
     finally:
         sec.grid.write_crl(sec.grid_crl, [])
+
+
+def test_worker_account_of_a_project_runs_its_jobs_with_a_certificate(
+        sec: SecurityServer, admin_home: Path, tmp_path: Path) -> None:
+    """The admin's commands of the security model, then a worker that logs in with the
+    certificate issued for its worker account and runs its project's job."""
+    tag = uuid.uuid4().hex[:6]
+    cms, worker_login, alice = f"cms{tag}", f"w{tag}", f"alice{tag}"
+    pw = tmp_path / "pw"
+    pw.write_text("a-good-password-1\n")
+    run_cli(["group", "add", cms], admin_home)
+    for login, rights in ((worker_login, "worker"), (alice, "standard")):
+        run_cli(["user", "add", login, "--rights", rights, "--group", cms,
+                 "--password-file", str(pw)], admin_home)
+    run_cli(["admin", "issue-cert", worker_login, "-o", str(tmp_path / "wcert")], admin_home)
+    cert, key = tmp_path / "wcert" / "cert.pem", tmp_path / "wcert" / "key.pem"
+    alice_home = tmp_path / "alice"
+    url, ca = sec.server.url, str(sec.server.ca)
+    run_cli(["login", "--server", url, "--ca", ca, "--user", alice, "--password-file",
+             str(pw)], alice_home)
+    script = tmp_path / "hello.sh"
+    script.write_text('#!/bin/sh\necho "hello $*"\n')
+    run_cli(["app", "send", f"hello{tag}", "--file", str(script)], admin_home)
+    base = [*XWVM, "worker", "run", "--server", url, "--ca", ca, "--work-dir",
+            str(tmp_path / "wd"), "--name", f"certw{tag}", "--hypervisor", "none"]
+    other_key = tmp_path / "other.pem"
+    other_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    wrong = subprocess.run([*base, "--cert", str(cert), "--key", str(other_key),
+                            "--max-jobs", "1"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode != 0 and "signature" in (wrong.stdout + wrong.stderr).lower()
+    half = subprocess.run([*base, "--cert", str(cert)], capture_output=True, text=True,
+                          timeout=60)
+    assert half.returncode != 0 and "give both --cert and --key" in half.stderr
+    worker = subprocess.Popen([*base, "--cert", str(cert), "--key", str(key),
+                               "--max-jobs", "1"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        out = run_cli(["submit", f"hello{tag}", "--wait", "--timeout", "120", "--format",
+                       "json", "--", "from", "x509"], alice_home, timeout=180)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        log = worker.communicate()[0]
+    [job] = json.loads(out.stdout)
+    assert job["status"] == "COMPLETED", log
+    admin = sec.server.client()
+    [host] = [h for h in admin.list_hosts() if h["name"] == f"certw{tag}"]
+    assert host["worker"] == admin.user_by_login(worker_login)["uid"], host
+    results = tmp_path / "res"
+    run_cli(["results", job["uid"], "-o", str(results)], alice_home)
+    assert (results / "stdout.txt").read_text() == "hello from x509\n"

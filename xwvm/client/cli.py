@@ -519,7 +519,12 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
 @worker.command("run")
 @click.option("--server", "url", help="default: the one in the credential")
 @click.option("--ca", type=click.Path(exists=True), help="default: the one in the credential")
-@click.option("--credential", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--credential", type=click.Path(exists=True, path_type=Path),
+              help="worker credential file (xwvm worker enroll)")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="log in with this certificate instead (with --key, --server and --ca)")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="the certificate's private key")
 @click.option("--work-dir", required=True, type=click.Path(path_type=Path))
 @click.option("--name", help="host name shown in 'xwvm workers'")
 @click.option("--shared-app", "shared_apps", multiple=True, help="apps this host provides")
@@ -536,14 +541,25 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
 @click.option("--vm-hang-timeout", type=float, default=600, show_default=True,
               help="stop a VM that shows no progress for this many seconds")
 @handle_errors
-def worker_run(url: str | None, ca: str | None, credential: Path, work_dir: Path,
+def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: Path | None,
+               key: Path | None, work_dir: Path,
                name: str | None, shared_apps: tuple[str, ...], max_jobs: int | None,
                max_idle: float | None, hypervisor: str, trusted_keys: tuple[Path, ...],
                image_quota_mb: int, vm_hang_timeout: float) -> None:
     """Pull and run jobs until stopped (SIGTERM gives the running job back)."""
     from xwvm.worker.agent import Worker, WorkerOptions
     from xwvm.worker.credential import Credential
-    cred = Credential.load(credential)
+    if bool(cert) != bool(key):
+        fail("give both --cert and --key")
+    if bool(credential) == bool(cert):
+        fail("give either --credential or --cert and --key")
+    if cert and key:
+        if not url or not ca:
+            fail("a certificate login needs --server and --ca")
+        cred = Credential.x509(url, cert, key, Path(ca).read_text())
+    else:
+        assert credential is not None
+        cred = Credential.load(credential)
     opts = WorkerOptions(work_dir=work_dir, name=name or platform.node(),
                          shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle,
                          hypervisor=hypervisor, trusted_keys=list(trusted_keys),

@@ -12,7 +12,6 @@ import ssl
 import time
 import warnings
 import webbrowser
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,14 @@ import requests
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from xwvm.client.cli_common import client, fail, format_option, handle_errors, output
 from xwvm.client.cli_template_store import admin_group
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session, config_dir
+from xwvm.client.signer import signer
 
 CERT_COLUMNS = ("serial", "subject", "issued_at", "not_after", "revoked_at")
 
@@ -102,21 +102,6 @@ def pin_ca(url: str, expected: str | None) -> Path:
 
 
 # --- certificate login ----------------------------------------------------------------------
-
-def signer(key_path: Path) -> Callable[[bytes], bytes]:
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-
-    def sign(data: bytes) -> bytes:
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(data, ec.ECDSA(hashes.SHA256()))
-        if isinstance(key, rsa.RSAPrivateKey):
-            return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-            return key.sign(data)
-        fail(f"{key_path}: unsupported key type {type(key).__name__}")
-        raise AssertionError("unreachable")
-    return sign
-
 
 # --- OpenID Connect login: authorization code + PKCE, caught on a loopback redirect ----------
 

@@ -104,7 +104,7 @@ class Worker:
 
     def _login(self) -> str:
         self.client.token = None
-        return self.client.login(self.cred.login, self.cred.password)["token"]
+        return self.cred.login_with(self.client)
 
     def _register(self) -> str:
         state = self.work_dir / "host.json"
