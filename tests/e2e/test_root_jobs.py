@@ -143,8 +143,12 @@ def test_root_macro_in_a_vm(grid: RootGrid, tmp_path: Path) -> None:
 def test_pilot_vm_serves_ten_root_jobs(grid: RootGrid, tmp_path: Path) -> None:
     macro = tmp_path / "fill.C"
     macro.write_text(MACRO)
-    pilot = grid.admin.submit(template="root", pilot=True, pilot_idle_s=40,
-                              wall_clock_s=3600)["uid"]
+    out = run_cli(["submit", "--template", "root", "--pilot", "--pilot-idle", "40",
+                   "--count", "1", "--wall-clock", "1h", "--format", "json"], grid.home)
+    [submitted] = json.loads(out.stdout)
+    assert (submitted["pilot"], submitted["pilot_idle_s"], submitted["wall_clock_s"]) == \
+        (True, 40, 3600)
+    pilot = submitted["uid"]
     worker = vm_worker(grid, "rootw2")
     inputs = {}
     try:

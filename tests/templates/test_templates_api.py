@@ -96,6 +96,19 @@ def test_cli_push_sign_publish_pull_round_trip(server: ServerProcess, cli_home: 
     # pushing the same name and version again is refused
     again = run_cli(["template", "push", str(out)], cli_home, check=False)
     assert again.returncode != 0 and "template_exists" in again.stderr
+    # deprecated: no new job may use it; then removed
+    assert "deprecated base:1.0" in run_cli(["template", "deprecate", "base:1.0"],
+                                            cli_home).stdout
+    shown = json.loads(run_cli(["template", "show", "base:1.0", "--format", "json"],
+                               cli_home).stdout)
+    assert shown["status"] == "deprecated"
+    refused = run_cli(["submit", "--template", "base:1.0", "--command", "true"], cli_home,
+                      check=False)
+    assert refused.returncode != 0 and "deprecated" in refused.stderr, refused.stderr
+    assert "removed template base:1.0" in run_cli(["template", "rm", "base:1.0"],
+                                                  cli_home).stdout
+    gone = run_cli(["template", "show", "base:1.0"], cli_home, check=False)
+    assert gone.returncode != 0 and "unknown_template" in gone.stderr, gone.stderr
 
 
 def test_download_has_etag_and_range(shared_server: ServerProcess, admin: Client,
