@@ -83,3 +83,23 @@ def test_cli_errors_are_clear(server: ServerProcess, cli_home: Path, tmp_path: P
     res = run_cli(["login", "--server", server.url, "--user", "admin",
                    "--password-file", str(server.password_file)], tmp_path / "c3", check=False)
     assert res.returncode == 1 and "TLS verification" in res.stderr
+
+
+def test_worker_enroll_for_a_project(server: ServerProcess, cli_home: Path,
+                                     tmp_path: Path) -> None:
+    """`xwvm worker enroll --project G`: a worker account confined to G's jobs."""
+    created = run_cli(["group", "add", "physics"], cli_home).stdout
+    group_uid = created.split()[-1]
+    cred = tmp_path / "physics.cred"
+    out = run_cli(["worker", "enroll", "-o", str(cred), "--project", "physics"],
+                  cli_home).stdout
+    assert "for physics" in out
+    login = json.loads(cred.read_text())["login"]
+    users = json.loads(run_cli(["user", "list", "--format", "json"], cli_home).stdout)
+    [account] = [u for u in users if u["login"] == login]
+    assert (account["rights"], account["confined_to_group"], account["confined_to_user"]) \
+        == ("worker", group_uid, None)
+    unknown = run_cli(["worker", "enroll", "-o", str(tmp_path / "x.cred"), "--project",
+                       "no-such-group"], cli_home, check=False)
+    assert unknown.returncode != 0 and "no-such-group" in unknown.stderr
+    assert not (tmp_path / "x.cred").exists()
