@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from appliance import guest, hardening
+from contextualizer.errors import ContextError
 from contextualizer.model import JobContext, Mode, NetworkPolicy
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="xwvm-agent: %(message)s")
     try:
         ctx = JobContext.from_document(json.loads(args.context.read_text()))
-    except (OSError, ValueError, XwvmError) as e:
+    except (OSError, ValueError, XwvmError, ContextError) as e:
         say(f"cannot use the context {args.context}: {e}")
         return EXIT_BAD_CONTEXT
     if ctx.network == NetworkPolicy.NONE:

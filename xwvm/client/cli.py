@@ -567,6 +567,19 @@ def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: P
     Worker(cred, opts, server=url, ca=ca).run()
 
 
+@worker.command("nested", context_settings={"ignore_unknown_options": True,
+                                            "help_option_names": []})
+@click.argument("agent_args", nargs=-1, type=click.UNPROCESSED)
+def worker_nested(agent_args: tuple[str, ...]) -> None:
+    """Inside a VM: the nested worker (the appliance's agent, run as root by its init).
+
+    Reads the context (--context, default /run/xwvm/context.json), checks the guest's
+    hardening, and runs the job's payload, or a pilot's jobs, as the unprivileged user
+    (--user, default xwvm). `xwvm worker nested --help` lists its options."""
+    from appliance.agent import main as agent_main
+    sys.exit(agent_main(list(agent_args)))
+
+
 main.add_command(context_group)
 main.add_command(cli_auth.login)  # and user passwd|disable|enable, admin issue-cert|...
 for _cmd in cli_auth.USER_COMMANDS:
