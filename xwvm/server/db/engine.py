@@ -35,7 +35,13 @@ def make_engine(url: str, **kw: Any) -> Engine:
     # No pre-ping (a SELECT 1 per checkout): a dropped connection fails its request with
     # 503 (OperationalError) and the pool replaces it; recycle old connections instead.
     kw.setdefault("pool_recycle", 1800)
-    return create_engine(url, **kw)
+    # psycopg prepares a statement after 5 runs, and PostgreSQL then switches to a generic
+    # plan that cannot see that "status = 'PENDING'" is selective: the scheduler's owner
+    # query went from 0.1 ms to 12 ms (docs/benchmarks.md). Custom plans cost ~0.1 ms of
+    # planning per statement and keep every query on the plan its values deserve.
+    connect_args = kw.pop("connect_args", {})
+    connect_args.setdefault("options", "-c plan_cache_mode=force_custom_plan")
+    return create_engine(url, connect_args=connect_args, **kw)
 
 
 def _sqlite_setup(engine: Engine) -> None:
