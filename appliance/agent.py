@@ -19,7 +19,6 @@ from pathlib import Path
 from appliance import guest, hardening
 from contextualizer.errors import ContextError
 from contextualizer.model import JobContext, Mode, NetworkPolicy
-from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.worker import exchange
 from xwvm.worker.nested import NestedWorker
@@ -54,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         nested = NestedWorker(ctx, None, args.work_dir, args.user, exchange_disk=device)
         say(f"offline: job {ctx.job_uid} on {device}")
     else:
+        from xwvm.client.sdk import Client  # requests: seconds to import under emulation
         ca = args.context.parent / "server-ca.pem"
         ca.write_text(ctx.server_ca_pem)
         nested = NestedWorker(ctx, Client(ctx.server_url, ca, token=ctx.credential),

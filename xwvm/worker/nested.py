@@ -19,12 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from contextualizer.model import JobContext
-from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.worker import exchange, native
+
+if TYPE_CHECKING:  # requests is not imported by an offline (network=none) guest
+    from xwvm.client.sdk import Client
 
 log = logging.getLogger("xwvm.nested")
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from xwvm.client.imagebuild import image
+from xwvm.client.imagebuild import image, initramfs
 from xwvm.client.imagebuild.hooks import DPKG_EXCLUDES, DPKG_INCLUDES, Plan
 from xwvm.client.imagebuild.manifest import MANIFEST_NAME, Artifact, Manifest, describe
 from xwvm.client.imagebuild.spec import ROOT_LABEL, SOURCE_ROOT, TemplateSpec
@@ -88,7 +88,8 @@ class Builder:
                                      f"{self.spec.variant} + {len(self.spec.all_packages)} "
                                      "packages"):
                 self.mmdebstrap(plan)
-            with self.step("kernel", "copy kernel and initramfs out of the image"):
+            with self.step("kernel", f"copy the kernel out of the image, initramfs: "
+                                     f"{self.spec.initramfs}"):
                 artifacts = self.copy_boot_files()
             with self.step("ext4", f"mke2fs -d, {self.spec.size_mb} MiB, label {ROOT_LABEL}"):
                 image.make_ext4(self.rootfs, self.raw, self.spec.size_mb, self.spec.sha256,
@@ -182,7 +183,17 @@ class Builder:
         out = []
         for src, name, role, fmt in ((kernels[0], KERNEL_FILE, "kernel", "linux-kernel"),
                                      (initrds[0], INITRD_FILE, "initrd", "initramfs")):
-            shutil.copyfile(src, self.out / name)
+            if role == "initrd" and self.spec.initramfs == "xwvm":
+                version = kernels[0].name.removeprefix("vmlinuz-")
+                try:
+                    loaded = initramfs.build(self.rootfs, version, self.spec.initramfs_modules,
+                                             self.out / name, self.epoch)
+                except initramfs.InitramfsError as e:
+                    raise BuildError(f"initramfs: {e}") from e
+                self.say(f"  initramfs: busybox, /init, {len(loaded)} modules "
+                         f"({', '.join(m.removesuffix('.ko') for m in loaded)})")
+            else:
+                shutil.copyfile(src, self.out / name)
             (self.out / name).chmod(0o644)
             out.append(describe(self.out / name, role, fmt))
         return out

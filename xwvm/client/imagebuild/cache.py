@@ -18,7 +18,8 @@ def input_key(spec: TemplateSpec) -> str:
     """The merged spec, the appliance's files and the Python packages copied into the
     image (xwvm, contextualizer, appliance): a change to any of them means a new image."""
     digest = hashlib.sha256(spec.sha256.encode())
-    inputs = [SOURCE_ROOT / "appliance" / "init", SOURCE_ROOT / "templates" / "schema.json",
+    inputs = [SOURCE_ROOT / "appliance" / "init", SOURCE_ROOT / "appliance" / "initramfs-init",
+              SOURCE_ROOT / "templates" / "schema.json",
               *sorted((SOURCE_ROOT / "appliance" / "rootfs").rglob("*")),
               *sorted(p for package in spec.python_packages
                       for p in (SOURCE_ROOT / package).rglob("*.py"))]

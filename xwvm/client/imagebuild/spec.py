@@ -71,6 +71,7 @@ class TemplateSpec:
     kernel_package: str
     cmdline: str
     initramfs_modules: tuple[str, ...]
+    initramfs: str  # "initramfs-tools" (Debian's) | "xwvm" (imagebuild/initramfs.py)
     packages: tuple[str, ...]
     pip_target: str | None
     pip_packages: tuple[str, ...]
@@ -288,6 +289,7 @@ def _typed(doc: dict[str, Any], path: Path) -> TemplateSpec:
         kernel_package=doc["kernel"]["package"],
         cmdline=doc["kernel"]["cmdline"],
         initramfs_modules=tuple(doc["kernel"].get("initramfs_modules", ())),
+        initramfs=doc["kernel"].get("initramfs", "initramfs-tools"),
         packages=tuple(doc["packages"]),
         pip_target=pip.get("target"),
         pip_packages=tuple(pip.get("packages", ())),
