@@ -60,7 +60,8 @@ class World:
 
     def host(self, worker: User, os: str = "linux", arch: str = "x86_64", memory_mb: int = 4096,
              cpus: int = 2, shared: tuple[str, ...] = ()) -> Host:
-        h = Host(name=f"h-{worker.login}", worker_user_uid=worker.uid, os=os, arch=arch,
+        h = Host(name=f"h-{worker.login}", worker_user_uid=worker.uid, owner_uid=worker.owner_uid,
+                 os=os, arch=arch,
                  cpus=cpus, memory_mb=memory_mb, disk_mb=100_000, shared_apps=list(shared),
                  alive_period=60)
         self.db.add(h)

@@ -465,3 +465,35 @@ def test_standard_user_cannot_enroll_public_or_project_workers(world: World) -> 
     _refused(_call(world.server, world.clients["gadmin"], "POST", "/workers/enroll",
                    json={"project": world.other_group}), 403, "forbidden_level")
     assert world.admin.list_users() == users
+
+
+def test_hosts_have_access_rights_like_every_object(world: World) -> None:
+    """A host is owned by the user who enrolled its worker account, in that user's group,
+    public (755) at first; its owner's chmod decides who sees it in `xwvm workers`."""
+    cred = world.clients["owner"].enroll_worker()
+    worker = world.login(cred["login"], cred["password"])
+    host = _host(worker)
+    assert (host["owner"], host["group"], host["access_rights"]) == \
+        (world.users["owner"]["uid"], world.users["owner"]["group"], "755")
+
+    def seen_by(role: str) -> bool:
+        return host["uid"] in {h["uid"] for h in world.clients[role].list_hosts()}
+
+    assert all(seen_by(r) for r in ACTORS)
+    for role in ("other", "member"):
+        resp = _call(world.server, world.clients[role], "POST",
+                     f"/objects/{host['uid']}/chmod", json={"mode": "700"})
+        _refused(resp, 403, "forbidden_access", "only the owner")
+    resp = _call(world.server, worker, "POST", f"/objects/{host['uid']}/chmod",
+                 json={"mode": "777"})
+    _refused(resp, 403, "forbidden_level", "worker account")
+    assert world.clients["owner"].chmod(host["uid"], "750")["kind"] == "host"
+    assert {r: seen_by(r) for r in ACTORS} == {
+        "owner": True, "member": True, "other": False, "gadmin": True, "super": True}
+    world.clients["owner"].chmod(host["uid"], "go-rx")
+    assert {r: seen_by(r) for r in ACTORS} == {
+        "owner": True, "member": False, "other": False, "gadmin": True, "super": True}
+    # The host keeps working for its worker: access rights are about who sees it.
+    assert worker.heartbeat(host["uid"], [])["alive_period"] > 0
+    events = [e["kind"] for e in world.admin.events(host["uid"])]
+    assert events.count("chmod") == 2

@@ -41,6 +41,9 @@ def _upgrade_populated(engine: Engine) -> None:
         assert conn.execute(text("SELECT status, network FROM works")).one() == \
             ("PENDING", "server")
         assert conn.execute(text("SELECT vm_capable FROM hosts")).scalar() in (False, 0)
+        # 0008: an existing host is owned by its worker account's owner, visible (755)
+        assert tuple(conn.execute(text("SELECT owner_uid, access_rights FROM hosts")).one()) \
+            == ("u1", 0o755)
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == [], f"models and migrations disagree: {diff}"
 

@@ -28,7 +28,7 @@ from xwvm.errors import XwvmError
 
 WORK_COLUMNS = ("uid", "status", "app", "label", "exit_code", "retries", "host", "error")
 HOST_COLUMNS = ("uid", "name", "status", "os", "arch", "cpus", "memory_mb", "shared_apps",
-                "hypervisors", "last_seen")
+                "hypervisors", "access_rights", "last_seen")
 DATA_COLUMNS = ("uid", "name", "size", "sha256", "status", "access_rights")
 APP_COLUMNS = ("uid", "name", "kind", "binaries", "access_rights")
 USER_COLUMNS = ("uid", "login", "rights", "group", "enabled")

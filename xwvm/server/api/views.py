@@ -76,8 +76,8 @@ def work(w: Work, public_name: str) -> dict[str, Any]:
 
 
 def host(h: Host, public_name: str) -> dict[str, Any]:
-    return {"uid": h.uid, "uri": f"xw://{public_name}/{h.uid}", "name": h.name,
-            "worker": h.worker_user_uid, "os": h.os, "arch": h.arch, "cpus": h.cpus,
+    return {**_owned(h, public_name), "name": h.name, "worker": h.worker_user_uid,
+            "os": h.os, "arch": h.arch, "cpus": h.cpus,
             "memory_mb": h.memory_mb, "disk_mb": h.disk_mb, "shared_apps": h.shared_apps,
             "hypervisors": h.hypervisors, "version": h.version, "status": h.status,
             "alive_period": h.alive_period, "last_seen": _t(h.last_seen),

@@ -176,7 +176,10 @@ class AppBinary(Base):
     data_uid: Mapped[str] = mapped_column(ForeignKey("data.uid"))
 
 
-class Host(Base):
+class Host(Owned, Base):
+    """A worker's machine. Owned by the user who enrolled its worker account, in the group
+    that account is confined to; its access rights decide who sees it (755 by default)."""
+
     __tablename__ = "hosts"
     uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
     name: Mapped[str] = mapped_column(String(255))

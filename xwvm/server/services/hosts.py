@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Forbidden
 from xwvm.server import events, policy, states
-from xwvm.server.db.models import Host, Work, utcnow
+from xwvm.server.db.models import Host, User, Work, utcnow
 from xwvm.server.policy import Principal
-from xwvm.server.rights import Level
+from xwvm.server.rights import PUBLIC, Level
 from xwvm.server.scheduler import assign as scheduler
 from xwvm.server.scheduler import reaper
 from xwvm.server.services import works as work_service
@@ -53,7 +53,10 @@ def register(db: Session, p: Principal, facts: dict[str, Any], alive_period_s: i
         events.record(db, "host_registered", object_uid=host.uid, actor_uid=p.uid,
                       detail=f"{name} re-registered")
     else:
-        host = Host(worker_user_uid=p.uid, **values)
+        account = db.get(User, p.uid)
+        host = Host(worker_user_uid=p.uid, owner_uid=account.owner_uid if account else p.uid,
+                    group_uid=(account.confine_group_uid or account.group_uid) if account
+                    else None, access_rights=PUBLIC, **values)
         db.add(host)
         db.flush()
         events.record(db, "host_registered", object_uid=host.uid, actor_uid=p.uid, detail=name)
@@ -96,7 +99,8 @@ def request_work(db: Session, p: Principal, uid: str, secret: bytes) -> dict[str
 
 def list_hosts(db: Session, p: Principal) -> list[Host]:
     policy.require(p, "list_hosts")
-    return list(db.scalars(select(Host).where(Host.status != "gone").order_by(Host.name)))
+    rows = db.scalars(select(Host).where(Host.status != "gone").order_by(Host.name))
+    return [h for h in rows if policy.allows(p, h, "r")]
 
 
 def running_on(db: Session, host_uid: str) -> list[str]:

@@ -7,14 +7,14 @@ from sqlalchemy.orm import Session
 
 from xwvm.errors import NotFound
 from xwvm.server import events, policy
-from xwvm.server.db.models import App, Context, Data, Template, User, UserGroup, Work
+from xwvm.server.db.models import App, Context, Data, Host, Template, User, UserGroup, Work
 from xwvm.server.policy import Principal
 from xwvm.server.rights import format_mode, parse_mode
 from xwvm.server.services.common import check_uid
 
 KINDS: list[tuple[str, type]] = [("job", Work), ("data", Data), ("app", App), ("user", User),
                                  ("group", UserGroup), ("context", Context),
-                                 ("template", Template)]
+                                 ("template", Template), ("host", Host)]
 
 
 def find(db: Session, uid: str) -> tuple[str, policy.OwnedObject]:
