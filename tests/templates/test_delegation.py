@@ -4,7 +4,10 @@ it receives is the one the context ISO carries into the VM."""
 
 from __future__ import annotations
 
+import base64
+import json
 import tarfile
+import time
 
 import pytest
 
@@ -111,3 +114,20 @@ def test_pilot_takes_only_its_owners_shared_app_jobs(shared_server: ServerProces
     back = alice.list_works(mine[1:])
     assert [(w["status"], w["retries"]) for w in back] == [("PENDING", 1), ("PENDING", 1)]
     assert bob.get_work(bob_job["uid"])["status"] == "PENDING"
+
+
+def test_delegated_credential_expires_at_the_wall_clock_end(shared_server: ServerProcess,
+                                                           world: dict) -> None:
+    """The token's own expiry is the job's wall-clock end (the server ends the job then
+    too), not hours later; read from the token's signed payload."""
+    alice = login(shared_server, "alice")
+    job = alice.submit(template="deleg-tpl", command="true", access_rights="700",
+                       wall_clock_s=600)
+    worker, host = vm_capable_worker(shared_server, alice, "deleg-h3")
+    before = time.time()
+    desc = worker.request_work(host)["work"]
+    assert desc["uid"] == job["uid"]
+    payload = desc["delegated_token"].split(".")[1]
+    exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+    assert before + 600 <= exp <= time.time() + 600 + 30 + 1, exp - before
+    assert worker.report(job["uid"], "ERROR", None, "test over")["status"] == "ERROR"

@@ -36,6 +36,7 @@ from xwvm.server.services.common import check_uid, get_or_404
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-][A-Za-z0-9_.+/-]{0,254}\Z")
 MAX_ARGS, MAX_ENV = 1024, 256
+DEFAULT_VM_WALL_CLOCK_S = 24 * 3600  # what the worker allows a VM job that names none
 
 
 @dataclass
@@ -364,7 +365,10 @@ def vm_description(db: Session, work: Work, secret: bytes) -> dict[str, Any]:
     template = db.get(Template, work.template_uid)
     owner = db.get(User, work.owner_uid)
     context = db.get(Context, work.context_uid) if work.context_uid else None
-    lifetime = (work.wall_clock_s or 24 * 3600) + 3600
+    # It ends with the job's wall clock, as the reaper ends the job itself (both counted
+    # from the assignment); it is revoked sooner if the job ends sooner.
+    from xwvm.server.scheduler.reaper import WALL_CLOCK_GRACE_S
+    lifetime = (work.wall_clock_s or DEFAULT_VM_WALL_CLOCK_S) + WALL_CLOCK_GRACE_S
     token, _ = tokens.issue(db, secret, work.owner_uid, lifetime, kind="delegated",
                             scope_work_uid=work.uid)
     return {"template": template_service.description_for_worker(db, template),
