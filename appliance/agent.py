@@ -10,7 +10,6 @@ Its exit status tells init what happened; init powers the VM off afterwards.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
@@ -78,17 +77,21 @@ def main(argv: list[str] | None = None) -> int:
     except (XwvmError, OSError) as e:
         say(f"payload failed: {e}")
         if nested.exchange_disk is not None:  # offline: the reason goes onto the disk
-            with contextlib.suppress(XwvmError, OSError):
-                exchange.write_results(nested.exchange_disk, ctx.job_uid, None, None,
-                                       f"payload failed: {e}")
+            report(nested, f"payload failed: {e}")
         return EXIT_FAILED
     return EXIT_OK
 
 
 def refuse(nested: NestedWorker, reason: str, code: int) -> int:
-    """Run no payload, and say why: on the console, and to the server or on the exchange
-    disk, where the outer worker reads it into the job's error."""
+    """Run no payload, and say why on the console and to the outer worker."""
     say(reason)
+    report(nested, reason)
+    return code
+
+
+def report(nested: NestedWorker, reason: str) -> None:
+    """Why no results come: to the server, or on the exchange disk, where the outer worker
+    reads it into the job's error."""
     try:
         if nested.exchange_disk is not None:
             exchange.write_results(nested.exchange_disk, nested.ctx.job_uid, None, None,
@@ -98,7 +101,6 @@ def refuse(nested: NestedWorker, reason: str, code: int) -> int:
                                {"exit_code": None, "message": reason})
     except (XwvmError, OSError) as e:
         say(f"could not report it: {e}")
-    return code
 
 
 if __name__ == "__main__":

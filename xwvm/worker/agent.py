@@ -177,7 +177,7 @@ class Worker:
                       ca_pem=Path(self.client.verify).read_text()
                       if isinstance(self.client.verify, str) else "",
                       hang_timeout_s=self.opts.vm_hang_timeout_s),
-            verify=lambda tpl: images.verify(tpl, keys), upload=self._upload)
+            verify=lambda tpl: images.verify(tpl, keys), upload=self._upload, data=self.cache)
 
     def templates_held(self) -> list[str]:
         """Templates fully in the image cache (the scheduler prefers their jobs here)."""

@@ -113,13 +113,7 @@ class NestedWorker:
         sandbox = native.Sandbox(self.work_dir / task.uid)
         sandbox.create()
         try:
-            if self.exchange_disk is not None:
-                exchange.extract_inputs(self.exchange_disk, task.uid, sandbox.run_dir)
-            for data_uid, name, sha in [] if self.exchange_disk else task.inputs:
-                dest = sandbox.run_dir / name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                retrying(lambda d=data_uid, p=dest, h=sha:
-                         self.server.download_data(d, p, sha256=h))
+            self._fetch_inputs(task, sandbox.run_dir)
             placed = {p.relative_to(sandbox.run_dir).as_posix(): p.stat().st_mtime
                       for p in sandbox.run_dir.rglob("*") if p.is_file()}
             if self.user:
@@ -131,14 +125,26 @@ class NestedWorker:
                                  user=self.user, base_env=self.base_env)
             with tempfile.TemporaryDirectory() as tmp:
                 archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz")
-                if self.exchange_disk is not None:
-                    exchange.write_results(self.exchange_disk, task.uid, archive,
-                                           outcome.exit_code, outcome.reason or "")
-                else:
-                    retrying(lambda: self.server.upload_result(task.uid, archive))
+                self._deliver(task, archive, outcome)
             return outcome
         finally:
             sandbox.remove()
+
+    def _fetch_inputs(self, task: Task, run_dir: Path) -> None:
+        if self.exchange_disk is not None:
+            exchange.extract_inputs(self.exchange_disk, task.uid, run_dir)
+            return
+        for data_uid, name, sha in task.inputs:
+            dest = run_dir / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            retrying(lambda d=data_uid, p=dest, h=sha: self.server.download_data(d, p, sha256=h))
+
+    def _deliver(self, task: Task, archive: Path, outcome: native.Outcome) -> None:
+        if self.exchange_disk is not None:
+            exchange.write_results(self.exchange_disk, task.uid, archive, outcome.exit_code,
+                                   outcome.reason or "")
+        else:
+            retrying(lambda: self.server.upload_result(task.uid, archive))
 
     # --- modes --------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from contextualizer import (
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.worker import exchange
+from xwvm.worker.cache import DataCache
 from xwvm.worker.drivers.base import Driver, Network, VMSpec, VMState
 from xwvm.worker.images import select_artifacts
 
@@ -76,10 +76,12 @@ class VMOptions:
 class VMJobRunner:
     def __init__(self, driver: Driver, images: ImageSource, client: Client,
                  opts: VMOptions, verify: Callable[[dict[str, Any]], None],
-                 upload: Uploader | None = None) -> None:
+                 upload: Uploader | None = None, data: DataCache | None = None) -> None:
         self.driver, self.images, self.client, self.opts = driver, images, client, opts
         self.verify = verify
         self.upload: Uploader = upload or self._upload_once
+        # network=none inputs come through the worker's own data cache (native jobs' too)
+        self.data = data or DataCache(Path(opts.work_dir) / "cache")
         self.vm_dir = Path(opts.work_dir) / "vm"
         self.vm_dir.mkdir(parents=True, exist_ok=True)
 
@@ -121,19 +123,14 @@ class VMJobRunner:
         """network=none: the job's inputs, fetched here, on an exchange disk for the VM."""
         uid = job["uid"]
         disk = (self.vm_dir / f"{uid}-exchange.img").resolve()
-        staging = self.vm_dir / f"{uid}-inputs"
         try:
-            staging.mkdir(exist_ok=True)
-            inputs = []
-            for n, f in enumerate(x for x in job["files"] if x["role"] == "input"):
-                dest = staging / str(n)
-                self.client.download_data(f["data"], dest, sha256=f["sha256"])
-                inputs.append((f["name"], dest, f["sha256"]))
+            inputs = [(f["name"], self.data.get(f["sha256"], lambda dest, f=f:
+                                                self.client.download_data(
+                                                    f["data"], dest, sha256=f["sha256"])),
+                       f["sha256"]) for f in job["files"] if f["role"] == "input"]
             exchange.create(disk, uid, inputs, self.opts.results_capacity_mb * 2**20)
-            shutil.rmtree(staging, ignore_errors=True)
             yield disk
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
             disk.unlink(missing_ok=True)
 
     def _spec(self, job: dict[str, Any], paths: dict[str, Path],

@@ -52,7 +52,7 @@ def runnable(host: Host) -> Any:
     """Native jobs need their app here; VM jobs need a usable hypervisor here that
     enforces the job's network policy."""
     native = and_(Work.template_uid.is_(None), app_available(host))
-    networks = vm_networks(host) if host.vm_capable else []
+    networks = vm_networks(host)
     if not networks:
         return native
     return or_(native, and_(Work.template_uid.is_not(None), Work.network.in_(networks)))

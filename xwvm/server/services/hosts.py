@@ -53,10 +53,10 @@ def register(db: Session, p: Principal, facts: dict[str, Any], alive_period_s: i
         events.record(db, "host_registered", object_uid=host.uid, actor_uid=p.uid,
                       detail=f"{name} re-registered")
     else:
-        account = db.get(User, p.uid)
-        host = Host(worker_user_uid=p.uid, owner_uid=account.owner_uid if account else p.uid,
-                    group_uid=(account.confine_group_uid or account.group_uid) if account
-                    else None, access_rights=PUBLIC, **values)
+        account = get_or_404(db, User, p.uid, "user")
+        host = Host(worker_user_uid=p.uid, owner_uid=account.owner_uid,
+                    group_uid=account.confine_group_uid or account.group_uid,
+                    access_rights=PUBLIC, **values)
         db.add(host)
         db.flush()
         events.record(db, "host_registered", object_uid=host.uid, actor_uid=p.uid, detail=name)

@@ -28,6 +28,7 @@ from xwvm.server.db.models import (
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.scheduler.matching import NETWORKS, confinement
+from xwvm.server.scheduler.reaper import WALL_CLOCK_GRACE_S
 from xwvm.server.services import apps as app_service
 from xwvm.server.services import contexts as context_service
 from xwvm.server.services import data as data_service
@@ -367,7 +368,6 @@ def vm_description(db: Session, work: Work, secret: bytes) -> dict[str, Any]:
     context = db.get(Context, work.context_uid) if work.context_uid else None
     # It ends with the job's wall clock, as the reaper ends the job itself (both counted
     # from the assignment); it is revoked sooner if the job ends sooner.
-    from xwvm.server.scheduler.reaper import WALL_CLOCK_GRACE_S
     lifetime = (work.wall_clock_s or DEFAULT_VM_WALL_CLOCK_S) + WALL_CLOCK_GRACE_S
     token, _ = tokens.issue(db, secret, work.owner_uid, lifetime, kind="delegated",
                             scope_work_uid=work.uid)
