@@ -57,3 +57,22 @@ def test_lost_job_is_retried_then_errors_when_retries_are_spent(world: World) ->
     states.lose(world.db, job, reason="worker vanished")
     assert job.status == states.ERROR and job.retries == 3
     assert "gave up after 2 retries" in (job.error_message or "")
+
+
+@pytest.mark.parametrize("back", ["give back", "lose"])
+def test_a_job_back_in_the_queue_has_no_holder(world: World, back: str) -> None:
+    """Issue 12, hole 8: the host and the pilot that held a job are cleared in the move
+    back to PENDING, so their credentials cannot act on it once it runs elsewhere."""
+    alice = world.user("alice")
+    pilot, job = world.jobs(alice, world.app("a", alice), 2)
+    states.move(world.db, pilot, states.RUNNING, actor_uid=None, host_uid="h1")
+    states.move(world.db, job, states.RUNNING, actor_uid=None, host_uid="h1",
+                pilot_uid=pilot.uid)
+    assert (job.host_uid, job.pilot_uid) == ("h1", pilot.uid)
+    if back == "lose":
+        states.lose(world.db, job, reason="worker vanished")
+    else:
+        states.move(world.db, job, states.PENDING, actor_uid=None, reason="given back")
+    assert (job.status, job.host_uid, job.pilot_uid) == (states.PENDING, None, None)
+    states.move(world.db, job, states.RUNNING, actor_uid=None, host_uid="h2")
+    assert (job.host_uid, job.pilot_uid) == ("h2", None)

@@ -40,9 +40,15 @@ def can_move(src: str, dst: str) -> bool:
     return dst in GRAPH.get(src, frozenset())
 
 
-def move(db: Session, work: Work, dst: str, *, actor_uid: str | None, reason: str = "") -> None:
+def move(db: Session, work: Work, dst: str, *, actor_uid: str | None, reason: str = "",
+         host_uid: str | None = None, pilot_uid: str | None = None) -> None:
     """Validate and apply one transition, and log it. An illegal move is a 409 (the API
-    logs every refusal as an event, in its own transaction)."""
+    logs every refusal as an event, in its own transaction).
+
+    Who holds a job (its host, and the pilot VM job that took it) is set only by the move
+    to RUNNING (``host_uid``, ``pilot_uid``) and cleared by every move back to PENDING, in
+    the same transition: a worker's or a pilot's credential acts on the jobs it holds, so
+    a holder that outlived a requeue would act on a job now running elsewhere."""
     src = work.status
     if not can_move(src, dst):
         allowed = ", ".join(sorted(GRAPH.get(src, ()))) or "none: it is final"
@@ -55,8 +61,9 @@ def move(db: Session, work: Work, dst: str, *, actor_uid: str | None, reason: st
         work.started_at = now
         work.exit_code = None
         work.error_message = None
+        work.host_uid, work.pilot_uid = host_uid, pilot_uid
     elif dst == PENDING:
-        work.host_uid = None
+        work.host_uid = work.pilot_uid = None
         work.started_at = None
     elif dst in TERMINAL:
         work.completed_at = now

@@ -70,8 +70,7 @@ def assign(db: Session, host: Host, worker: Principal) -> Work | None:
                 if work is None:
                     continue
                 states.move(db, work, states.RUNNING, actor_uid=worker.uid,
-                            reason=f"assigned to host {host.uid}")
-                work.host_uid = host.uid
+                            reason=f"assigned to host {host.uid}", host_uid=host.uid)
                 if owner_locked:
                     db.execute(update(User).where(User.uid == owner_uid)
                                .values(last_served_at=utcnow()))

@@ -353,8 +353,8 @@ def pilot_work(db: Session, p: Principal, pilot_uid: str) -> dict[str, Any] | No
     if work is None:
         return None
     states.move(db, work, states.RUNNING, actor_uid=p.uid,
-                reason=f"taken by pilot VM job {pilot.uid}")
-    work.host_uid, work.pilot_uid = pilot.host_uid, pilot.uid
+                reason=f"taken by pilot VM job {pilot.uid}", host_uid=pilot.host_uid,
+                pilot_uid=pilot.uid)
     return description_for_worker(db, work)
 
 
