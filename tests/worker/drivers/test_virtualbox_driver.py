@@ -227,7 +227,7 @@ def test_fake_non_vdi_template_is_refused_cleanly(drv: VirtualBoxDriver, svc: Fa
                                                   tmp_path: Path) -> None:
     qcow = tmp_path / "t.qcow2"
     qcow.write_bytes(b"QFI\xfb" + b"\0" * 508)
-    with pytest.raises(DriverError, match="storage format"):
+    with pytest.raises(DriverError, match="not a VDI or VMDK"):
         drv.define(VMSpec("q-1", W, qcow))
     assert list(drv.work_dir.iterdir()) == [] and svc.media == {}
 

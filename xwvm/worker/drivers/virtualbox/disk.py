@@ -8,11 +8,17 @@ differencing image ourselves (IMedium.createDiffStorage into the VM's folder) ra
 than let VirtualBox make an implicit one when an immutable disk is attached: that way
 the file's place and name are ours, destroy() deletes it, and a restarted worker finds
 it by its folder.
+
+VirtualBox guesses a medium's format from its bytes, and a VMDK descriptor names its
+extent files (and a parent) by path: :func:`check_template_file` lets only a VDI that is
+not a differencing image, or a VMDK whose extents are the file itself or files beside it,
+reach ``openMedium`` (a crafted template must not make VirtualBox read a host file).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import uuid
 from contextlib import suppress
@@ -27,6 +33,13 @@ VDI_TEXT = b"<<< Oracle VM VirtualBox Disk Image >>>\n"
 VDI_SIGNATURE = 0xBEDA107F
 VDI_BLOCK = 1 << 20
 VDI_FREE = 0xFFFFFFFF
+VDI_TYPE_DIFF = 4
+VMDK_SPARSE_MAGIC = b"KDMV"
+VMDK_DESCRIPTOR = b"# Disk DescriptorFile"
+VMDK_DESCRIPTOR_MAX = 64 * 1024
+# An extent line: access, sectors, type, then "file name" and an offset for file extents.
+VMDK_EXTENT_RE = re.compile(r'^\s*(RW|RDONLY|NOACCESS)\s+\d+\s+(\w+)(?:\s+"([^"]*)")?',
+                            re.MULTILINE)
 
 
 def write_vdi(path: Path, size: int, sector0: bytes) -> None:
@@ -117,8 +130,55 @@ def open_exchange(host: Host, raw: Path, vm_dir: Path) -> Any:
                                     c.AccessMode_ReadWrite, False)
 
 
+def check_template_file(path: Path) -> None:
+    """Refuse a template that would make VirtualBox open anything but itself (and, for a
+    VMDK descriptor, extents beside it): a differencing VDI, a VMDK with a parent or an
+    extent elsewhere, or any other format (VHD, qcow2... whose headers name parents)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(VMDK_DESCRIPTOR_MAX)
+            if head[:4] == VMDK_SPARSE_MAGIC and len(head) >= 44:
+                offset, size = struct.unpack_from("<QQ", head, 28)  # in sectors
+                f.seek(offset * 512)
+                text = f.read(min(size * 512, VMDK_DESCRIPTOR_MAX)) if offset else b""
+                return _check_vmdk(path, text, sparse=True)
+    except (OSError, struct.error) as e:
+        raise SpecError(f"template {path.name} is unreadable") from e
+    if head.startswith(VMDK_DESCRIPTOR):
+        return _check_vmdk(path, head, sparse=False)
+    if len(head) >= 0x50 and struct.unpack_from("<I", head, 0x40)[0] == VDI_SIGNATURE:
+        if struct.unpack_from("<I", head, 0x4C)[0] == VDI_TYPE_DIFF:
+            raise SpecError(f"template {path.name} refused: a differencing VDI needs a "
+                            "parent image", code="template_refused")
+        return None
+    raise SpecError(f"template {path.name} refused: not a VDI or VMDK image",
+                    code="template_refused")
+
+
+def _check_vmdk(path: Path, raw: bytes, sparse: bool) -> None:
+    text = raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    if re.search(r"^\s*parentFileNameHint\s*=", text, re.MULTILINE):
+        raise SpecError(f"template {path.name} refused: its VMDK descriptor names a parent "
+                        "image", code="template_refused")
+    folder = path.resolve().parent
+    extents = [(kind, name) for _access, kind, name in VMDK_EXTENT_RE.findall(text)
+               if kind.upper() != "ZERO"]
+    if sparse:  # its one extent is the file itself, whatever the descriptor calls it
+        if len(extents) != 1:
+            raise SpecError(f"template {path.name} refused: a sparse VMDK with "
+                            f"{len(extents)} extents", code="template_refused")
+        return
+    for _kind, name in extents:
+        if not name or "/" in name or "\\" in name or name in (".", "..") or \
+                (folder / name).resolve().parent != folder:
+            raise SpecError(f"template {path.name} refused: its VMDK descriptor names an "
+                            "extent outside the image cache", code="template_refused")
+
+
 def open_template(host: Host, path: Path) -> Any:
-    """The template as an immutable, read-only medium (the same object for every job)."""
+    """The template as an immutable, read-only medium (the same object for every job),
+    once :func:`check_template_file` found it self-contained."""
+    check_template_file(path)
     c = host.c
     with host.translated(f"open template {path}"):
         medium = host.vbox.openMedium(str(path), c.DeviceType_HardDisk, c.AccessMode_ReadOnly,
