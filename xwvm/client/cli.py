@@ -540,12 +540,15 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
               show_default=True, help="MB of cached templates")
 @click.option("--vm-hang-timeout", type=float, default=600, show_default=True,
               help="stop a VM that shows no progress for this many seconds")
+@click.option("--allow-native", is_flag=True,
+              help="also run native jobs on this host itself, outside any VM (implied by "
+                   "--hypervisor none)")
 @handle_errors
 def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: Path | None,
                key: Path | None, work_dir: Path,
                name: str | None, shared_apps: tuple[str, ...], max_jobs: int | None,
                max_idle: float | None, hypervisor: str, trusted_keys: tuple[Path, ...],
-               image_quota_mb: int, vm_hang_timeout: float) -> None:
+               image_quota_mb: int, vm_hang_timeout: float, allow_native: bool) -> None:
     """Pull and run jobs until stopped (SIGTERM gives the running job back)."""
     from xwvm.worker.agent import Worker, WorkerOptions
     from xwvm.worker.credential import Credential
@@ -563,7 +566,8 @@ def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: P
     opts = WorkerOptions(work_dir=work_dir, name=name or platform.node(),
                          shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle,
                          hypervisor=hypervisor, trusted_keys=list(trusted_keys),
-                         image_quota_mb=image_quota_mb, vm_hang_timeout_s=vm_hang_timeout)
+                         image_quota_mb=image_quota_mb, vm_hang_timeout_s=vm_hang_timeout,
+                         allow_native=allow_native)
     Worker(cred, opts, server=url, ca=ca).run()
 
 

@@ -41,6 +41,13 @@ class WorkerOptions:
     trusted_keys: list[Path] = field(default_factory=list)
     image_quota_mb: int = 20 * 1024
     vm_hang_timeout_s: float = 600.0
+    # Native jobs run on the host itself: only when the owner says so (--allow-native) or
+    # started the worker for native jobs only (--hypervisor none).
+    allow_native: bool = False
+
+    @property
+    def native_allowed(self) -> bool:
+        return self.allow_native or self.hypervisor == "none"
 
 
 class Worker:
@@ -109,7 +116,8 @@ class Worker:
     def _register(self) -> str:
         state = self.work_dir / "host.json"
         facts_now = facts.collect(self.work_dir, self.opts.name, self.opts.shared_apps)
-        facts_now["hypervisors"] = self.hypervisors
+        facts_now["hypervisors"] = {**self.hypervisors,
+                                    "native": facts.native_entry(self.opts.native_allowed)}
         facts_now["templates_held"] = self.templates_held()
         known = json.loads(state.read_text()) if state.is_file() else {}
         if known.get("server") == self.client.server and known.get("uid"):
@@ -153,6 +161,9 @@ class Worker:
                 continue
             self.hypervisors[kind] = probe.to_json()
             log.info("%s: %s", kind, probe.reason)
+            if not probe.usable and self.opts.hypervisor == kind:
+                raise XwvmError(f"--hypervisor {kind}: {kind} is unusable on this host: "
+                                f"{probe.reason}", code="no_hypervisor")
             if probe.usable:
                 # The scheduler sends only VM jobs whose network policy this host enforces.
                 networks = [str(n) for n in driver.networks()]
@@ -160,6 +171,11 @@ class Worker:
                 log.info("%s enforces network policies: %s", kind, ", ".join(networks))
                 break
         else:
+            if not self.opts.native_allowed:
+                reasons = "; ".join(f"{k}: {v['reason']}" for k, v in self.hypervisors.items())
+                raise XwvmError(f"no usable hypervisor ({reasons}); this worker runs VM jobs "
+                                "only: give --allow-native to run native jobs on this host",
+                                code="no_hypervisor")
             return
         for uid in driver.cleanup_leftovers():
             log.info("removed VM of job %s left by a previous run", uid)
@@ -236,6 +252,10 @@ class Worker:
         uid = job["uid"]
         if job.get("template"):
             self._execute_vm(job)
+            return
+        if not self.opts.native_allowed:  # the server should not have sent it
+            self._report(uid, "ERROR", message="this worker runs VM jobs only: a native job "
+                                               "would run on the host itself")
             return
         sandbox.create()
         try:

@@ -1,4 +1,5 @@
-"""What a host offers: OS, architecture, CPUs, memory and free disk."""
+"""What a host offers: OS, architecture, CPUs, memory and free disk, and whether it runs
+native jobs (outside a VM) at all."""
 
 from __future__ import annotations
 
@@ -35,3 +36,11 @@ def collect(work_dir: Path, name: str, shared_apps: list[str]) -> dict[str, Any]
             "memory_mb": memory_mb(), "disk_mb": shutil.disk_usage(work_dir).free // 2**20,
             "shared_apps": sorted(set(shared_apps)), "hypervisors": {},
             "version": __version__}
+
+
+def native_entry(allowed: bool) -> dict[str, Any]:
+    """The host record's ``hypervisors["native"]``: whether native jobs (run on the host
+    itself, outside any VM) may be sent here; the scheduler sends none when not."""
+    reason = "its owner allows native jobs" if allowed else \
+        "VM jobs only (the worker was not started with --allow-native)"
+    return {"usable": allowed, "accel": None, "reason": reason}

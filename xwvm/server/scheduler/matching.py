@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, false, or_, select
 
 from xwvm.server.db.models import App, AppBinary, Host, Work
 from xwvm.server.policy import Principal
 
 GROUP_READ, OTHER_READ = 0o040, 0o004
 NETWORKS = ("none", "server", "internet")  # a VM job's network policies
+# The host record's hypervisors entry that says whether the host runs native jobs (on the
+# host itself); not a hypervisor. A worker that does not say (older versions) runs them.
+NATIVE = "native"
+
+
+def runs_native(host: Host) -> bool:
+    entry = (host.hypervisors or {}).get(NATIVE)
+    return not isinstance(entry, dict) or bool(entry.get("usable"))
 
 
 def confinement(worker: Principal) -> Any:
@@ -40,8 +48,8 @@ def vm_networks(host: Host) -> list[str]:
     """The network policies that a usable hypervisor of the host enforces, as its worker
     reported them; a worker that does not say (older versions) enforced ``server``."""
     found: set[str] = set()
-    for hv in (host.hypervisors or {}).values():
-        if isinstance(hv, dict) and hv.get("usable"):
+    for kind, hv in (host.hypervisors or {}).items():
+        if kind != NATIVE and isinstance(hv, dict) and hv.get("usable"):
             nets = hv.get("networks", ["server"])
             if isinstance(nets, list):
                 found.update(n for n in nets if n in NETWORKS)
@@ -51,7 +59,8 @@ def vm_networks(host: Host) -> list[str]:
 def runnable(host: Host) -> Any:
     """Native jobs need their app here; VM jobs need a usable hypervisor here that
     enforces the job's network policy."""
-    native = and_(Work.template_uid.is_(None), app_available(host))
+    native = and_(Work.template_uid.is_(None), app_available(host)) if runs_native(host) \
+        else false()
     networks = vm_networks(host)
     if not networks:
         return native

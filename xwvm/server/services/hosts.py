@@ -14,7 +14,7 @@ from xwvm.server.db.models import Host, User, Work, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC, Level
 from xwvm.server.scheduler import assign as scheduler
-from xwvm.server.scheduler import reaper
+from xwvm.server.scheduler import matching, reaper
 from xwvm.server.services import works as work_service
 from xwvm.server.services.common import get_or_404
 
@@ -41,7 +41,8 @@ def register(db: Session, p: Principal, facts: dict[str, Any], alive_period_s: i
                   hypervisors=facts.get("hypervisors", {}), version=facts.get("version", ""),
                   templates_held=sorted(set(facts.get("templates_held", []))),
                   vm_capable=any(isinstance(h, dict) and h.get("usable")
-                                 for h in facts.get("hypervisors", {}).values()),
+                                 for kind, h in facts.get("hypervisors", {}).items()
+                                 if kind != matching.NATIVE),
                   status="alive", alive_period=alive_period_s, last_seen=utcnow())
     uid = facts.get("uid")
     host = None
