@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -21,6 +22,8 @@ TERMINAL = ("COMPLETED", "ERROR", "ABORTED")
 UIDS_PER_QUERY = 50
 EVENT_PAGE = 1000
 Progress = Callable[[int], None]
+MAX_MESSAGE = 2000
+DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 class ApiError(XwvmError):
@@ -28,13 +31,48 @@ class ApiError(XwvmError):
 
     @classmethod
     def from_response(cls, resp: requests.Response) -> ApiError:
+        """The server's JSON error; anything else is named by status and path only: a
+        body that is not the API's (a proxy's page, or worse) never goes into a message
+        that may be reported back to the server."""
         try:
             body = resp.json()
-            return cls(body.get("message") or resp.reason, code=body.get("error", "error"),
-                       status=resp.status_code, details=body.get("details"))
         except ValueError:
-            return cls(f"HTTP {resp.status_code}: {resp.text[:200]}", code="http_error",
-                       status=resp.status_code)
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            return cls(body["message"][:MAX_MESSAGE], code=str(body.get("error", "error")),
+                       status=resp.status_code, details=body.get("details"))
+        return cls(f"HTTP {resp.status_code} {resp.reason or ''} from "
+                   f"{resp.request.method} {urlsplit(resp.url).path}".replace("  ", " "),
+                   code="http_error", status=resp.status_code)
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme)
+
+
+class _SameOriginSession(requests.Session):
+    """Follows a redirect only to the server's own origin (scheme, host and port): a
+    hostile server must not make a worker fetch from its LAN (a router's page) or over
+    plain http. Anything else is refused before a connection is made."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__()
+        self.origin = origin(server)
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        if target is None:
+            return None
+        absolute = urljoin(resp.url, target)
+        if origin(absolute) != self.origin:
+            resp.close()
+            raise ApiError(f"the server redirected {resp.request.method} "
+                           f"{urlsplit(resp.url).path} to another origin: refused",
+                           code="offsite_redirect", status=0)
+        return absolute
 
 
 def sha256_file(path: Path) -> str:
@@ -43,6 +81,31 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _room(size: int | None, have: int) -> int | None:
+    return None if size is None else size - have
+
+
+def _receive(resp: requests.Response, out: BinaryIO, digest: Any, limit: int | None,
+             progress: Progress | None, part: Path) -> int:
+    """Copy the body to ``out`` in blocks of our size (never the server's), stopping
+    with ``too_large`` past ``limit`` bytes: a hostile server may stream forever."""
+    got = 0
+    for block in resp.iter_content(DOWNLOAD_BLOCK):
+        got += len(block)
+        if limit is not None and got > limit:
+            out.close()
+            part.unlink(missing_ok=True)
+            raise ApiError(f"the server sent more than the declared size for "
+                           f"{urlsplit(resp.url).path}: download stopped",
+                           code="too_large", status=0)
+        if digest is not None:
+            digest.update(block)
+        out.write(block)
+        if progress:
+            progress(len(block))
+    return got
 
 
 class _ProgressReader:
@@ -68,7 +131,7 @@ class Client:
         self.verify: str | bool = str(ca) if ca else True
         self.token = token
         self.timeout = timeout
-        self.http = requests.Session()
+        self.http = _SameOriginSession(self.server)
         # Called once on an expired/revoked token; returns a new token (workers re-login).
         self.reauth: Callable[[], str] | None = None
 
@@ -208,27 +271,29 @@ class Client:
                                          "Content-Length": str(size)}).json()
 
     def download(self, route: str, dest: Path, *, sha256: str | None = None,
-                 progress: Progress | None = None) -> Path:
+                 progress: Progress | None = None, size: int | None = None) -> Path:
         """Download to ``dest`` through ``dest.part``, resuming a partial file with Range,
-        and verify the sha256 (from the argument or the server's header)."""
+        and verify the sha256 (from the argument or the server's header). ``size``: the
+        declared size; a server sending more is cut off there (``too_large``)."""
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
         have = part.stat().st_size if part.exists() else 0
+        if size is not None and have > size:
+            part.unlink()
+            have = 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         resp = self.request("GET", route, expect=(200, 206, 416), headers=headers,
                             stream=True)
         if resp.status_code == 416:  # the partial file is already complete (or bogus)
             resp.close()
             part.unlink()
-            return self.download(route, dest, sha256=sha256, progress=progress)
+            return self.download(route, dest, sha256=sha256, progress=progress, size=size)
         mode = "ab" if resp.status_code == 206 else "wb"
         if progress and mode == "ab":
             progress(have)
-        with open(part, mode) as out:
-            for chunk in resp.iter_content(CHUNK):
-                out.write(chunk)
-                if progress:
-                    progress(len(chunk))
+        with resp, open(part, mode) as out:
+            _receive(resp, out, None, _room(size, have if mode == "ab" else 0), progress,
+                     part)
         expected = sha256 or resp.headers.get("X-Content-SHA256")
         if expected and sha256_file(part) != expected:
             part.unlink()
@@ -426,14 +491,17 @@ class Client:
         self.request("DELETE", f"/templates/{ref}")
 
     def download_verified(self, route: str, dest: Path, *, sha256: str,
-                          progress: Progress | None = None) -> int:
+                          progress: Progress | None = None, size: int | None = None) -> int:
         """Like :meth:`download` (resumes ``dest.part`` with Range), but hashes while it
         writes, so the file is read once; returns the bytes transferred. A mismatch
-        removes the partial file and raises ``checksum_mismatch``."""
+        removes the partial file and raises ``checksum_mismatch``; more than ``size``
+        bytes (the signed size) removes it and raises ``too_large``."""
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
         digest = hashlib.sha256()
         have = 0
+        if part.exists() and size is not None and part.stat().st_size > size:
+            part.unlink()
         if part.exists():
             with open(part, "rb") as f:
                 for block in iter(lambda: f.read(DOWNLOAD_BLOCK), b""):
@@ -448,19 +516,14 @@ class Client:
                 os.replace(part, dest)
                 return 0
             part.unlink()
-            return self.download_verified(route, dest, sha256=sha256, progress=progress)
+            return self.download_verified(route, dest, sha256=sha256, progress=progress,
+                                          size=size)
         if resp.status_code == 200:
             digest, have = hashlib.sha256(), 0
         if progress and have:
             progress(have)
-        got = 0
         with resp, open(part, "ab" if have else "wb") as out:
-            for block in resp.iter_content(DOWNLOAD_BLOCK):
-                digest.update(block)
-                out.write(block)
-                got += len(block)
-                if progress:
-                    progress(len(block))
+            got = _receive(resp, out, digest, _room(size, have), progress, part)
         if digest.hexdigest() != sha256:
             part.unlink()
             raise ApiError(f"downloaded file does not match sha256 {sha256}; the partial "

@@ -18,14 +18,26 @@ from typing import Any, TypeVar
 
 from xwvm.client.sdk import ApiError, Client
 from xwvm.errors import XwvmError
+from xwvm.ids import BadId, check_file_name, check_relative_name, check_uid
 from xwvm.worker import facts, native
-from xwvm.worker.cache import DataCache
+from xwvm.worker.cache import DEFAULT_QUOTA_BYTES, DataCache
 from xwvm.worker.credential import Credential
-from xwvm.worker.heartbeat import Heartbeat
+from xwvm.worker.heartbeat import MIN_PERIOD_S, Heartbeat, clamp_period
 
 log = logging.getLogger("xwvm.worker")
 T = TypeVar("T")
 TRANSIENT_STATUS = (0, 502, 503, 504)
+DEFAULT_MAX_WALL_CLOCK_S = 24 * 3600
+
+
+def effective_wall_clock(job_limit: Any, ceiling: int) -> int:
+    """The job's wall-clock limit as this worker enforces it: the job's own when it is a
+    positive number below the owner's ceiling, else the ceiling (a missing, zero or
+    malformed limit never means "unlimited")."""
+    if isinstance(job_limit, int) and not isinstance(job_limit, bool) and \
+            0 < job_limit < ceiling:
+        return job_limit
+    return ceiling
 
 
 @dataclass
@@ -40,10 +52,14 @@ class WorkerOptions:
     hypervisor: str = "auto"          # auto | libvirt | virtualbox | none
     trusted_keys: list[Path] = field(default_factory=list)
     image_quota_mb: int = 20 * 1024
+    data_quota_mb: int = DEFAULT_QUOTA_BYTES // 2**20
     vm_hang_timeout_s: float = 600.0
     # Native jobs run on the host itself: only when the owner says so (--allow-native) or
     # started the worker for native jobs only (--hypervisor none).
     allow_native: bool = False
+    # The owner's ceiling on any job's run time, enforced here whatever the job or the
+    # server says: a job without a limit (or a longer one) gets this one.
+    max_wall_clock_s: int = DEFAULT_MAX_WALL_CLOCK_S
 
     @property
     def native_allowed(self) -> bool:
@@ -63,7 +79,7 @@ class Worker:
             ca_path = str(ca_file)
         self.client = Client(server or cred.server, ca_path)
         self.client.reauth = self._login
-        self.cache = DataCache(self.work_dir / "cache")
+        self.cache = DataCache(self.work_dir / "cache", opts.data_quota_mb * 2**20)
         self.stopping = threading.Event()  # SIGTERM / SIGINT
         self.job_stop = threading.Event()  # the running job must stop
         self.alive_period = 60.0
@@ -91,13 +107,18 @@ class Worker:
             if job is None:
                 if self.opts.max_idle and time.monotonic() - idle_since > self.opts.max_idle:
                     break
-                delay = min(max(delay * 2, 1.0), self.opts.max_backoff,
-                            float(answer.get("retry_after", self.opts.max_backoff)))
+                retry_after = clamp_period(answer.get("retry_after"), self.opts.max_backoff,
+                                           max(self.opts.max_backoff, MIN_PERIOD_S))
+                delay = min(max(delay * 2, 1.0), self.opts.max_backoff, retry_after)
                 self.stopping.wait(delay * random.uniform(0.5, 1.0))
                 continue
-            self.alive_period = float(answer.get("alive_period", self.alive_period))
+            self.alive_period = clamp_period(answer.get("alive_period"), self.alive_period)
             delay = 0.0
-            self.run_job(job)
+            if not self.run_job(job):
+                # Refused without running: the server may send it again at once.
+                delay = min(max(delay * 2, 1.0), self.opts.max_backoff)
+                self.stopping.wait(delay)
+                continue
             done += 1
             idle_since = time.monotonic()
             if self.opts.max_jobs and done >= self.opts.max_jobs:
@@ -122,11 +143,12 @@ class Worker:
         known = json.loads(state.read_text()) if state.is_file() else {}
         if known.get("server") == self.client.server and known.get("uid"):
             try:
-                return self.client.register_host({**facts_now, "uid": known["uid"]})["uid"]
+                return check_uid(self.client.register_host(
+                    {**facts_now, "uid": known["uid"]})["uid"], "host")
             except ApiError as e:
                 if e.status not in (403, 404):
                     raise
-        uid = self.client.register_host(facts_now)["uid"]
+        uid = check_uid(self.client.register_host(facts_now)["uid"], "host")
         state.write_text(json.dumps({"server": self.client.server, "uid": uid}))
         return uid
 
@@ -206,8 +228,8 @@ class Worker:
             for leftover in jobs.iterdir():
                 log.info("removing leftover %s", leftover)
                 shutil.rmtree(leftover, ignore_errors=True)
-        for part in self.cache.root.glob("*.download"):
-            part.unlink(missing_ok=True)
+        for part in self.cache.remove_partials():
+            log.info("removed partial download %s", part.name)
 
     def _retry(self, fn: Callable[[], T]) -> T | None:
         """Call ``fn`` until it succeeds, backing off while the server is unreachable;
@@ -226,8 +248,14 @@ class Worker:
 
     # --- one job ----------------------------------------------------------------------------
 
-    def run_job(self, job: dict[str, Any]) -> None:
-        uid = job["uid"]
+    def run_job(self, job: dict[str, Any]) -> bool:
+        """Run one job; False if it was refused unrun (an id that is not one: nothing is
+        reported, since the id is also the report's URL)."""
+        try:
+            uid = check_uid(job.get("uid") if isinstance(job, dict) else None, "job")
+        except BadId as e:
+            log.warning("%s", e.message)
+            return False
         self.current = uid
         self.job_stop.clear()
         if self.stopping.is_set():
@@ -247,9 +275,14 @@ class Worker:
         finally:
             self.current = None
             sandbox.remove()
+        return True
 
     def _execute(self, job: dict[str, Any], sandbox: native.Sandbox) -> None:
         uid = job["uid"]
+        # One hard limit for VM and native jobs alike, enforced by the code below (the VM
+        # monitor or the native runner), and told to the guest through its context.
+        job = {**job, "wall_clock_s": effective_wall_clock(job.get("wall_clock_s"),
+                                                           self.opts.max_wall_clock_s)}
         if job.get("template"):
             self._execute_vm(job)
             return
@@ -303,13 +336,13 @@ class Worker:
         stdin: Path | None = None
         placed: dict[str, float] = {}
         for f in job["files"]:
-            cached = self.cache.get(f["sha256"], lambda dest, f=f: self.client.download_data(
-                f["data"], dest, sha256=f["sha256"]))
+            cached = self.cache.job_file(self.client, f)
             if f["role"] == "stdin":
                 stdin = cached
                 continue
             executable = f["role"] == "app"
-            name = job["app"] if executable else f["name"]
+            name = check_file_name(job["app"], "app") if executable \
+                else check_relative_name(f["name"], "input")
             dest = sandbox.place(cached, name, executable=executable)
             placed[name] = dest.stat().st_mtime
             if executable:

@@ -1,37 +1,127 @@
-"""The worker's content-addressed file cache: each sha256 downloaded once and verified."""
+"""The worker's content-addressed data cache (job inputs and app binaries), and the record
+of which cached files this worker process has itself verified.
+
+A cached file is trusted by its content, never by its name: anything that can write
+into the cache (a crafted input name, a payload) could plant bytes under a sha256's
+name. So the first use of a file after the worker started hashes it again; later uses
+are cheap as long as its (device, inode, size, mtime, ctime) did not change: ctime
+cannot be set back from user space, so a rewrite is always seen.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from xwvm.client.sdk import sha256_file
+from xwvm.client.sdk import Client, sha256_file
+from xwvm.errors import XwvmError
+from xwvm.ids import check_sha256, check_uid
+
+log = logging.getLogger("xwvm.worker")
+DEFAULT_QUOTA_BYTES = 10 * 2**30
+PARTIAL_SUFFIXES = (".download", ".download.part", ".part")
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class VerifiedFiles:
+    """Which files this process hashed (or wrote) and found to be their sha256; in memory
+    only, so that nothing on disk can vouch for a file."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, ...]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, path: Path, sha256: str) -> bool:
+        """True if ``path`` holds ``sha256``: from the record, else by hashing it now."""
+        try:
+            before = _stat_key(os.stat(path))
+        except FileNotFoundError:
+            return False
+        with self._lock:
+            if self._seen.get(str(path)) == before:
+                return True
+        if sha256_file(path) != sha256:
+            log.warning("cached %s does not match its sha256: not used", path)
+            return False
+        with self._lock:  # stat taken before hashing: a change meanwhile is seen next time
+            self._seen[str(path)] = before
+        return True
+
+    def record(self, path: Path) -> None:
+        """``path`` was just written and verified by this process."""
+        with self._lock:
+            self._seen[str(path)] = _stat_key(os.stat(path))
+
+    def touch(self, path: Path) -> None:
+        """Mark ``path`` recently used (LRU) without losing its verified record."""
+        key = str(path)
+        with self._lock:
+            known = self._seen.get(key) == _stat_key(os.stat(path))
+            os.utime(path)
+            if known:
+                self._seen[key] = _stat_key(os.stat(path))
 
 
 class DataCache:
-    def __init__(self, root: Path) -> None:
+    """``root/<sha256>``, at most ``quota_bytes`` (partial downloads included); the least
+    recently used files not held by the running job go first."""
+
+    def __init__(self, root: Path, quota_bytes: int = DEFAULT_QUOTA_BYTES) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.quota = quota_bytes
+        self.verified = VerifiedFiles()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._held: set[str] | None = None  # inside holding(): what it got
 
-    def path(self, sha256: str) -> Path:
-        return self.root / sha256
+    def path(self, sha256: Any) -> Path:
+        return self.root / check_sha256(sha256, "data")
 
     def _lock(self, sha256: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(sha256, threading.Lock())
 
-    def get(self, sha256: str, fetch: Callable[[Path], None]) -> Path:
-        """The cached file; ``fetch(dest)`` downloads it (resumably) when missing. Two
+    def remove_partials(self) -> list[Path]:
+        """Downloads a previous run left half-done (at worker start)."""
+        gone = [p for p in self.root.iterdir() if p.name.endswith(PARTIAL_SUFFIXES)]
+        for p in gone:
+            p.unlink(missing_ok=True)
+        return gone
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Files got inside the block are not evicted until it ends (a job's inputs)."""
+        with self._guard:
+            self._held = set()
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._held = None
+
+    def get(self, sha256: Any, fetch: Callable[[Path], None], size: int | None = None) -> Path:
+        """The cached file, verified; ``fetch(dest)`` downloads it when missing or damaged
+        (at most ``size`` bytes, the declared size, made room for under the quota). Two
         callers wanting the same content cause one download."""
+        final = self.path(sha256)
         with self._lock(sha256):
-            final = self.path(sha256)
-            if final.is_file():
-                os.utime(final)  # recency, for eviction
+            with self._guard:
+                if self._held is not None:
+                    self._held.add(sha256)
+            if final.is_file() and self.verified.check(final, sha256):
+                self.verified.touch(final)
                 return final
+            final.unlink(missing_ok=True)
+            self.evict(size or 0)
             tmp = self.root / f"{sha256}.download"
             fetch(tmp)
             if sha256_file(tmp) != sha256:
@@ -39,4 +129,44 @@ class DataCache:
                 raise OSError(f"cached download does not match sha256 {sha256}")
             os.chmod(tmp, 0o444)
             os.replace(tmp, final)
+            self.verified.record(final)
             return final
+
+    def job_file(self, client: Client, f: Mapping[str, Any]) -> Path:
+        """A job's file (``description_for_worker``'s ``files``), its data id checked and
+        its download stopped at its declared size."""
+        data = check_uid(f.get("data"), "data")
+        size = f.get("size") if isinstance(f.get("size"), int) else None
+        return self.get(f.get("sha256"), lambda dest: client.download_data(
+            data, dest, sha256=f["sha256"], size=size), size)
+
+    def size(self) -> int:
+        return sum(size for _, _, size in self._entries())
+
+    def evict(self, need: int) -> None:
+        """Remove least recently used files until ``need`` more bytes fit."""
+        if need > self.quota:
+            raise XwvmError(f"a job file of {need} bytes is larger than the data cache's "
+                            f"quota of {self.quota} bytes", code="cache_full")
+        entries = sorted(self._entries())
+        total = sum(size for _, _, size in entries)
+        with self._guard:
+            held = set(self._held or ())
+        for _, path, size in entries:
+            if total + need <= self.quota:
+                return
+            if path.name in held or path.name.endswith(PARTIAL_SUFFIXES):
+                continue  # the running job's files; partials of downloads under way
+            path.unlink(missing_ok=True)
+            total -= size
+        if total + need > self.quota:
+            raise XwvmError(f"the data cache cannot hold {need} more bytes: {total} of its "
+                            f"{self.quota} bytes are in use", code="cache_full")
+
+    def _entries(self) -> list[tuple[float, Path, int]]:
+        out = []
+        for path in self.root.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                out.append((st.st_mtime, path, st.st_size))
+        return out

@@ -6,18 +6,33 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 
 log = logging.getLogger("xwvm.worker")
+# A hostile or broken server must not make the worker spin (0) or sleep for ever: the
+# periods it sends are clamped to these bounds (seconds).
+MIN_PERIOD_S, MAX_PERIOD_S = 1.0, 3600.0
+
+
+def clamp_period(value: Any, default: float, upper: float = MAX_PERIOD_S) -> float:
+    """A server-sent period in [MIN_PERIOD_S, upper]; ``default`` if it is not a number."""
+    try:
+        period = float(value)
+    except (TypeError, ValueError):
+        return default
+    if period != period:  # NaN
+        return default
+    return min(max(period, MIN_PERIOD_S), upper)
 
 
 class Heartbeat:
     def __init__(self, client: Client, host: str, period: float,
                  running: Callable[[], list[str]], on_stop: Callable[[str], None],
                  held: Callable[[], list[str]] | None = None) -> None:
-        self.client, self.host, self.period = client, host, period
+        self.client, self.host, self.period = client, host, clamp_period(period, 60.0)
         self.running, self.on_stop, self.held = running, on_stop, held
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="xwvm-heartbeat", daemon=True)
@@ -33,8 +48,9 @@ class Heartbeat:
     def beat(self) -> None:
         answer = self.client.heartbeat(self.host, self.running(),
                                        self.held() if self.held else None)
-        self.period = float(answer.get("alive_period", self.period))
-        for uid in answer.get("stop", []):
+        # a server answering 0 (or nonsense) must not make this thread spin
+        self.period = clamp_period(answer.get("alive_period"), self.period)
+        for uid in answer.get("stop") or []:
             self.on_stop(uid)
 
     def _loop(self) -> None:

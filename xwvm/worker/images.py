@@ -3,7 +3,8 @@
 Layout under the cache root::
 
     blobs/<sha256>        a verified artifact, read-only, renamed into place whole
-    blobs/<sha256>.part   a download in progress (resumed with HTTP Range)
+    blobs/<sha256>.part   a download in progress (resumed with HTTP Range; counted in the
+                          quota, never longer than the signed size, evicted when stale)
     locks/<sha256>.lock   flock: exclusive while downloading or evicting, shared while used
     chunks/<sha256>.json  the artifact's chunk manifest (a base for incremental updates)
     templates/<uid>.json  which blobs a template was served from (for ``holdings``)
@@ -11,6 +12,11 @@ Layout under the cache root::
 The locks are ``flock`` locks on a file per sha256, so they work between the threads of
 one worker (each use opens its own descriptor) and between worker processes sharing the
 directory: one download per artifact, and eviction skips whatever anyone has pinned.
+
+A blob is trusted by its content, not its name: its first use in this process hashes it
+again (see :class:`xwvm.worker.cache.VerifiedFiles`), and a blob that does not match is
+fetched afresh. Chunk manifests come from the server unsigned: their chunk size is
+bounded (MAX_CHUNK) or the manifest is ignored.
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from xwvm import signing
 from xwvm.client.sdk import ApiError, Client
 from xwvm.errors import XwvmError
+from xwvm.ids import check_sha256, check_uid
+from xwvm.worker.cache import VerifiedFiles
 
 BLOCK = 4 * 1024 * 1024
+MAX_CHUNK = 16 * 1024 * 1024  # a chunk is held in memory once: the server does not choose
 Progress = Callable[[int], None]
 
 
@@ -119,6 +128,7 @@ class ImageCache:
         self.trusted_keys = dict(trusted_keys)
         self.incremental = incremental
         self.transfers: list[Transfer] = []
+        self.verified = VerifiedFiles()
         for sub in ("blobs", "locks", "chunks", "templates"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -146,7 +156,15 @@ class ImageCache:
         yield {role: path} of its disk (the first of ``disk_formats`` it has), kernel and
         initrd; the files stay pinned (never evicted) until the block ends."""
         verify(desc, self.trusted_keys)
-        wanted = select_artifacts(desc, disk_formats)
+        try:  # the uid is not signed; the sha256s are, but they become paths too
+            check_uid(desc.get("uid"), "template")
+            wanted = select_artifacts(desc, disk_formats)
+            for a in wanted:
+                check_sha256(a.get("sha256"), "artifact")
+                if not isinstance(a.get("size"), int) or a["size"] < 0:
+                    raise ImageError("an artifact's size is not a number", code="bad_size")
+        except XwvmError as e:
+            raise ImageError(e.message, code=e.code) from None
         pins: list[_Pin] = []
         try:
             paths = {}
@@ -182,20 +200,22 @@ class ImageCache:
         with self._global_lock():
             entries = sorted(self._entries())
             total = sum(size for _, _, size in entries)
-            for _, sha, size in entries:
+            for _, name, size in entries:
                 if total + need <= self.quota:
                     break
+                sha = name.removesuffix(".part")
                 if sha in keep:
                     continue
                 lock = _Pin(self._lock_path(sha))
                 try:
                     if not lock.try_lock(fcntl.LOCK_EX):
-                        continue  # pinned by a running VM
-                    self.blob(sha).unlink(missing_ok=True)
-                    self._chunks_path(sha).unlink(missing_ok=True)
+                        continue  # pinned by a running VM, or being downloaded
+                    (self.root / "blobs" / name).unlink(missing_ok=True)
+                    if name == sha:
+                        self._chunks_path(sha).unlink(missing_ok=True)
                 finally:
                     lock.close()
-                removed.append(sha)
+                removed.append(name)
                 total -= size
             if total + need > self.quota:
                 raise ImageError(f"the image cache cannot hold {need} more bytes: {total} of "
@@ -213,23 +233,30 @@ class ImageCache:
         try:
             while True:
                 pin.lock(fcntl.LOCK_SH)
-                if self.blob(sha).is_file():
-                    os.utime(self.blob(sha))  # recency for LRU eviction
+                if self._good(sha):
+                    self.verified.touch(self.blob(sha))  # recency for LRU eviction
                     self.transfers.append(Transfer(sha, "hit", 0))
                     return pin
                 pin.lock(fcntl.LOCK_EX)  # (drops the shared lock first)
-                if self.blob(sha).is_file():  # another user fetched it meanwhile
+                if self._good(sha):  # another user fetched it meanwhile
                     self.transfers.append(Transfer(sha, "hit", 0))
                 else:
-                    self.evict(a["size"], keep=keep)
+                    self.blob(sha).unlink(missing_ok=True)  # planted or damaged bytes
+                    part = self.blob(sha).with_name(f"{sha}.part")
+                    have = part.stat().st_size if part.exists() else 0
+                    self.evict(max(a["size"] - have, 0), keep=keep)
                     self.transfers.append(self._fetch(client, desc, a, progress))
                 # Downgrade; an evictor may slip into the gap, so look again.
                 pin.lock(fcntl.LOCK_SH)
-                if self.blob(sha).is_file():
+                if self._good(sha):
                     return pin
         except BaseException:
             pin.close()
             raise
+
+    def _good(self, sha: str) -> bool:
+        """The blob is there and holds its sha256 (hashed on its first use here)."""
+        return self.blob(sha).is_file() and self.verified.check(self.blob(sha), sha)
 
     def _fetch(self, client: Client, desc: Mapping[str, Any], a: Mapping[str, Any],
                progress: Progress | None) -> Transfer:
@@ -237,7 +264,9 @@ class ImageCache:
         chunks = None
         if a["role"] == "disk" and a.get("chunk_count"):
             chunks = _api(lambda: client.template_chunks(desc["uid"], a["role"], a["format"]))
-            self._write_json(self._chunks_path(sha), chunks)
+            chunks = chunks if _sane_chunks(chunks, a["size"]) else None
+            if chunks is not None:
+                self._write_json(self._chunks_path(sha), chunks)
         base = self._find_base(desc, a, chunks) if chunks and self.incremental else None
         transfer = None
         if base is not None:
@@ -249,6 +278,7 @@ class ImageCache:
         if transfer is None:
             transfer = self._download(client, route, a, progress)
         os.chmod(self.blob(sha), 0o444)
+        self.verified.record(self.blob(sha))
         return transfer
 
     def _download(self, client: Client, route: str, a: Mapping[str, Any],
@@ -259,9 +289,13 @@ class ImageCache:
         for attempt in (1, 2):
             try:
                 got = client.download_verified(route, self.blob(sha), sha256=sha,
-                                               progress=progress)
+                                               progress=progress, size=a["size"])
                 return Transfer(sha, "full", got)
             except ApiError as e:
+                if e.code == "too_large":
+                    raise ImageError(f"the server sent more than the signed {a['size']} "
+                                     f"bytes of the {a['role']}: download stopped",
+                                     code="too_large") from None
                 if e.code != "checksum_mismatch":
                     raise ImageError(f"cannot download {a['role']} {sha[:12]}: {e.message}",
                                      code="download_failed") from None
@@ -283,7 +317,8 @@ class ImageCache:
                 continue
             for old in info["artifacts"]:
                 old_chunks = self._read_json(self._chunks_path(old["sha256"]))
-                if (old["role"] != "disk" or old["format"] != a["format"] or not old_chunks
+                if (old["role"] != "disk" or old["format"] != a["format"]
+                        or not _sane_chunks(old_chunks, old.get("size"))
                         or old_chunks["chunk_size"] != chunks["chunk_size"]
                         or not self.blob(old["sha256"]).is_file()):
                     continue
@@ -349,9 +384,13 @@ class ImageCache:
         resp = _api(lambda: client.request("GET", route, expect=(206,), stream=True,
                                            headers={"Range": f"bytes={start}-{end}"}))
         buf = bytearray()
-        k = 0
+        k, left = 0, end - start + 1
         with resp:
             for block in resp.iter_content(BLOCK):
+                left -= len(block)
+                if left < 0:
+                    raise ImageError("the server sent more than the range asked for: "
+                                     "download stopped", code="too_large")
                 buf += block
                 while len(buf) >= cs:
                     yield k, bytes(buf[:cs])
@@ -363,9 +402,10 @@ class ImageCache:
     # --- bookkeeping ---------------------------------------------------------------------
 
     def _entries(self) -> list[tuple[float, str, int]]:
+        """(mtime, name, size) of every blob and partial download (both take disk)."""
         out = []
         for path in (self.root / "blobs").iterdir():
-            if len(path.name) == 64 and "." not in path.name:
+            if len(path.name.removesuffix(".part")) == 64:
                 with contextlib.suppress(FileNotFoundError):
                     st = path.stat()
                     out.append((st.st_mtime, path.name, st.st_size))
@@ -421,6 +461,18 @@ def select_artifacts(desc: Mapping[str, Any],
 def _route(desc: Mapping[str, Any], a: Mapping[str, Any]) -> str:
     return a.get("path") or (f"/templates/{desc['uid']}/artifacts/{a['role']}"
                              f"?format={a['format']}")
+
+
+def _sane_chunks(chunks: Any, size: Any) -> bool:
+    """A chunk manifest the worker may follow: a bounded chunk size (a chunk is held in
+    memory) and exactly as many sha256s as the artifact's size needs."""
+    try:
+        cs, listed = chunks["chunk_size"], chunks["chunks"]
+        return (isinstance(cs, int) and 0 < cs <= MAX_CHUNK and isinstance(size, int)
+                and isinstance(listed, list) and len(listed) == -(-size // cs)
+                and all(isinstance(c, str) for c in listed))
+    except (TypeError, KeyError):
+        return False
 
 
 def _check_chunk(piece: bytes, expected: str, index: int) -> None:

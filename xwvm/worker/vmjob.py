@@ -32,6 +32,7 @@ from contextualizer import (
 )
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
+from xwvm.ids import check_relative_name, check_uid
 from xwvm.worker import exchange
 from xwvm.worker.cache import DataCache
 from xwvm.worker.drivers.base import Driver, Network, VMSpec, VMState
@@ -87,8 +88,11 @@ class VMJobRunner:
 
     def run(self, job: dict[str, Any], stop: threading.Event,
             shutting_down: threading.Event) -> VMOutcome:
-        uid = job["uid"]
         try:
+            uid = check_uid(job.get("uid"), "job")
+            check_uid(job["template"].get("uid"), "template")
+            for f in job["files"]:
+                check_relative_name(f.get("name"), "input")
             self.verify(job["template"])
         except XwvmError as e:
             return VMOutcome("ERROR", message=f"template refused: {e.message}")
@@ -124,10 +128,9 @@ class VMJobRunner:
         uid = job["uid"]
         disk = (self.vm_dir / f"{uid}-exchange.img").resolve()
         try:
-            inputs = [(f["name"], self.data.get(f["sha256"], lambda dest, f=f:
-                                                self.client.download_data(
-                                                    f["data"], dest, sha256=f["sha256"])),
-                       f["sha256"]) for f in job["files"] if f["role"] == "input"]
+            with self.data.holding():
+                inputs = [(f["name"], self.data.job_file(self.client, f), f["sha256"])
+                          for f in job["files"] if f["role"] == "input"]
             exchange.create(disk, uid, inputs, self.opts.results_capacity_mb * 2**20)
             yield disk
         finally:

@@ -203,6 +203,7 @@ class LibvirtDriver(Driver):
                             f"({size // (1024 * 1024)} MiB)")
         overlay = vm_dir / "disk.qcow2"
         disk.create_overlay(spec.base_image, spec.base_format, overlay, cap or size)
+        overlay.chmod(0o600)  # the guest's writes: nobody else's to read (libvirt chowns it)
         return overlay
 
     def prepare_disk(self, spec: VMSpec) -> Path:
@@ -239,6 +240,9 @@ class LibvirtDriver(Driver):
             if spec.context_iso is not None:
                 # A copy the VM owns: libvirt relabels it, and destroy() removes it.
                 iso = vm_dir / "context.iso"
+                # 0600 from the start: it holds the job's delegated token. libvirt's DAC
+                # labelling chowns it to the QEMU user while the VM runs.
+                os.close(os.open(iso, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
                 shutil.copyfile(spec.context_iso, iso)
             dom = policy.domain_for(spec, self._placement(spec, accel, vm_dir, iso))
             self.host.define(dom.to_xml())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -206,6 +207,8 @@ class VirtualBoxDriver(Driver):
             if spec.context_iso is not None:
                 # A copy the VM owns: deleted with it (VirtualBox holds the file open).
                 iso = vm_dir / "context.iso"
+                # 0600 from the start: it holds the job's delegated token
+                os.close(os.open(iso, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
                 shutil.copyfile(spec.context_iso, iso)
                 c = self.host.c
                 with self.host.translated(f"open {iso}"):
