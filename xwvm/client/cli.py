@@ -543,12 +543,16 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
 @click.option("--allow-native", is_flag=True,
               help="also run native jobs on this host itself, outside any VM (implied by "
                    "--hypervisor none)")
+@click.option("--max-wall-clock", "max_wall_clock_s", type=WALL_CLOCK, default="24h",
+              show_default=True,
+              help="the longest any job may run here (jobs without a limit get this one)")
 @handle_errors
 def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: Path | None,
                key: Path | None, work_dir: Path,
                name: str | None, shared_apps: tuple[str, ...], max_jobs: int | None,
                max_idle: float | None, hypervisor: str, trusted_keys: tuple[Path, ...],
-               image_quota_mb: int, vm_hang_timeout: float, allow_native: bool) -> None:
+               image_quota_mb: int, vm_hang_timeout: float, allow_native: bool,
+               max_wall_clock_s: int) -> None:
     """Pull and run jobs until stopped (SIGTERM gives the running job back)."""
     from xwvm.worker.agent import Worker, WorkerOptions
     from xwvm.worker.credential import Credential
@@ -567,7 +571,7 @@ def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: P
                          shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle,
                          hypervisor=hypervisor, trusted_keys=list(trusted_keys),
                          image_quota_mb=image_quota_mb, vm_hang_timeout_s=vm_hang_timeout,
-                         allow_native=allow_native)
+                         allow_native=allow_native, max_wall_clock_s=max_wall_clock_s)
     Worker(cred, opts, server=url, ca=ca).run()
 
 

@@ -131,7 +131,8 @@ def _start_reaper(app: Flask) -> None:
             try:
                 with sessions() as db:
                     if reaper.claim(db, "reaper", cfg.reap_interval_s * 0.9):
-                        counts = reaper.sweep(db)
+                        counts = reaper.sweep(db, default_wall_clock_s=cfg.default_wall_clock_s,
+                                              grace_s=cfg.wall_clock_grace_s)
                         if any(counts.values()):
                             log.info("reaper: %s", counts)
                     if reaper.claim(db, "uploads", UPLOAD_SWEEP_S):

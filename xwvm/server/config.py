@@ -29,6 +29,10 @@ class ServerConfig:
     default_max_retries: int = 10
     idle_retry_s: int = 10
     reap_interval_s: float = 5.0
+    # The reaper ends a running job after its wall-clock limit, or this default when it
+    # names none, plus the grace (the worker's own report should come first).
+    default_wall_clock_s: int = 24 * 3600
+    wall_clock_grace_s: int = 30
     # Login throttling: this many failures within the window refuse further attempts (429).
     login_max_failures: int = 5
     login_max_failures_per_address: int = 30

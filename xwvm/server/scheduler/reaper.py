@@ -17,6 +17,7 @@ from xwvm.server.db.models import Host, Maintenance, Work, utcnow
 
 MISSED_BEATS = 3
 WALL_CLOCK_GRACE_S = 30
+DEFAULT_WALL_CLOCK_S = 24 * 3600  # a job that names no limit (ServerConfig overrides)
 
 
 def claim(db: Session, name: str, interval_s: float) -> bool:
@@ -48,8 +49,12 @@ def sweep_uploads(db: Session, image_store: BlobStore) -> int:
     return uploads.sweep_expired(db, image_store)
 
 
-def sweep(db: Session, now: dt.datetime | None = None) -> dict[str, int]:
-    """Run both sweeps once; returns counts for logs and tests. The caller commits."""
+def sweep(db: Session, now: dt.datetime | None = None,
+          default_wall_clock_s: int = DEFAULT_WALL_CLOCK_S,
+          grace_s: int = WALL_CLOCK_GRACE_S) -> dict[str, int]:
+    """Run both sweeps once; returns counts for logs and tests. The caller commits.
+    A job without a wall-clock limit is held to ``default_wall_clock_s``: none runs
+    for ever."""
     now = now or utcnow()
     lost_hosts = lost_jobs = timed_out = 0
     for host in db.scalars(select(Host).where(Host.status == "alive")).all():
@@ -63,12 +68,12 @@ def sweep(db: Session, now: dt.datetime | None = None) -> dict[str, int]:
                 db, host, f"worker {host.name} ({host.uid}) stopped sending heartbeats")
     overdue = db.scalars(select(Work).where(
         Work.status.in_((states.RUNNING, states.RESULTREQUEST)),
-        Work.wall_clock_s.is_not(None), Work.started_at.is_not(None))).all()
+        Work.started_at.is_not(None))).all()
     for work in overdue:
-        assert work.started_at is not None and work.wall_clock_s is not None
-        limit = work.wall_clock_s + WALL_CLOCK_GRACE_S
-        if (now - work.started_at).total_seconds() > limit:
+        assert work.started_at is not None
+        wall = work.wall_clock_s or default_wall_clock_s
+        if (now - work.started_at).total_seconds() > wall + grace_s:
             states.move(db, work, states.ERROR, actor_uid=None,
-                        reason=f"wall-clock limit of {work.wall_clock_s} s exceeded")
+                        reason=f"wall-clock limit of {wall} s exceeded")
             timed_out += 1
     return {"lost_hosts": lost_hosts, "lost_jobs": lost_jobs, "timed_out": timed_out}
