@@ -257,11 +257,14 @@ def submit_jobs(app_name: str | None, args: tuple[str, ...], inputs: tuple[str, 
             fail("give either --context or --ssh-key, not both")
         options["context"] = inline_context(c, ssh_keys, parse_env(env),
                                             app_name or options["template"])["uid"]
-    refs = [{"data": upload(c, Path(f))["uid"], "name": Path(f).name} for f in inputs]
+    # Files uploaded for the job take its rights (--chmod 700: nobody else reads them);
+    # the server carries a later chmod of the job to them and to its results.
+    mode = options.get("access_rights", "755")
+    refs = [{"data": upload(c, Path(f), mode)["uid"], "name": Path(f).name} for f in inputs]
     for item in input_data:
         uid, _, name = item.partition(":")
         refs.append({"data": uid, "name": name or c.get_data(uid)["name"]})
-    stdin_uid = upload(c, Path(stdin))["uid"] if stdin else None
+    stdin_uid = upload(c, Path(stdin), mode)["uid"] if stdin else None
     spec = dict(args=list(args), env=parse_env(env), inputs=refs, stdin=stdin_uid, **options)
     works = [c.submit(app_name, **spec) for _ in range(count)]
     if wait:

@@ -97,11 +97,17 @@ def allows(p: Principal, obj: OwnedObject, mode: Mode) -> bool:
     bit = 1 << _SHIFT[mode]
     if obj.owner_uid == p.uid:
         return bool(obj.access_rights & (bit << 6))
-    if obj.group_uid is not None and obj.group_uid == p.group_uid:
+    if same_group(obj.group_uid, p.group_uid):
         if p.level >= Level.GROUP_ADMIN:
             return True
         return bool(obj.access_rights & (bit << 3))
     return bool(obj.access_rights & bit)
+
+
+def same_group(a: str | None, b: str | None) -> bool:
+    """Two parties share a group only when both have one: absent groups never match, so a
+    group admin without a group administers nothing (``None == None`` grants nothing)."""
+    return a is not None and a == b
 
 
 def check(p: Principal, obj: OwnedObject, mode: Mode, what: str) -> None:
@@ -118,10 +124,15 @@ def check_delete(p: Principal, obj: OwnedObject, what: str) -> None:
                         code="forbidden_sticky")
 
 
+def may_chmod(p: Principal, obj: OwnedObject) -> bool:
+    """The owner, a super user, or an admin of the object's group (which it must have)."""
+    return (obj.owner_uid == p.uid or p.level >= Level.SUPER
+            or (p.level >= Level.GROUP_ADMIN and same_group(obj.group_uid, p.group_uid)))
+
+
 def check_chmod(p: Principal, obj: OwnedObject, what: str) -> None:
     require(p, "chmod")
-    if obj.owner_uid != p.uid and p.level < Level.SUPER and not (
-            p.level >= Level.GROUP_ADMIN and obj.group_uid == p.group_uid):
+    if not may_chmod(p, obj):
         raise Forbidden(f"only the owner of {what} {obj.uid} may change its access rights",
                         code="forbidden_access")
 
@@ -204,5 +215,28 @@ def manage_user_allowed(p: Principal, target_group_uid: str | None, level: Level
     """Super users manage anyone; group admins manage their group's users below them."""
     if p.level >= Level.SUPER:
         return True
-    return (p.level >= Level.GROUP_ADMIN and target_group_uid == p.group_uid
+    return (p.level >= Level.GROUP_ADMIN and same_group(target_group_uid, p.group_uid)
             and level < Level.GROUP_ADMIN)
+
+
+def check_group_admin(p: Principal, group_uid: str, name: str) -> None:
+    """Super users, and admins of this usergroup, act for the group (enroll its workers)."""
+    if p.level < Level.SUPER and not (p.level >= Level.GROUP_ADMIN
+                                      and same_group(group_uid, p.group_uid)):
+        raise Forbidden(f"only an admin of usergroup {name!r} may enroll its workers",
+                        code="forbidden_level")
+
+
+def worker_confinement(p: Principal, group_uid: str | None,
+                       public: bool) -> tuple[str | None, str | None]:
+    """(confine_user_uid, confine_group_uid) of a worker account ``p`` creates in
+    ``group_uid``. Matching treats an unconfined worker as public, so every worker account
+    is confined, to its group or else to its creator, unless a super user makes it public."""
+    if public:
+        if p.level < Level.SUPER:
+            raise Forbidden("only a super user may make a worker account public",
+                            code="forbidden_level")
+        return None, None
+    if group_uid is not None:
+        return None, group_uid
+    return p.uid, None

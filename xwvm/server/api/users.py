@@ -16,7 +16,8 @@ NEW_USER = {"type": "object", "additionalProperties": False,
             "properties": {"login": {"type": "string"},
                            "password": {"type": "string", "maxLength": 1024},
                            "rights": {"type": "string"},
-                           "group": {"type": ["string", "null"]}}}
+                           "group": {"type": ["string", "null"]},
+                           "public": {"type": "boolean"}}}
 NEW_GROUP = {"type": "object", "additionalProperties": False, "required": ["name"],
              "properties": {"name": {"type": "string"}}}
 ENROLL = {"type": "object", "additionalProperties": False,
@@ -28,7 +29,8 @@ ENROLL = {"type": "object", "additionalProperties": False,
 def create_user():
     body = json_body(NEW_USER)
     user = user_service.create_user(db(), principal(), body["login"], body["password"],
-                                    Level.parse(body["rights"]), body.get("group"))
+                                    Level.parse(body["rights"]), body.get("group"),
+                                    public=bool(body.get("public", False)))
     commit()
     return jsonify(views.user(user, cfg().public_name)), 201
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from xwvm.errors import Conflict, NotFound
 from xwvm.server.api import views
 from xwvm.server.api.base import cfg, commit, db, json_body, principal, store, upload_length
 from xwvm.server.api.download import blob_response
-from xwvm.server.db.models import Data
 from xwvm.server.rights import PUBLIC, parse_mode
 from xwvm.server.services import works as work_service
 
@@ -89,13 +87,7 @@ def delete(uid: str):
 
 @bp.get("/works/<uid>/result")
 def result(uid: str):
-    work = work_service.get_readable(db(), principal(), uid)
-    if work.result_data_uid is None:
-        raise Conflict(f"job {uid} has no results yet (status {work.status})",
-                       code="no_results")
-    data = db().get(Data, work.result_data_uid)
-    if data is None or data.sha256 is None or data.size is None:
-        raise NotFound(f"the results of job {uid} are gone", code="no_results")
+    data = work_service.readable_result(db(), principal(), uid)
     db().close()
     return blob_response(store(), data.sha256, data.size, data.name)
 

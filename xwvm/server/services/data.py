@@ -71,6 +71,28 @@ def missing_inputs(db: Session, work_uid: str) -> list[str]:
     return list(db.scalars(q))
 
 
+def followers(db: Session, work: Work, mode: int) -> list[Data]:
+    """The data objects that take a job's rights when its owner changes them: its results,
+    and the inputs uploaded for it (``xwvm submit --input`` creates them with the job's
+    rights). Only what still has the job's rights ``mode`` and is its owner's, and, for
+    inputs, what no other job and no app uses: shared data, and data whose rights were
+    set apart from the job's, keep their own rights."""
+    found = [work.result_data_uid] if work.result_data_uid else []
+    found += db.scalars(select(WorkData.data_uid).where(WorkData.work_uid == work.uid,
+                                                        WorkData.role.in_(("input", "stdin"))))
+    rows = db.scalars(select(Data).where(Data.uid.in_(found), Data.owner_uid == work.owner_uid,
+                                         Data.access_rights == mode)).all()
+    return [d for d in rows if d.uid == work.result_data_uid or not _used_elsewhere(db, d, work)]
+
+
+def _used_elsewhere(db: Session, data: Data, work: Work) -> bool:
+    other_job = select(WorkData.work_uid).where(WorkData.data_uid == data.uid,
+                                                WorkData.work_uid != work.uid).limit(1)
+    app = select(AppBinary.app_uid).where(AppBinary.data_uid == data.uid).limit(1)
+    return (db.execute(other_job).first() is not None
+            or db.execute(app).first() is not None)
+
+
 def get_readable(db: Session, p: Principal, uid: str) -> Data:
     data = get_or_404(db, Data, uid, "data")
     policy.check_data_read(db, p, data)

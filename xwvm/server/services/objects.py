@@ -10,6 +10,7 @@ from xwvm.server import events, policy
 from xwvm.server.db.models import App, Context, Data, Host, Template, User, UserGroup, Work
 from xwvm.server.policy import Principal
 from xwvm.server.rights import format_mode, parse_mode
+from xwvm.server.services import data as data_service
 from xwvm.server.services.common import check_uid
 
 KINDS: list[tuple[str, type]] = [("job", Work), ("data", Data), ("app", App), ("user", User),
@@ -27,10 +28,22 @@ def find(db: Session, uid: str) -> tuple[str, policy.OwnedObject]:
 
 
 def chmod(db: Session, p: Principal, uid: str, spec: str) -> tuple[str, int]:
+    """Change an object's rights; a job's carry to its results and to the inputs uploaded
+    for it (data_service.followers), so that ``chmod 700 JOB`` makes the work private."""
     what, obj = find(db, uid)
     policy.check_chmod(p, obj, what)
     old = obj.access_rights
-    obj.access_rights = parse_mode(spec, old)
+    new = parse_mode(spec, old)
+    following = data_service.followers(db, obj, old) if isinstance(obj, Work) else []
+    _set_mode(db, p, obj, new)
+    for data in following:
+        if policy.may_chmod(p, data):
+            _set_mode(db, p, data, new, f" (follows job {obj.uid})")
+    return what, new
+
+
+def _set_mode(db: Session, p: Principal, obj: policy.OwnedObject, mode: int,
+              why: str = "") -> None:
+    old, obj.access_rights = obj.access_rights, mode
     events.record(db, "chmod", object_uid=obj.uid, actor_uid=p.uid,
-                  detail=f"{format_mode(old)} -> {format_mode(obj.access_rights)}")
-    return what, obj.access_rights
+                  detail=f"{format_mode(old)} -> {format_mode(mode)}{why}")

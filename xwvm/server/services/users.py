@@ -53,23 +53,34 @@ def create_group(db: Session, p: Principal, name: str) -> UserGroup:
 
 
 def create_user(db: Session, p: Principal | None, login: str, password: str | None,
-                level: Level, group_name: str | None = None) -> User:
-    """Create an account; ``p`` None is the bootstrap (server init) path."""
+                level: Level, group_name: str | None = None, public: bool = False) -> User:
+    """Create an account; ``p`` None is the bootstrap (server init) path. A worker account
+    is confined to its group, or else to its creator; ``public`` (super users) runs public
+    jobs."""
     _check_login(login)
     if password is not None:
         _check_password(password)
+    is_worker = level in (Level.WORKER, Level.VWORKER)
+    if public and not is_worker:
+        raise BadRequest("only a worker account may be public", code="bad_public")
     group = group_by_name(db, group_name) if group_name else None
     group_uid = group.uid if group else None
+    confine: tuple[str | None, str | None] = (None, None)
     if p is not None:
         policy.require(p, "insert_user")
         if not policy.manage_user_allowed(p, group_uid, level):
             raise Forbidden(f"you may not create a {level.label} user in this group",
                             code="forbidden_level")
+        if is_worker:
+            confine = policy.worker_confinement(p, group_uid, public)
+    elif is_worker:  # nobody to confine it to; init and outside logins make no workers
+        raise ValueError("the bootstrap path creates no worker accounts")
     if db.scalars(select(User).where(User.login == login)).first():
         raise Conflict(f"user {login!r} already exists", code="exists")
     user = User(login=login, rights=int(level), group_uid=group_uid,
                 password_hash=passwords.hash_password(password) if password else None,
-                access_rights=PRIVATE, owner_uid="")
+                access_rights=PRIVATE, owner_uid="", confine_user_uid=confine[0],
+                confine_group_uid=confine[1])
     db.add(user)
     db.flush()
     user.owner_uid = p.uid if p else user.uid
@@ -87,17 +98,11 @@ def enroll_worker(db: Session, p: Principal, project: str | None,
     group_uid = p.group_uid
     if project:
         grp = group_by_name(db, project)
-        if p.level < Level.SUPER and not (p.level >= Level.GROUP_ADMIN
-                                          and p.group_uid == grp.uid):
-            raise Forbidden(f"only an admin of usergroup {project!r} may enroll its workers",
-                            code="forbidden_level")
+        policy.check_group_admin(p, grp.uid, project)
         confine_group = group_uid = grp.uid
-    elif public:
-        if p.level < Level.SUPER:
-            raise Forbidden("only a super user may enroll a public worker",
-                            code="forbidden_level")
     else:
-        confine_user = p.uid
+        # Without a project, enrolled for the user alone, whatever the user's group.
+        confine_user, _ = policy.worker_confinement(p, None, public)
     password = secrets.token_urlsafe(24)
     login = f"worker-{secrets.token_hex(6)}"
     user = User(login=login, rights=int(Level.WORKER), group_uid=group_uid,

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from xwvm.errors import BadRequest, Conflict, Forbidden
+from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound
 from xwvm.server import events, policy, states
 from xwvm.server.auth import tokens
 from xwvm.server.blobs import BlobStore
@@ -168,6 +168,20 @@ def get_readable(db: Session, p: Principal, uid: str) -> Work:
     else:
         policy.check(p, work, "r", "job")
     return work
+
+
+def readable_result(db: Session, p: Principal, uid: str) -> Data:
+    """A job's results, to someone who may read the job and, as for any data object, the
+    results themselves: their owner may have narrowed them."""
+    work = get_readable(db, p, uid)
+    if work.result_data_uid is None:
+        raise Conflict(f"job {uid} has no results yet (status {work.status})",
+                       code="no_results")
+    data = db.get(Data, work.result_data_uid)
+    if data is None or data.sha256 is None or data.size is None:
+        raise NotFound(f"the results of job {uid} are gone", code="no_results")
+    policy.check_data_read(db, p, data)
+    return data
 
 
 def list_works(db: Session, p: Principal, uids: list[str] | None = None,
