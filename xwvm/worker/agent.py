@@ -38,17 +38,6 @@ def effective_wall_clock(job_limit: Any, ceiling: int) -> int:
             0 < job_limit < ceiling:
         return job_limit
     return ceiling
-DEFAULT_MAX_WALL_CLOCK_S = 24 * 3600
-
-
-def effective_wall_clock(job_limit: Any, ceiling: int) -> int:
-    """The job's wall-clock limit as this worker enforces it: the job's own when it is a
-    positive number below the owner's ceiling, else the ceiling (a missing, zero or
-    malformed limit never means "unlimited")."""
-    if isinstance(job_limit, int) and not isinstance(job_limit, bool) and \
-            0 < job_limit < ceiling:
-        return job_limit
-    return ceiling
 
 
 @dataclass
@@ -68,9 +57,6 @@ class WorkerOptions:
     # Native jobs run on the host itself: only when the owner says so (--allow-native) or
     # started the worker for native jobs only (--hypervisor none).
     allow_native: bool = False
-    # The owner's ceiling on any job's run time, enforced here whatever the job or the
-    # server says: a job without a limit (or a longer one) gets this one.
-    max_wall_clock_s: int = DEFAULT_MAX_WALL_CLOCK_S
     # The owner's ceiling on any job's run time, enforced here whatever the job or the
     # server says: a job without a limit (or a longer one) gets this one.
     max_wall_clock_s: int = DEFAULT_MAX_WALL_CLOCK_S
@@ -293,10 +279,6 @@ class Worker:
 
     def _execute(self, job: dict[str, Any], sandbox: native.Sandbox) -> None:
         uid = job["uid"]
-        # One hard limit for VM and native jobs alike, enforced by the code below (the VM
-        # monitor or the native runner), and told to the guest through its context.
-        job = {**job, "wall_clock_s": effective_wall_clock(job.get("wall_clock_s"),
-                                                           self.opts.max_wall_clock_s)}
         # One hard limit for VM and native jobs alike, enforced by the code below (the VM
         # monitor or the native runner), and told to the guest through its context.
         job = {**job, "wall_clock_s": effective_wall_clock(job.get("wall_clock_s"),
