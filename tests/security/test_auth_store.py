@@ -30,16 +30,21 @@ def db(tmp_path: Path) -> Iterator[Session]:
 
 def test_failures_slide_out_of_the_window(db: Session) -> None:
     t0 = utcnow()
-    limits = [ratelimit.Limit("login:bob", 3)]
-    for i in range(3):
-        ratelimit.record_failure(db, ["login:bob"], WINDOW, now=t0 + dt.timedelta(seconds=i))
-    ratelimit.check(db, [ratelimit.Limit("login:carol", 3)], WINDOW, now=t0)  # others pass
+    limits = [ratelimit.Limit("login:bob", 3, "this account")]
+    for i in range(3):  # each attempt is counted (committed) as it is taken
+        ratelimit.take(db, limits, WINDOW, now=t0 + dt.timedelta(seconds=i))
+    ratelimit.take(db, [ratelimit.Limit("login:carol", 3, "")], WINDOW, now=t0)  # others pass
     with pytest.raises(ratelimit.TooManyAttempts) as e:
-        ratelimit.check(db, limits, WINDOW, now=t0 + dt.timedelta(seconds=10))
+        ratelimit.take(db, limits, WINDOW, now=t0 + dt.timedelta(seconds=10))
     assert (e.value.status, e.value.retry_after_s) == (429, WINDOW - 10)
+    assert db.scalar(select(func.count(LoginAttempt.id))
+                     .where(LoginAttempt.key == "login:bob")) == 3  # the refused one is not
     later = t0 + dt.timedelta(seconds=WINDOW + 0.5)  # the first failure has left
-    ratelimit.check(db, limits, WINDOW, now=later)
-    ratelimit.record_failure(db, ["addr:10.0.0.1"], WINDOW, now=t0 + dt.timedelta(hours=1))
+    ids = ratelimit.take(db, limits, WINDOW, now=later)
+    ratelimit.forget(db, ids)  # a success forgets its own attempt
+    db.commit()
+    ratelimit.take(db, [ratelimit.Limit("addr:10.0.0.1", 3, "")], WINDOW,
+                   now=t0 + dt.timedelta(hours=1))
     assert db.scalar(select(func.count(LoginAttempt.id))) == 1  # stale rows swept
 
 

@@ -80,8 +80,10 @@ def _errors(app: Flask) -> None:
         message = err.description
         if isinstance(err, RequestEntityTooLarge):  # name the sizes, as TooLarge does
             code = "too_large"
-            message = (f"request body of {request.content_length} bytes exceeds the limit "
-                       f"of {app.config['MAX_CONTENT_LENGTH']} bytes")
+            size = (f"of {request.content_length} bytes" if request.content_length is not None
+                    else "(streamed without a Content-Length)")
+            message = (f"request body {size} exceeds the limit of "
+                       f"{request.max_content_length} bytes")
         headers = [(k, v) for k, v in err.get_headers() if k.lower() != "content-type"]
         return jsonify(error=code, message=message), err.code or 500, headers  # keep Allow
 

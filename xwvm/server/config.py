@@ -33,9 +33,16 @@ class ServerConfig:
     # names none, plus the grace (the worker's own report should come first).
     default_wall_clock_s: int = 24 * 3600
     wall_clock_grace_s: int = 30
-    # Login throttling: this many failures within the window refuse further attempts (429).
+    # A request body must keep coming: it gets this many seconds, plus one second for every
+    # body_min_rate bytes received (Apache mod_reqtimeout's rule), else 408.
+    body_timeout_s: int = 20
+    body_min_rate: int = 500
+    # Login throttling: this many failures within the window refuse further attempts (429):
+    # per (account, address) pair, per address, and per account from all addresses (high,
+    # so that an attacker's guesses do not lock the real user out).
     login_max_failures: int = 5
     login_max_failures_per_address: int = 30
+    login_max_failures_per_account: int = 50
     login_window_s: int = 300
     # X.509: client certificates issued by the server CA, extra trusted CAs (grid CAs, PEM
     # bundle) and their CRL files (PEM or DER, comma-separated), challenge lifetime.
@@ -51,6 +58,11 @@ class ServerConfig:
     oidc_scopes: str = "openid profile email"
     oidc_ca_file: str = ""
     oidc_state_s: int = 600
+    # Anonymous /auth/oidc/start calls: per address within login_window_s, and unfinished
+    # logins (states) kept at once; the discovery document is cached this long.
+    oidc_starts_per_address: int = 20
+    oidc_max_pending: int = 1000
+    oidc_discovery_cache_s: int = 3600
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

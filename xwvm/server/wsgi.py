@@ -1,14 +1,21 @@
-"""`xwvm server run`: the application served by gunicorn over TLS."""
+"""`xwvm server run`: the application served by gunicorn over TLS, with every request body
+read against a deadline (a slow or endless body cannot hold a worker thread)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import socket
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from werkzeug.exceptions import RequestTimeout
 
 from xwvm.server.config import ServerConfig
 from xwvm.server.db.engine import make_engine, migrate
+
+WSGIApp = Callable[[dict[str, Any], Any], Any]
 
 
 class XwvmGunicorn(BaseApplication):
@@ -23,7 +30,88 @@ class XwvmGunicorn(BaseApplication):
 
     def load(self) -> Any:
         from xwvm.server.app import create_app
-        return create_app(self.config_obj)
+        return guard_bodies(create_app(self.config_obj), self.config_obj)
+
+
+class _BodyDeadline:
+    """A deadline for reading one request's body: ``timeout_s`` from the request's start,
+    plus a second for every ``min_rate`` bytes received (Apache mod_reqtimeout's rule).
+
+    It is enforced on the connection's socket: every receive waits at most until the
+    deadline. A timeout on the whole wsgi.input read would not do: gunicorn loops on
+    receives until it has what was asked for, and a client that sends one byte a second
+    resets any per-receive timeout forever. A receive timing out leaves a TLS connection
+    usable, so the 408 answer still reaches the client."""
+
+    def __init__(self, sock: socket.socket, timeout_s: float, min_rate: int) -> None:
+        self._sock, self._recv, self._min_rate = sock, sock.recv, max(1, min_rate)
+        self.deadline = time.monotonic() + timeout_s
+        self.expired = False
+
+    def install(self) -> None:
+        self._sock.recv = self.recv  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        vars(self._sock).pop("recv", None)
+        self._sock.settimeout(None)
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self.expired = True
+            raise TimeoutError("request body deadline")
+        self._sock.settimeout(remaining)
+        try:
+            data = self._recv(size, *flags)
+        except TimeoutError:
+            self.expired = True
+            raise
+        self.deadline += len(data) / self._min_rate
+        return data
+
+
+class _GuardedInput:
+    """``wsgi.input`` that turns an expired body deadline into 408 Request Timeout."""
+
+    def __init__(self, stream: Any, deadline: _BodyDeadline) -> None:
+        self._stream, self._deadline = stream, deadline
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._guarded(self._stream.read, size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._guarded(self._stream.readline, size)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def _guarded(self, read: Any, size: int | None) -> bytes:
+        try:
+            return read(size)
+        except Exception:
+            if self._deadline.expired:  # not an OSError: Werkzeug would call it a disconnect
+                raise RequestTimeout("the request body came too slowly: the server stopped "
+                                     "waiting for it") from None
+            raise
+
+
+def guard_bodies(app: WSGIApp, config: ServerConfig) -> WSGIApp:
+    """Every request body read against a deadline (see _BodyDeadline)."""
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        sock = environ.get("gunicorn.socket")
+        if not isinstance(sock, socket.socket):
+            return app(environ, start_response)
+        deadline = _BodyDeadline(sock, config.body_timeout_s, config.body_min_rate)
+        environ["wsgi.input"] = _GuardedInput(environ["wsgi.input"], deadline)
+        deadline.install()
+        try:
+            return app(environ, start_response)
+        finally:
+            deadline.uninstall()
+    return wrapped
 
 
 def run(config: ServerConfig, bind: str, workers: int | None = None, threads: int = 8,

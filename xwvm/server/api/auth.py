@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask import Blueprint, Response, g, jsonify, request
 
-from xwvm.errors import Unauthorized
+from xwvm.errors import Unauthorized, XwvmError
 from xwvm.server.api import views
 from xwvm.server.api.base import cfg, commit, db, json_body, principal, secret
 from xwvm.server.auth import oidc, outside, ratelimit, x509
@@ -43,18 +46,15 @@ PASSWORD = {"type": "object", "additionalProperties": False,
 
 
 def _limits(login: str) -> list[ratelimit.Limit]:
-    c = cfg()
-    return [ratelimit.Limit(ratelimit.account_key(login), c.login_max_failures),
-            ratelimit.Limit(ratelimit.address_key(request.remote_addr),
-                            c.login_max_failures_per_address)]
-
-
-def _count_failure(limits: list[ratelimit.Limit]) -> None:
-    """Count a failed attempt in a committed transaction of its own: the refusal that
-    follows rolls the request's transaction back."""
-    db().rollback()
-    ratelimit.record_failure(db(), [lim.key for lim in limits], cfg().login_window_s)
-    commit()
+    """The attacker's address is throttled harder than the account: five guesses lock
+    the account for that address only; the account's own limit, across addresses, is high."""
+    c, address = cfg(), request.remote_addr
+    return [ratelimit.Limit(ratelimit.pair_key(login, address), c.login_max_failures,
+                            "this account from your address"),
+            ratelimit.Limit(ratelimit.address_key(address), c.login_max_failures_per_address,
+                            "your address"),
+            ratelimit.Limit(ratelimit.account_key(login), c.login_max_failures_per_account,
+                            "this account")]
 
 
 @bp.after_request
@@ -65,31 +65,46 @@ def _retry_after(resp: Response) -> Response:
     return resp
 
 
-def throttled(login: str) -> list[ratelimit.Limit]:
-    """Refuse (429, with Retry-After) an attempt for a login or address that failed too
-    often lately; returns the limits to count a failure against."""
-    limits = _limits(login)
+def throttled(login: str) -> list[int]:
+    """Count this attempt, then refuse it (429, with Retry-After) if its login or address
+    failed too often lately; returns the attempt's counter rows, which stay if it fails
+    and go (with the pair's earlier failures) if it succeeds."""
     try:
-        ratelimit.check(db(), limits, cfg().login_window_s)
+        return ratelimit.take(db(), _limits(login), cfg().login_window_s)
     except ratelimit.TooManyAttempts as e:
         g.retry_after = e.retry_after_s
         raise
-    return limits
+
+
+def _succeeded(login: str, attempt: list[int]) -> None:
+    ratelimit.forget(db(), attempt)
+    ratelimit.clear(db(), ratelimit.pair_key(login, request.remote_addr))
+
+
+@contextmanager
+def _judging(attempt: list[int]) -> Iterator[None]:
+    """A refused password leaves the attempt counted; any other refusal (a weak new
+    password after the right old one) is no guess, and is forgotten."""
+    try:
+        yield
+    except Unauthorized:
+        raise
+    except XwvmError:
+        db().rollback()
+        ratelimit.forget(db(), attempt)
+        commit()
+        raise
 
 
 @bp.post("/auth/login")
 def login():
     body = json_body(LOGIN)
     g.login_attempt = body["login"]  # named in the event if the login is refused
-    limits = throttled(body["login"])
-    try:
-        token, user, expires = user_service.login(
-            db(), secret(), body["login"], body["password"], cfg().token_lifetime_s,
-            cfg().worker_token_lifetime_s)
-    except Unauthorized:
-        _count_failure(limits)
-        raise
-    ratelimit.clear(db(), limits[0].key)
+    attempt = throttled(body["login"])  # counted (committed) before it is judged
+    token, user, expires = user_service.login(
+        db(), secret(), body["login"], body["password"], cfg().token_lifetime_s,
+        cfg().worker_token_lifetime_s)
+    _succeeded(body["login"], attempt)
     commit()
     return jsonify(token=token, expires_at=expires.isoformat(),
                    user=views.user(user, cfg().public_name))
@@ -121,7 +136,15 @@ def x509_login():
 def oidc_start():
     """The issuer's authorization URL for a CLI's loopback redirect and PKCE challenge."""
     body = json_body(OIDC_START)
-    answer = oidc.start(db(), cfg(), body["redirect_uri"], body["code_challenge"])
+    c = cfg()
+    try:  # anonymous, and each start is a row: counted per address like logins
+        ratelimit.take(db(), [ratelimit.Limit(ratelimit.oidc_key(request.remote_addr),
+                                              c.oidc_starts_per_address, "your address")],
+                       c.login_window_s)
+    except ratelimit.TooManyAttempts as e:
+        g.retry_after = e.retry_after_s
+        raise
+    answer = oidc.start(db(), c, body["redirect_uri"], body["code_challenge"])
     commit()
     return jsonify(answer)
 
@@ -145,12 +168,11 @@ def change_password():
     body = json_body(PASSWORD)
     p = principal()
     g.login_attempt = p.login
-    limits = throttled(p.login)
-    try:
-        user = user_service.change_password(db(), p, body["old_password"], body["new_password"])
-    except Unauthorized:
-        _count_failure(limits)
-        raise
+    attempt = throttled(p.login)
+    with _judging(attempt):
+        user = user_service.change_password(db(), p, body["old_password"],
+                                            body["new_password"])
+    _succeeded(p.login, attempt)
     token, user, expires = user_service.session_for(
         db(), secret(), user, cfg().token_lifetime_s, cfg().worker_token_lifetime_s,
         how="password change")

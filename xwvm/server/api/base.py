@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import jsonschema
@@ -13,6 +15,9 @@ from xwvm.server.blobs import BlobStore
 from xwvm.server.config import ServerConfig
 from xwvm.server.policy import Principal
 from xwvm.server.services import users as user_service
+
+# Deeper JSON than this is refused: no schema of ours nests half as deep.
+MAX_DEPTH = 32
 
 
 def cfg() -> ServerConfig:
@@ -43,22 +48,103 @@ def principal() -> Principal:
 
 
 def json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    length = request.content_length
-    if length is not None and length > cfg().max_json_bytes:
-        raise TooLarge(f"JSON body of {length} bytes exceeds {cfg().max_json_bytes}")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise BadRequest("the request body must be a JSON object "
-                         "(Content-Type: application/json)", code="malformed_json")
+    """The request's JSON object, validated against ``schema``. The body is bounded while
+    it streams (a chunked body has no Content-Length to check first), and no error names a
+    submitted value: messages say where (the JSON path) and which rule, never what."""
+    body = _parse(_read_bounded(cfg().max_json_bytes))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body),
                     key=lambda e: list(e.absolute_path))
     if errors:
-        details = [{"path": "/" + "/".join(str(x) for x in e.absolute_path),
-                    "message": e.message} for e in errors]
+        details = [{"path": _path(e), "message": _rule(e)} for e in errors]
         first = details[0]
         raise BadRequest(f"invalid request: {first['path']}: {first['message']}",
                          code="invalid_body", details=details)
     return body
+
+
+def _read_bounded(limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise TooLarge(f"JSON body of {length} bytes exceeds {limit}")
+    if not request.is_json:
+        raise BadRequest(_NOT_JSON, code="malformed_json")
+    # Werkzeug stops reading past this many bytes (413), whatever the framing.
+    request.max_content_length = limit
+    return request.get_data(cache=False)
+
+
+_NOT_JSON = "the request body must be a JSON object (Content-Type: application/json)"
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels",
+                         code="too_deep") from None
+    except ValueError:  # the decoder's message quotes no input, but say it our way
+        raise BadRequest(f"{_NOT_JSON}: this one is not valid JSON",
+                         code="malformed_json") from None
+    if _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels",
+                         code="too_deep")
+    return body
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest (iterative: the input chooses the depth)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                todo.extend((x, level + 1) for x in
+                            (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+# Messages for a failed rule, from the schema's side only: jsonschema's own messages quote
+# the submitted value (a password sent as a list ended up in the event log that way).
+_RULES = {
+    "minLength": "is shorter than {} characters", "maxLength": "is longer than {} characters",
+    "minimum": "is less than the minimum of {}", "maximum": "is more than the maximum of {}",
+    "exclusiveMinimum": "must be more than {}", "exclusiveMaximum": "must be less than {}",
+    "minItems": "has fewer than {} items", "maxItems": "has more than {} items",
+    "minProperties": "has fewer than {} properties",
+    "maxProperties": "has more than {} properties",
+    "pattern": "does not match {!r}", "format": "is not a valid {}", "enum": "is not one of {}",
+    "const": "is not {!r}", "uniqueItems": "has non-unique items",
+}
+_NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}\Z")
+
+
+def _name(key: Any) -> str:
+    """A key or index as an error may show it: a short plain name, else an ellipsis."""
+    return str(key) if _NAME.match(str(key)) else "…"
+
+
+def _path(e: jsonschema.ValidationError) -> str:
+    return "/" + "/".join(_name(x) for x in e.absolute_path)
+
+
+def _rule(e: jsonschema.ValidationError) -> str:
+    rule, want = e.validator, e.validator_value
+    if rule == "type":
+        types = want if isinstance(want, list) else [want]
+        return "is not of type " + " or ".join(repr(t) for t in types)
+    if rule == "required":  # "'NAME' is a required property": the name is the schema's
+        return e.message
+    if rule == "additionalProperties" and isinstance(e.instance, dict):
+        props, patterns = e.schema.get("properties", {}), e.schema.get("patternProperties", {})
+        extra = [_name(k) for k in e.instance
+                 if k not in props and not any(re.search(p, k) for p in patterns)]
+        allowed = ", ".join(props) or "none"
+        return (f"Additional properties are not allowed ({', '.join(map(repr, extra))} "
+                f"{'was' if len(extra) == 1 else 'were'} unexpected; allowed: {allowed})")
+    if rule in _RULES:
+        return _RULES[rule].format(want)
+    return f"does not satisfy the schema's {rule!r} rule"
 
 
 def upload_length() -> int:

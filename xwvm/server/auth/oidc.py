@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -78,8 +79,31 @@ def _get_json(cfg: ServerConfig, url: str) -> dict[str, Any]:
         raise ProviderError(f"the OpenID provider did not answer {url}: {e}") from None
 
 
+# Discovery documents by issuer, with when to fetch again: an anonymous /auth/oidc/start
+# must not make an outbound request each time. A failure is remembered briefly too.
+_discovered: dict[str, tuple[float, Provider | XwvmError]] = {}
+_discovered_lock = threading.Lock()
+_FAILURE_CACHE_S = 30
+
+
 def provider(cfg: ServerConfig) -> Provider:
-    """The configured issuer's endpoints, from its discovery document."""
+    """The configured issuer's endpoints, from its discovery document (cached for
+    ``oidc_discovery_cache_s``)."""
+    key = f"{cfg.oidc_issuer}|{cfg.oidc_client_id}"
+    with _discovered_lock:
+        until, known = _discovered.get(key, (0.0, None))
+        if known is None or time.monotonic() >= until:
+            try:
+                known, keep = _discover(cfg), cfg.oidc_discovery_cache_s
+            except (ProviderError, BadRequest) as e:
+                known, keep = e, _FAILURE_CACHE_S
+            _discovered[key] = (time.monotonic() + keep, known)
+    if isinstance(known, XwvmError):  # a fresh one: the cached one may be in flight
+        raise type(known)(known.message, code=known.code)
+    return known
+
+
+def _discover(cfg: ServerConfig) -> Provider:
     if not (cfg.oidc_issuer and cfg.oidc_client_id):
         raise NotFound("OpenID Connect login is not configured on this server",
                        code="oidc_disabled")
@@ -105,7 +129,11 @@ def _s256(verifier: str) -> str:
 
 def start(db: Session, cfg: ServerConfig, redirect_uri: str,
           code_challenge: str) -> dict[str, str]:
-    prov = provider(cfg)
+    """Anonymous: the caller throttles it per address first; the checks that cost nothing
+    come before the provider's (cached) discovery and the state row, and the states kept
+    at once are capped (``oidc_max_pending``)."""
+    if not (cfg.oidc_issuer and cfg.oidc_client_id):
+        provider(cfg)  # says "not configured"
     parts = urlsplit(redirect_uri)
     if parts.scheme != "http" or not _is_loopback(parts.hostname) or not parts.port:
         raise BadRequest("the redirect URI must be a loopback one, http://127.0.0.1:PORT/...",
@@ -113,10 +141,11 @@ def start(db: Session, cfg: ServerConfig, redirect_uri: str,
     if not _PKCE.match(code_challenge):
         raise BadRequest("the PKCE code challenge must be 43-128 base64url characters",
                          code="bad_code_challenge")
+    prov = provider(cfg)
     nonce = secrets.token_urlsafe(32)
     state = outside.new_nonce(db, "oidc", {"redirect_uri": redirect_uri,
                                            "code_challenge": code_challenge, "nonce": nonce},
-                              cfg.oidc_state_s)
+                              cfg.oidc_state_s, max_pending=cfg.oidc_max_pending)
     query = urlencode({"response_type": "code", "client_id": cfg.oidc_client_id,
                        "redirect_uri": redirect_uri, "scope": cfg.oidc_scopes,
                        "state": state, "nonce": nonce, "code_challenge": code_challenge,

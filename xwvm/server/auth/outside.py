@@ -8,10 +8,10 @@ import re
 import secrets
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from xwvm.errors import Unauthorized
+from xwvm.errors import Unauthorized, XwvmError
 from xwvm.server import events
 from xwvm.server.db.models import AuthNonce, Identity, User, utcnow
 from xwvm.server.rights import Level
@@ -20,11 +20,22 @@ from xwvm.server.services import users as user_service
 _LOGIN_CHARS = re.compile(r"[^A-Za-z0-9_.@-]+")
 
 
-def new_nonce(db: Session, kind: str, data: dict[str, Any], lifetime_s: int) -> str:
+# Unused nonces of one kind kept at once, unless the caller says otherwise: they are made
+# for anonymous callers, and each is a row.
+MAX_PENDING = 10_000
+
+
+def new_nonce(db: Session, kind: str, data: dict[str, Any], lifetime_s: int, *,
+              max_pending: int = MAX_PENDING) -> str:
     """A fresh single-use nonce; expired ones are swept here, so unfinished logins do not
-    pile up."""
+    pile up, and past ``max_pending`` unused live ones of the kind, none is made (429)."""
     now = utcnow()
     db.execute(delete(AuthNonce).where(AuthNonce.expires_at < now))
+    pending = db.scalar(select(func.count()).select_from(AuthNonce).where(
+        AuthNonce.kind == kind, AuthNonce.used.is_(False)))
+    if pending is not None and pending >= max_pending:
+        raise XwvmError(f"too many {kind} logins are in progress; retry in a few minutes",
+                        code="too_many_pending", status=429)
     nonce = secrets.token_urlsafe(32)
     db.add(AuthNonce(nonce=nonce, kind=kind, data=data,
                      expires_at=now + dt.timedelta(seconds=lifetime_s)))

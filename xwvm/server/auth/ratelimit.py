@@ -1,8 +1,16 @@
-"""Login throttling: failed attempts counted in the database over a sliding window.
+"""Login throttling: attempts counted in the database over a sliding window.
 
 The counters are rows, not process memory, so that every server process sharing the
-database sees the same count. A key is ``login:NAME`` (whether or not the account exists,
-so that the answer does not reveal which logins exist) or ``addr:IP``.
+database sees the same count. An attempt is counted *before* it is judged, in a committed
+transaction of its own, and then refused if the count including it is over a limit: two
+concurrent attempts cannot both see the count before the other (a check-then-record pair
+let 6 of 25 concurrent guesses through a limit of 5).
+
+Keys: ``pair:ADDRESS|LOGIN`` (an attacker's guesses lock the account for the attacker's
+address only), ``addr:ADDRESS`` (guessing across accounts), ``login:LOGIN`` (guessing from
+many addresses; a high limit, since anyone can push it). A login is counted whether or not
+the account exists, so that the answer does not reveal which logins exist. ``oidc:ADDRESS``
+counts anonymous OpenID Connect starts.
 """
 
 from __future__ import annotations
@@ -30,6 +38,11 @@ class TooManyAttempts(XwvmError):
 class Limit:
     key: str
     max_failures: int
+    what: str  # for the refusal: "this account from your address", ...
+
+
+def pair_key(login: str, address: str | None) -> str:
+    return f"pair:{address or 'unknown'}|{login[:128]}"
 
 
 def account_key(login: str) -> str:
@@ -40,35 +53,58 @@ def address_key(address: str | None) -> str:
     return f"addr:{address or 'unknown'}"
 
 
-def check(db: Session, limits: list[Limit], window_s: int,
-          now: dt.datetime | None = None) -> None:
-    """Refuse (429) when a key has reached its failure count within the window; the wait is
-    until its oldest failure in the window leaves it."""
+def oidc_key(address: str | None) -> str:
+    """Anonymous OpenID Connect starts, counted like login attempts."""
+    return f"oidc:{address or 'unknown'}"
+
+
+def take(db: Session, limits: list[Limit], window_s: int,
+         now: dt.datetime | None = None) -> list[int]:
+    """Count one attempt under every limit's key and commit, then refuse it (429, its rows
+    removed again) if a key now holds more than its limit within the window. Returns the
+    attempt's row ids: a failed attempt keeps them, a successful one calls ``forget``.
+
+    Commits ``db``: call it before anything else of the request is in the session."""
     now = now or utcnow()
     since = now - dt.timedelta(seconds=window_s)
-    for limit in limits:
-        count, oldest = db.execute(
-            select(func.count(LoginAttempt.id), func.min(LoginAttempt.at))
-            .where(LoginAttempt.key == limit.key, LoginAttempt.at > since)).one()
-        if count >= limit.max_failures:
-            oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.UTC)
-            wait = max(1, math.ceil((oldest - since).total_seconds()))
-            what = "this account" if limit.key.startswith("login:") else "your address"
-            raise TooManyAttempts(f"too many failed logins for {what}: {count} in the last "
-                                  f"{window_s} s; retry in {wait} s", wait)
+    db.rollback()
+    db.execute(delete(LoginAttempt).where(LoginAttempt.at <= since))
+    rows = [LoginAttempt(key=lim.key, at=now) for lim in limits]
+    db.add_all(rows)
+    db.commit()
+    ids = [row.id for row in rows]
+    for lim in limits:
+        count = db.scalar(select(func.count(LoginAttempt.id)).where(
+            LoginAttempt.key == lim.key, LoginAttempt.at > since))
+        if count is not None and count > lim.max_failures:
+            wait = _wait(db, lim, since, ids, count - 1)
+            forget(db, ids)
+            db.commit()
+            raise TooManyAttempts(f"too many login attempts for {lim.what}: {count - 1} in "
+                                  f"the last {window_s} s; retry in {wait} s", wait)
+    return ids
 
 
-def record_failure(db: Session, keys: list[str], window_s: int,
-                   now: dt.datetime | None = None) -> None:
-    """Count one failure under each key, and forget every failure older than the window
-    (the table stays as small as the attacks in progress)."""
-    now = now or utcnow()
-    db.execute(delete(LoginAttempt).where(
-        LoginAttempt.at <= now - dt.timedelta(seconds=window_s)))
-    for key in keys:
-        db.add(LoginAttempt(key=key, at=now))
+def _wait(db: Session, lim: Limit, since: dt.datetime, own: list[int], others: int) -> int:
+    """Seconds until enough of the other attempts leave the window for one more to fit:
+    the (others - max + 1)-th oldest of them must go."""
+    at = db.scalar(select(LoginAttempt.at)
+                   .where(LoginAttempt.key == lim.key, LoginAttempt.at > since,
+                          LoginAttempt.id.not_in(own))
+                   .order_by(LoginAttempt.at, LoginAttempt.id)
+                   .offset(max(0, others - lim.max_failures)).limit(1))
+    if at is None:
+        return 1
+    at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    return max(1, math.ceil((at - since).total_seconds()))
+
+
+def forget(db: Session, ids: list[int]) -> None:
+    """Remove an attempt's rows (it succeeded, or it was refused before being judged)."""
+    db.execute(delete(LoginAttempt).where(LoginAttempt.id.in_(ids)))
 
 
 def clear(db: Session, key: str) -> None:
-    """A successful login forgets the account's failures (not the address's)."""
+    """A successful login forgets the failures of its (account, address) pair; the
+    address's and the account's own counts run out with the window."""
     db.execute(delete(LoginAttempt).where(LoginAttempt.key == key))
