@@ -44,6 +44,18 @@ def _upgrade_populated(engine: Engine) -> None:
         # 0008: an existing host is owned by its worker account's owner, visible (755)
         assert tuple(conn.execute(text("SELECT owner_uid, access_rights FROM hosts")).one()) \
             == ("u1", 0o755)
+    command.downgrade(cfg, "0008")  # identities came with 0007; 0009 records their issuer
+    with engine.begin() as conn:
+        for provider, subject in (("x509", "CN=carol,O=grid"), ("https://idp", "sub-1")):
+            conn.execute(text("INSERT INTO identities (provider, subject, user_uid, created_at)"
+                              " VALUES (:p, :s, 'u1', '2026-01-01 00:00:00')"),
+                         {"p": provider, "s": subject})
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        # an X.509 identity of unknown issuer is marked, an OIDC one needs none
+        assert sorted(tuple(r) for r in conn.execute(
+            text("SELECT provider, issuer FROM identities"))) == \
+            [("https://idp", ""), ("x509", "?")]
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == [], f"models and migrations disagree: {diff}"
 

@@ -13,6 +13,8 @@ from typing import BinaryIO
 from xwvm.errors import BadRequest, TooLarge
 
 CHUNK = 1024 * 1024
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,13 @@ class StoredBlob:
 class BlobStore:
     """Blobs live at ``root/ab/cd/<sha256>``; an upload is written to ``root/tmp`` and
     renamed into place only once its size and digest are verified, so an interrupted
-    upload never leaves a visible blob."""
+    upload never leaves a visible blob. Directories are 0700 and files 0600 whatever the
+    process umask (the server also sets one): blobs are private data."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -45,7 +48,8 @@ class BlobStore:
         digest = hashlib.sha256()
         got = 0
         try:
-            with open(tmp, "wb") as out:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE),
+                           "wb") as out:
                 while got < length:
                     chunk = stream.read(min(CHUNK, length - got))
                     if not chunk:
@@ -63,7 +67,7 @@ class BlobStore:
                 raise BadRequest(f"checksum mismatch: the upload's sha256 is {sha}, "
                                  f"expected {expected_sha256}", code="checksum_mismatch")
             final = self.path(sha)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             if final.exists():
                 tmp.unlink()
             else:

@@ -49,6 +49,9 @@ class ServerConfig:
     client_cert_days: int = 365
     trusted_ca_file: str = ""
     trusted_crl_files: str = ""
+    # Which subject names each outside CA may sign (YAML: [{ca: DN, subjects: [glob...]}]);
+    # a CA it does not name may sign only names no other CA's certificate mapped first.
+    trusted_ca_policy_file: str = ""
     x509_challenge_s: int = 120
     # OpenID Connect: the issuer (discovery at ISSUER/.well-known/openid-configuration),
     # this server's client id and secret there, and a CA bundle for the issuer's TLS.
@@ -128,4 +131,7 @@ def load(data_dir: Path, **overrides: Any) -> ServerConfig:
 
 def save(cfg: ServerConfig) -> None:
     path = cfg.data_dir / CONFIG_FILE
-    path.write_text(yaml.safe_dump(cfg.to_file_dict(), sort_keys=True))
+    # 0600: it may hold the OIDC client secret and the database URL with its password.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(yaml.safe_dump(cfg.to_file_dict(), sort_keys=True))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from pathlib import Path
 
 from xwvm.errors import Conflict
 from xwvm.server import config as server_config
-from xwvm.server import pki
+from xwvm.server import datadir, pki
 from xwvm.server.db.engine import make_engine, make_sessionmaker, migrate
 from xwvm.server.db.models import Setting
 from xwvm.server.rights import Level
@@ -21,8 +22,18 @@ GUEST_SERVER_NAME = "xwvm-server"
 def init(data_dir: Path, admin_password: str, *, db_url: str | None = None,
          admin_login: str = "admin", hostnames: list[str] | None = None,
          **settings: object) -> server_config.ServerConfig:
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Everything made here (SQLite's file, keys, server.yaml) is private from its creation.
+    old_umask = os.umask(datadir.UMASK)
+    try:
+        return _init(Path(data_dir), admin_password, db_url=db_url, admin_login=admin_login,
+                     hostnames=hostnames, **settings)
+    finally:
+        os.umask(old_umask)
+
+
+def _init(data_dir: Path, admin_password: str, *, db_url: str | None, admin_login: str,
+          hostnames: list[str] | None, **settings: object) -> server_config.ServerConfig:
+    datadir.private_dir(data_dir)
     if (data_dir / server_config.CONFIG_FILE).exists():
         raise Conflict(f"{data_dir} is already initialized (it has {server_config.CONFIG_FILE})",
                        code="exists")
@@ -42,6 +53,7 @@ def init(data_dir: Path, admin_password: str, *, db_url: str | None = None,
         names = [*names, GUEST_SERVER_NAME]  # how VM guests name the server (see appliance)
     ca, ca_key = pki.make_ca(data_dir, cfg.public_name)
     pki.issue_server_cert(data_dir, ca, ca_key, names)
-    (cfg.blob_dir).mkdir(parents=True, exist_ok=True)
+    datadir.private_dir(cfg.blob_dir)
     server_config.save(cfg)
+    datadir.tighten(data_dir, datadir.sqlite_files(cfg.db_url))
     return cfg

@@ -12,6 +12,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import RequestTimeout
 
+from xwvm.server import datadir
 from xwvm.server.config import ServerConfig
 from xwvm.server.db.engine import make_engine, migrate
 
@@ -116,6 +117,8 @@ def guard_bodies(app: WSGIApp, config: ServerConfig) -> WSGIApp:
 
 def run(config: ServerConfig, bind: str, workers: int | None = None, threads: int = 8,
         tls: bool = True) -> None:
+    datadir.restrict_process()  # before anything (SQLite, gunicorn's workers) makes a file
+    datadir.tighten(config.data_dir, datadir.sqlite_files(config.db_url))
     engine = make_engine(config.db_url)
     migrate(engine)  # a newer xwvm brings its schema changes with it
     engine.dispose()

@@ -39,7 +39,7 @@ def list_certs():
 
 @bp.post("/admin/certs/<serial>/revoke")
 def revoke_cert(serial: str):
-    row = x509.revoke(db(), principal(), serial)
+    row = x509.revoke(db(), cfg(), principal(), serial)  # and the sessions it opened
     commit()
     return jsonify(_view(row))
 

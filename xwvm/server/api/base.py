@@ -43,7 +43,7 @@ def principal() -> Principal:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             raise Unauthorized("missing bearer token: log in first", code="no_token")
-        g.principal = user_service.principal_for(db(), secret(), header[7:].strip())
+        g.principal = user_service.principal_for(db(), secret(), header[7:].strip(), cfg())
     return g.principal
 
 

@@ -72,16 +72,18 @@ def free_login(db: Session, wanted: str) -> str:
     return login
 
 
-def user_for_identity(db: Session, provider: str, subject: str, wanted_login: str) -> User:
-    """The user of an outside identity; a new one is a standard user."""
-    ident = db.get(Identity, (provider, subject))
+def user_for_identity(db: Session, provider: str, subject: str, wanted_login: str,
+                      issuer: str = "") -> User:
+    """The user of an outside identity (an X.509 one is its ``issuer``'s); a new one is a
+    standard user."""
+    ident = db.get(Identity, (provider, issuer, subject))
     if ident is not None:
         user = db.get(User, ident.user_uid)
         if user is not None:
             return user
     user = user_service.create_user(db, None, free_login(db, wanted_login), None,
                                     Level.STANDARD)
-    db.add(Identity(provider=provider, subject=subject, user_uid=user.uid))
+    db.add(Identity(provider=provider, issuer=issuer, subject=subject, user_uid=user.uid))
     events.record(db, "identity_linked", object_uid=user.uid,
-                  detail=f"{provider} {subject}")
+                  detail=f"{provider} {subject}" + (f" (issuer {issuer})" if issuer else ""))
     return user

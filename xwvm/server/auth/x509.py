@@ -4,17 +4,22 @@ single-use challenge.
 
 Certificates of the server CA map to the user they were issued for (by serial, recorded
 at issue; revoking one lists it in the CA's CRL). Certificates of an outside CA map by
-subject DN to an identity; an unknown subject becomes a new standard user on its first
-login (as OIDC users do), never an existing local account of the same name.
+(issuer DN, subject DN) to an identity: a name belongs to the CA that first signed it
+here, unless the admin's signing policy (``trusted_ca_policy_file``) says which names each
+CA may sign. An unknown subject becomes a new standard user on its first login (as OIDC
+users do), never an existing local account of the same name. A session records the
+certificate it was opened with, so revoking the certificate ends it.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,13 +30,14 @@ from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, NotFound, Unauthorized
 from xwvm.server import events, policy
-from xwvm.server.auth import outside
+from xwvm.server.auth import crls, outside, tokens
 from xwvm.server.config import ServerConfig
-from xwvm.server.db.models import AuthNonce, ClientCert, User, utcnow
+from xwvm.server.db.models import AuthNonce, ClientCert, Identity, User, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.services import users as user_service
 
 PROVIDER = "x509"
+UNKNOWN_ISSUER = "?"  # identities made before issuers were recorded (migration 0009)
 
 
 def _refuse(message: str, code: str) -> Unauthorized:
@@ -76,28 +82,67 @@ def anchors(cfg: ServerConfig) -> list[Anchor]:
     return found
 
 
-def _load_crl(path: Path) -> x509.CertificateRevocationList:
-    data = path.read_bytes()
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as e:
-        raise BadRequest(f"CRL file {path}: {e}", code="bad_config") from None
-
-
 def _external_revocation(cfg: ServerConfig, cert: x509.Certificate,
                          issuer: x509.Certificate) -> dt.datetime | None:
-    """The revocation date of ``cert`` in a configured CRL of its issuer (read per login,
-    so that a CRL updated on disk applies at once), or None."""
-    for name in filter(None, (n.strip() for n in cfg.trusted_crl_files.split(","))):
-        crl = _load_crl(Path(name))
-        if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):
-            continue
-        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-        if entry is not None:
-            return entry.revocation_date_utc
-    return None
+    """The revocation date of ``cert`` in a configured CRL of its issuer (re-read when the
+    file changes, so that a CRL updated on disk applies at once), or None."""
+    return crls.revocation(cfg, issuer.subject.rfc4514_string(), cert.serial_number)
+
+
+# --- which names an outside CA may sign ------------------------------------------------------
+
+_SLASH_NAMES = {"1.2.840.113549.1.9.1": "emailAddress"}
+
+
+def slash_dn(name: x509.Name) -> str:
+    """OpenSSL's one-line form, /O=grid/CN=alice, as grid signing policies write DNs."""
+    return "".join("/" + "+".join(f"{_slash_attr(a)}={a.value}" for a in rdn)
+                   for rdn in name.rdns)
+
+
+def _slash_attr(attr: x509.NameAttribute) -> str:
+    short = attr.rfc4514_attribute_name
+    return _SLASH_NAMES.get(short, short)
+
+
+def _dn_matches(pattern: str, name: x509.Name) -> bool:
+    """A DN or glob, written /A=b/C=d or as RFC 4514, against ``name`` (the whole of it)."""
+    text = slash_dn(name) if pattern.startswith("/") else name.rfc4514_string()
+    return fnmatch.fnmatchcase(text, pattern)
+
+
+@dataclass(frozen=True)
+class SigningPolicy:
+    """The admin's word on which subject names each outside CA may sign, like an EGI
+    signing_policy file: YAML, a list of ``{ca: DN, subjects: [DN glob, ...]}``."""
+
+    rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def load(cls, path: Path | None) -> SigningPolicy:
+        if path is None:
+            return cls()
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or []
+        except (OSError, yaml.YAMLError) as e:
+            raise BadRequest(f"signing policy file {path}: {e}", code="bad_config") from None
+        if not isinstance(raw, list) or not all(_policy_entry_ok(e) for e in raw):
+            raise BadRequest(f"signing policy file {path}: expected a list of "
+                             "{ca: DN, subjects: [DN pattern, ...]}", code="bad_config")
+        return cls(tuple((e["ca"], tuple(e["subjects"])) for e in raw))
+
+    def allows(self, ca: x509.Certificate, subject: x509.Name) -> bool | None:
+        """True or False when a rule names this CA; None when none does."""
+        mine = [ps for dn, ps in self.rules if _dn_matches(dn, ca.subject)]
+        if not mine:
+            return None
+        return any(_dn_matches(p, subject) for ps in mine for p in ps)
+
+
+def _policy_entry_ok(entry: object) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("ca"), str)
+            and isinstance(entry.get("subjects"), list)
+            and all(isinstance(p, str) for p in entry["subjects"]))
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -203,15 +248,42 @@ def verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> N
                       "(proof of key possession failed)", "bad_signature") from None
 
 
-def user_for(db: Session, cert: x509.Certificate, anchor: Anchor) -> User:
+def user_for(db: Session, cfg: ServerConfig, cert: x509.Certificate, anchor: Anchor) -> User:
     if anchor.own:
         row = db.get(ClientCert, serial_hex(cert.serial_number))
         user = db.get(User, row.user_uid) if row else None
         if user is None:
             raise _refuse("the certificate's user no longer exists", "unknown_certificate")
         return user
-    return outside.user_for_identity(db, PROVIDER, cert.subject.rfc4514_string(),
-                                     _cn(cert) or "x509-user")
+    issuer, subject = anchor.cert.subject.rfc4514_string(), cert.subject.rfc4514_string()
+    policy_file = Path(cfg.trusted_ca_policy_file) if cfg.trusted_ca_policy_file else None
+    allowed = SigningPolicy.load(policy_file).allows(anchor.cert, cert.subject)
+    if allowed is False:
+        raise _refuse("the certificate's subject is not among the names the signing policy "
+                      "lets its CA sign", "subject_not_allowed")
+    if db.get(Identity, (PROVIDER, issuer, subject)) is None:
+        _claim_name(db, cfg, issuer, subject, allowed)
+    return outside.user_for_identity(db, PROVIDER, subject, _cn(cert) or "x509-user",
+                                     issuer=issuer)
+
+
+def _claim_name(db: Session, cfg: ServerConfig, issuer: str, subject: str,
+                allowed: bool | None) -> None:
+    """A subject new to this CA: adopt an identity of unknown issuer (made before 0009)
+    when this CA may sign the name (by the policy, or as the only outside CA); refuse a
+    name another CA holds unless the policy grants it (then it is a distinct user)."""
+    others = list(db.scalars(select(Identity).where(Identity.provider == PROVIDER,
+                                                    Identity.subject == subject)))
+    legacy = next((i for i in others if i.issuer == UNKNOWN_ISSUER), None)
+    sole = sum(not a.own for a in anchors(cfg)) == 1
+    if legacy is not None and (allowed or sole):
+        legacy.issuer = issuer
+        db.flush()
+        events.record(db, "identity_linked", object_uid=legacy.user_uid,
+                      detail=f"{PROVIDER} {subject}: its issuer recorded as {issuer}")
+    elif others and not allowed:
+        raise _refuse("another CA's certificate holds this subject name here, and the "
+                      "signing policy does not let this CA sign it", "subject_not_allowed")
 
 
 def _cn(cert: x509.Certificate) -> str | None:
@@ -232,10 +304,13 @@ def login(db: Session, cfg: ServerConfig, secret: bytes, pem: str, row: AuthNonc
     except ValueError:
         raise BadRequest("the signature is not base64", code="bad_signature") from None
     verify_signature(cert, _to_sign(row.nonce, fp).encode(), signature)
-    user = user_for(db, cert, anchor)
-    return user_service.session_for(db, secret, user, cfg.token_lifetime_s,
-                                    cfg.worker_token_lifetime_s,
-                                    how=f"x509 serial {serial_hex(cert.serial_number)}")
+    user = user_for(db, cfg, cert, anchor)
+    serial = serial_hex(cert.serial_number)
+    token, user, expires = user_service.session_for(db, secret, user, cfg.token_lifetime_s,
+                                                    cfg.worker_token_lifetime_s,
+                                                    how=f"x509 serial {serial}")
+    tokens.bind_certificate(db, token, anchor.cert.subject.rfc4514_string(), serial)
+    return token, user, expires
 
 
 # --- the server CA: issue, revoke, CRL -------------------------------------------------------
@@ -295,7 +370,7 @@ def list_certs(db: Session, p: Principal) -> list[ClientCert]:
     return list(db.scalars(select(ClientCert).order_by(ClientCert.issued_at)))
 
 
-def revoke(db: Session, p: Principal, serial: str) -> ClientCert:
+def revoke(db: Session, cfg: ServerConfig, p: Principal, serial: str) -> ClientCert:
     policy.require(p, "manage_certs")
     row = db.get(ClientCert, serial.lower().replace(":", "").lstrip("0") or "0")
     if row is None:
@@ -305,6 +380,9 @@ def revoke(db: Session, p: Principal, serial: str) -> ClientCert:
         row.revoked_at = utcnow()
         events.record(db, "cert_revoked", object_uid=row.user_uid, actor_uid=p.uid,
                       detail=f"serial {row.serial}")
+    # Also on a repeated revoke: sessions the certificate opened end with it.
+    ca = x509.load_pem_x509_certificate(cfg.ca_cert.read_bytes())
+    tokens.revoke_certificate(db, ca.subject.rfc4514_string(), row.serial)
     return row
 
 

@@ -101,6 +101,10 @@ class Token(Base):
     issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column()
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A session opened with a certificate: its issuer (DN) and serial, so that revoking
+    # the certificate ends the session.
+    auth_issuer: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    auth_serial: Mapped[str | None] = mapped_column(String(48), nullable=True, index=True)
 
 
 class LoginAttempt(Base):
@@ -142,6 +146,9 @@ class Identity(Base):
 
     __tablename__ = "identities"
     provider: Mapped[str] = mapped_column(String(255), primary_key=True)  # x509 | OIDC issuer
+    # x509: the DN of the CA that signed the certificate (a name is that CA's, not any
+    # CA's); "?" for rows made before it was recorded; "" for OIDC (the provider is).
+    issuer: Mapped[str] = mapped_column(String(512), primary_key=True, default="")
     subject: Mapped[str] = mapped_column(String(512), primary_key=True)
     user_uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"),
                                           index=True)

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from xwvm.server import events, policy
-from xwvm.server.auth import passwords, tokens
-from xwvm.server.db.models import Token, User, UserGroup
+from xwvm.server.auth import crls, passwords, tokens
+from xwvm.server.config import ServerConfig
+from xwvm.server.db.models import Token, User, UserGroup, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import GROUP, PRIVATE, Level
 from xwvm.server.services.common import check_uid
@@ -173,14 +174,19 @@ def set_enabled(db: Session, p: Principal, uid: str, enabled: bool) -> User:
     return user
 
 
-def principal_for(db: Session, secret: bytes, token: str) -> Principal:
+def principal_for(db: Session, secret: bytes, token: str,
+                  cfg: ServerConfig | None = None) -> Principal:
+    """The principal of a bearer token: signed, and its row neither revoked nor expired (the
+    row's expiry rules: a payload re-signed with a stolen secret cannot extend it), nor
+    opened with a certificate that an outside CA's CRL (in ``cfg``) now lists."""
     claims = tokens.decode(secret, token)
-    row = db.execute(select(Token.revoked, Token.scope_work_uid, User)
-                     .join(User, User.uid == Token.user_uid)
+    row = db.execute(select(Token, User).join(User, User.uid == Token.user_uid)
                      .where(Token.jti == claims.jti)).first()
-    if row is None or row[0]:
+    if row is None or row[0].revoked or _cert_revoked(db, cfg, row[0]):
         raise Unauthorized("token revoked: log in again", code="token_revoked")
-    scope, user = row[1], row[2]
+    if utcnow() >= row[0].expires_at:
+        raise Unauthorized("token expired: log in again", code="token_expired")
+    scope, user = row[0].scope_work_uid, row[1]
     if not user.enabled:
         raise Unauthorized(f"account {user.login} is disabled", code="account_disabled")
     if scope is not None:  # a nested worker's credential: the owner's, narrowed to one job
@@ -189,6 +195,15 @@ def principal_for(db: Session, secret: bytes, token: str) -> Principal:
     return Principal(uid=user.uid, login=user.login, level=Level(user.rights),
                      group_uid=user.group_uid, confine_user_uid=user.confine_user_uid,
                      confine_group_uid=user.confine_group_uid, token_jti=claims.jti)
+
+
+def _cert_revoked(db: Session, cfg: ServerConfig | None, tok: Token) -> bool:
+    if cfg is None or tok.auth_issuer is None or tok.auth_serial is None:
+        return False
+    if crls.revocation(cfg, tok.auth_issuer, int(tok.auth_serial, 16)) is None:
+        return False
+    tokens.revoke_at_once(db, tok.jti)  # ended for good, whatever the CRL says later
+    return True
 
 
 def logout(db: Session, p: Principal) -> None:
