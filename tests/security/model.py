@@ -106,6 +106,13 @@ def can_delete_job(p: Principal, job: Obj, result: Obj | None) -> bool:
     return can_delete(p, job) and (result is None or can_delete(p, result))
 
 
+def result_follows_chmod(p: Principal, job: Obj, result: Obj) -> bool:
+    """Issue 12 hole 10: "chmod on a job carries to" its results. Reading taken (the
+    server's, the docs to say it): results whose rights were set apart from the job's keep
+    them, and the chmod carries only as far as the caller may chmod the results."""
+    return result.owner == job.owner and result.mode == job.mode and can_chmod(p, result)
+
+
 def can_chmod(p: Principal, o: Obj) -> bool:
     """"only by the owner, a group admin of its group or a super user" (security.md);
     worker accounts get "no chmod" (security.md)."""

@@ -173,10 +173,11 @@ def worlds(draw: st.DrawFn) -> WorldSpec:
     for _ in range(draw(st.integers(1, 3))):
         objects.append(ObjSpec("data", draw(owner), draw(GROUP), draw(modes())))
     for _ in range(draw(st.integers(1, 4))):
-        objects.append(ObjSpec("work", draw(owner), draw(GROUP), draw(modes()),
+        mode = draw(modes())  # results mostly have their job's rights, as uploads give them
+        objects.append(ObjSpec("work", draw(owner), draw(GROUP), mode,
                                app=draw(st.integers(0, n_apps - 1)),
                                completed=draw(st.booleans()), result_group=draw(GROUP),
-                               result_mode=draw(modes())))
+                               result_mode=mode if draw(st.booleans()) else draw(modes())))
     requests = draw(st.lists(st.tuples(st.sampled_from(model.LEVELS), GROUP, st.booleans()),
                              min_size=1, max_size=3))
     return WorldSpec(users, objects, requests, draw(st.booleans()))
@@ -486,6 +487,31 @@ def test_user_management_follows_the_model(server: Server, spec: WorldSpec) -> N
     _check(w)
 
 
+@PROPS
+@given(spec=worlds())
+def test_chmod_of_a_job_carries_to_its_results(server: Server, spec: WorldSpec) -> None:
+    """Issue 12 hole 10: "chmod on a job carries to" its results. Each completed job is
+    chmodded by a principal the model allows to; its result then has the new mode if the
+    model says it follows, else the one it had."""
+    w = build(server, spec)
+    for job, result in w.results.items():
+        o = next(x for x in w.objs if x.uid == job)
+        chmodder = next((p for p in w.principals if model.can_chmod(p, o)), None)
+        if chmodder is None:
+            continue
+        mode = 0o750 if o.mode == 0o700 else 0o700
+        want = mode if model.result_follows_chmod(chmodder, o, result) else result.mode
+        resp = w.call(chmodder, "POST", f"/objects/{job}/chmod", {"mode": f"{mode:o}"})
+        if not w.expect(chmodder, f"chmod {mode:o} {w.label(job)}", True, resp):
+            continue
+        with server.sessions() as db:
+            got = db.get(Data, result.uid).access_rights
+        if got != want:
+            w.disagreements.append(f"chmod {mode:o} {w.label(job)} by {w.who(chmodder)} left "
+                                   f"its result at {got:04o}, model says {want:04o}")
+    _check(w)
+
+
 def _reenable(w: World, t: model.Principal) -> None:
     with w.srv.sessions() as db:
         db.get(User, t.uid).enabled = True
@@ -521,8 +547,13 @@ def test_created_workers_run_only_what_confinement_allows(server: Server,
         for creator, conf, _uid in workers:
             if model.may_run(conf, o):
                 w.disagreements.append(f"{w.label(o.uid)} left pending though a worker "
-                                       f"made by {w.who(creator)} ({conf}) may run it")
+                                       f"made by {w.who(creator)} ({_conf(w, conf)}) "
+                                       "may run it")
     _check(w)
+
+
+def _conf(w: World, c: model.Confinement) -> str:
+    return f"confined to {c.kind} {w.label(c.to)}" if c.to else "public"
 
 
 def _pull_all(w: World, creator: model.Principal, conf: model.Confinement, uid: str,
@@ -549,7 +580,8 @@ def _pull_all(w: World, creator: model.Principal, conf: model.Confinement, uid: 
                                    f"{w.label(work['uid'])}, not a pending job of this world")
         elif not model.may_run(conf, job):
             w.disagreements.append(
-                f"a worker made by {w.who(creator)} ({conf}) was given {w.label(job.uid)} "
+                f"a worker made by {w.who(creator)} ({_conf(w, conf)}) was given "
+                f"{w.label(job.uid)} "
                 f"(owner {w.label(job.owner)}, group "
                 f"{'none' if job.group is None else w.label(job.group)}, mode {job.mode:04o})")
 
