@@ -147,7 +147,8 @@ def test_access_matrix(world: World, op: str, mode: str, actor: str, allowed: bo
         if actor == "owner":
             who = world.clients["app_owner"]
         before = len(admin.list_works())
-        resp = _call(server, who, "POST", "/works", json={"app": app["name"]})
+        # By id: what a name means to whom is tests/security/test_names.py's subject.
+        resp = _call(server, who, "POST", "/works", json={"app": app["uid"]})
         if allowed:
             assert resp.status_code == 201, resp.text
             assert resp.json()["app"] == app["uid"]

@@ -416,7 +416,7 @@ OBJECT_ENDPOINTS = [
     # apps (api/apps.py, services/apps.py)
     Ep("app-show", "app", "GET", "/apps/{uid}", read(ACCESS)),
     Ep("app-submit", "app", "POST", "/works", submit_app,
-       lambda w, obj: {"json": {"app": obj["name"]}}),
+       lambda w, obj: {"json": {"app": obj["uid"]}}),  # names: tests/security/test_names.py
     Ep("app-delete", "app", "DELETE", "/apps/{uid}", delete, fresh=True,
        modes=MODES + STICKY_MODES),
     Ep("app-chmod", "app", "POST", "/objects/{uid}/chmod", chmod, _same_mode),

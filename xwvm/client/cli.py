@@ -17,7 +17,15 @@ import click
 
 from xwvm.client import cli_auth
 from xwvm.client import cli_template_store as template_store
-from xwvm.client.cli_common import client, fail, handle_errors, output, parse_env, progress_bar
+from xwvm.client.cli_common import (
+    client,
+    fail,
+    handle_errors,
+    output,
+    parse_env,
+    path_refs,
+    progress_bar,
+)
 from xwvm.client.cli_common import format_option as format_option_factory
 from xwvm.client.cli_context import context as context_group
 from xwvm.client.cli_context import inline_context
@@ -173,7 +181,7 @@ def app_list(fmt: str) -> None:
 
 
 @app.command("rm")
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("refs", nargs=-1, required=True, callback=path_refs)
 @handle_errors
 def app_rm(refs: tuple[str, ...]) -> None:
     c = client()

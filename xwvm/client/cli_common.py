@@ -21,6 +21,19 @@ def fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+def path_ref(ref: str) -> str:
+    """What names an object in a URL path: the uid of an ``xw://SERVER/UID`` reference (a
+    path cannot hold one; the server reads them in request bodies itself), else ``ref``
+    itself, an id or a name, which the server resolves (ids first, and only by id)."""
+    return ref.rstrip("/").rsplit("/", 1)[-1] if ref[:5].lower() == "xw://" else ref
+
+
+def path_refs(_ctx: click.Context, _param: click.Parameter,
+              value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    """A click callback: :func:`path_ref` of one REF argument or of each of several."""
+    return path_ref(value) if isinstance(value, str) else tuple(map(path_ref, value))
+
+
 def error_text(e: XwvmError) -> str:
     """The message and code, plus one line per (path, message) detail the server gave."""
     text = f"{e.message} [{e.code}]"

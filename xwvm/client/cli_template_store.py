@@ -18,7 +18,7 @@ import click
 
 from xwvm import signing
 from xwvm.client import formats
-from xwvm.client.cli_common import client, handle_errors, progress_bar
+from xwvm.client.cli_common import client, handle_errors, path_refs, progress_bar
 from xwvm.client.cli_common import format_option as format_option_factory
 from xwvm.client.cli_template import template_group
 from xwvm.client.sdk import Client, sha256_file
@@ -178,7 +178,7 @@ def template_push(out_dir: Path | None, disk: Path | None, kernel: Path | None,
 
 
 @template_group.command("pull")
-@click.argument("ref")
+@click.argument("ref", callback=path_refs)
 @click.option("-o", "--output", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path))
 @click.option("--role", "roles", multiple=True, type=click.Choice(ROLES),
@@ -228,7 +228,7 @@ def template_list(name: str | None, status: str | None, fmt: str) -> None:
 
 
 @template_group.command("show")
-@click.argument("ref")
+@click.argument("ref", callback=path_refs)
 @format_option
 @handle_errors
 def template_show(ref: str, fmt: str) -> None:
@@ -250,7 +250,7 @@ def template_show(ref: str, fmt: str) -> None:
 
 
 @template_group.command("sign")
-@click.argument("ref")
+@click.argument("ref", callback=path_refs)
 @click.option("--key", "key_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Ed25519 private key (PEM) from 'xwvm admin keygen'")
@@ -269,7 +269,7 @@ def template_sign(ref: str, key_path: Path) -> None:
 
 
 @template_group.command("publish")
-@click.argument("ref")
+@click.argument("ref", callback=path_refs)
 @handle_errors
 def template_publish(ref: str) -> None:
     """Make REF available to job submissions."""
@@ -280,7 +280,7 @@ def template_publish(ref: str) -> None:
 
 
 @template_group.command("deprecate")
-@click.argument("ref")
+@click.argument("ref", callback=path_refs)
 @handle_errors
 def template_deprecate(ref: str) -> None:
     """No new jobs may use REF; jobs already submitted finish."""
@@ -289,7 +289,7 @@ def template_deprecate(ref: str) -> None:
 
 
 @template_group.command("rm")
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("refs", nargs=-1, required=True, callback=path_refs)
 @handle_errors
 def template_rm(refs: tuple[str, ...]) -> None:
     """Remove templates (refused while unfinished jobs use one)."""

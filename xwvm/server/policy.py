@@ -211,6 +211,24 @@ def check_template_read(db: Session, p: Principal, template: OwnedObject) -> Non
     check(p, template, "r", "template")
 
 
+# Name trust tiers (issue 12, hole 7): a name means the object of the lowest tier that has
+# one; two owners in one tier is an ambiguity. The administrators count as one publisher.
+NAME_OWN, NAME_GROUP, NAME_ADMIN = 0, 1, 2
+
+
+def name_trust(p: Principal, obj: OwnedObject, owner_level: Level) -> int | None:
+    """How far ``p`` trusts a visible ``obj`` to answer to its name: its own, its group's,
+    or a super user's (whose owner has ``owner_level``); None: only its id names it to
+    ``p``. An absent group matches nothing."""
+    if obj.owner_uid == p.uid:
+        return NAME_OWN
+    if same_group(obj.group_uid, p.group_uid):
+        return NAME_GROUP
+    if owner_level >= Level.SUPER:
+        return NAME_ADMIN
+    return None
+
+
 def manage_user_allowed(p: Principal, target_group_uid: str | None, level: Level) -> bool:
     """Super users manage anyone; group admins manage their group's users below them."""
     if p.level >= Level.SUPER:

@@ -42,7 +42,7 @@ def list_apps():
 @bp.get("/apps/<ref>")
 def show(ref: str):
     p = principal()
-    app = app_service.find(db(), ref)
+    app = app_service.find(db(), p, ref)
     policy.check(p, app, "r", "app")
     return jsonify(_view(app))
 

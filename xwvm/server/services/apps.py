@@ -1,4 +1,5 @@
-"""Applications: native binaries per OS/arch, or shared apps provided by workers."""
+"""Applications: native binaries per OS/arch, or shared apps provided by workers; an app
+named by id is that app, by name the one the user trusts (services/common.py)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,41 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from xwvm.errors import BadRequest, Conflict, NotFound
+from xwvm.errors import BadRequest, Conflict
 from xwvm.server import events, policy
 from xwvm.server.db.models import App, AppBinary, Data, Work
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
-from xwvm.server.services.common import get_or_404
+from xwvm.server.services.common import check_name, get_or_404, id_in_ref, resolve_name
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
 PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+\Z")
 
 
-def find(db: Session, ref: str) -> App:
-    """An app by id or by name."""
-    app = db.scalars(select(App).where(App.name == ref)).first()
-    if app is None and re.fullmatch(r"[0-9a-fA-F-]{36}", ref):
-        app = db.get(App, ref.lower())
-    if app is None:
-        raise NotFound(f"no app named {ref!r}", code="unknown_app")
-    return app
+def get(db: Session, uid: str) -> App:
+    """By uid, with no access check (for the server's own use, e.g. a job's app)."""
+    return get_or_404(db, App, uid, "app")
+
+
+def find(db: Session, p: Principal, ref: str) -> App:
+    """An app by id (a uid or xw://SERVER/UID: that app only), else by name within the
+    namespace ``p`` trusts (:func:`common.resolve_name`). App names are unique, so a name
+    is never ambiguous; the caller checks access (a 403 names an app of a trusted owner
+    that ``p`` may not run)."""
+    uid = id_in_ref(ref, "app")
+    if uid is not None:
+        return get_or_404(db, App, uid, "app")
+    rows = db.scalars(select(App).where(App.name == ref)).all()
+    return resolve_name(db, p, rows, "app", visible=lambda a: (
+        policy.allows(p, a, "r") or policy.allows(p, a, "x")))[0]
 
 
 def create(db: Session, p: Principal, name: str, kind: str, binaries: dict[str, str],
            access_rights: int = PUBLIC) -> App:
     policy.require(p, "insert_app")
     if not NAME_RE.match(name):
-        raise BadRequest(f"app name {name!r} must be 1-128 letters, digits or _.+-",
-                         code="bad_name")
+        raise BadRequest("an app name is 1-128 letters, digits or _.+-", code="bad_name")
+    check_name(name, "app")
     if kind not in ("native", "shared"):
         raise BadRequest("app kind must be 'native' or 'shared'", code="bad_kind")
     if kind == "native" and not binaries:
@@ -42,19 +51,18 @@ def create(db: Session, p: Principal, name: str, kind: str, binaries: dict[str, 
     if kind == "shared" and binaries:
         raise BadRequest("a shared app has no binaries: workers provide it", code="bad_kind")
     if db.scalars(select(App).where(App.name == name)).first():
-        raise Conflict(f"app {name!r} already exists", code="exists")
+        raise Conflict("an app of that name already exists", code="exists")
     app = App(name=name, kind=kind, owner_uid=p.uid, group_uid=p.group_uid,
               access_rights=access_rights)
     db.add(app)
     db.flush()
     for platform, data_uid in sorted(binaries.items()):
         if not PLATFORM_RE.match(platform):
-            raise BadRequest(f"platform {platform!r} must look like linux/x86_64",
-                             code="bad_platform")
+            raise BadRequest("a platform must look like linux/x86_64", code="bad_platform")
         data = get_or_404(db, Data, data_uid, "data")
         policy.check(p, data, "r", "data")
         if data.status != "available":
-            raise BadRequest(f"binary data {data_uid} for {platform} has no content yet",
+            raise BadRequest(f"binary data {data.uid} for {platform} has no content yet",
                              code="data_pending")
         os_name, arch = platform.split("/")
         db.add(AppBinary(app_uid=app.uid, os=os_name, arch=arch, data_uid=data.uid))
@@ -74,7 +82,7 @@ def list_apps(db: Session, p: Principal) -> list[App]:
 
 
 def delete(db: Session, p: Principal, ref: str) -> None:
-    app = find(db, ref)
+    app = find(db, p, ref)
     policy.check_delete(p, app, "app")
     if db.scalars(select(Work.uid).where(Work.app_uid == app.uid).limit(1)).first():
         raise Conflict(f"app {app.name} is still referenced by jobs: remove them first",

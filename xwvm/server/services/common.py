@@ -53,7 +53,7 @@ def id_in_ref(ref: str, what: str) -> str | None:
         server, _, uid = ref[5:].rstrip("/").rpartition("/")
         canonical = canonical_uid(uid) if server else None
         if canonical is None:
-            raise BadRequest(f"an xw:// reference to a {what} is xw://SERVER/ID",
+            raise BadRequest(f"an xw:// reference (to {what}) is xw://SERVER/ID",
                              code="bad_uid")
         return canonical
     return canonical_uid(ref)
@@ -62,7 +62,7 @@ def id_in_ref(ref: str, what: str) -> str | None:
 def check_name(name: str, what: str) -> None:
     """Refuse a name that reads as an id: it would shadow the object that id names."""
     if canonical_uid(name) is not None or name[:3].lower() == "xw:":
-        raise BadRequest(f"a {what} name must not have the shape of an id or of an xw:// "
+        raise BadRequest(f"{what} names must not have the shape of an id or of an xw:// "
                          "reference", code="name_is_id")
 
 

@@ -2,8 +2,9 @@
 
 A template is created (as a draft) from complete, verified uploads only, so a template
 that exists always has all its bytes. Lifecycle: draft -> published -> deprecated (and
-back to published). Jobs name a template by uid, ``name`` (latest published version) or
-``name:version``; the worker gets :func:`description_for_worker` and verifies the
+back to published). Jobs name a template by uid (or xw://SERVER/UID), ``name`` (latest
+published version) or ``name:version``, names within the namespace the user trusts (own,
+group, administrators'); the worker gets :func:`description_for_worker` and verifies the
 signatures itself, with the keys it trusts.
 """
 
@@ -23,11 +24,10 @@ from xwvm.server.db.models import Template, Work, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services import uploads
+from xwvm.server.services.common import check_name, id_in_ref, resolve_name
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                     r"[0-9a-fA-F]{12}\Z")
 FORMATS = {"disk": ("qcow2", "vdi", "vmdk", "raw"), "kernel": ("linux-kernel",),
            "initrd": ("initrd", "initramfs")}
 STATUSES = ("draft", "published", "deprecated")
@@ -60,12 +60,13 @@ def create(db: Session, p: Principal, fields: dict[str, Any], *,
     if not NAME_RE.match(name):
         raise BadRequest("template name: letters, digits, '.', '_', '-' (1-128)",
                          code="bad_name")
+    check_name(name, "template")
     if not VERSION_RE.match(version):
         raise BadRequest("template version: letters, digits, '.', '_', '+', '-' (1-64)",
                          code="bad_version")
     if db.scalars(select(Template.uid).where(Template.name == name,
                                              Template.version == version)).first():
-        raise Conflict(f"template {name}:{version} exists; push a new version",
+        raise Conflict("a template of that name and version exists; push a new version",
                        code="template_exists")
     artifacts = []
     seen: set[tuple[str, str]] = set()
@@ -98,25 +99,31 @@ def create(db: Session, p: Principal, fields: dict[str, Any], *,
 
 
 def _lookup(db: Session, p: Principal, ref: str, *, published_only: bool) -> Template:
-    """By uid, ``name:version`` or ``name`` (its latest published version, or for the
-    curious the latest readable one when none is published and drafts are allowed)."""
-    if UUID_RE.match(ref):
-        t = db.get(Template, ref.lower())
+    """By id (a uid or xw://SERVER/UID: that template only), or by ``name:version`` or
+    ``name`` within the namespace ``p`` trusts (:func:`common.resolve_name`: one owner's
+    versions, or the administrators'): ``name`` is its latest published version, or for
+    the curious the latest readable one when none is published and drafts are allowed."""
+    uid = id_in_ref(ref, "template")
+    if uid is not None:
+        t = db.get(Template, uid)
         if t is None:
-            raise NotFound(f"no template with id {ref}", code="unknown_template")
+            raise NotFound(f"no template with id {uid}", code="unknown_template")
         return t
     name, _, version = ref.partition(":")
     q = select(Template).where(Template.name == name)
     if version:
         q = q.where(Template.version == version)
+    # Only templates ``p`` may read compete for the name: one it cannot see must neither
+    # shadow nor make ambiguous one it can.
     rows = [t for t in db.scalars(q) if p.is_worker or policy.allows(p, t, "r")]
-    if not version:
-        published = [t for t in rows if t.status == "published"]
-        rows = published if (published or published_only) else rows
+    if published_only and not version:
+        rows = [t for t in rows if t.status == "published"]
     if not rows:
-        what = "a published version of" if published_only and not version else ""
-        raise NotFound(f"no {what} template {ref}".replace("  ", " "),
-                       code="unknown_template")
+        what = "published template" if published_only and not version else "template"
+        raise NotFound(f"no {what} of that name", code="unknown_template")
+    rows = resolve_name(db, p, rows, "template")
+    if not version:
+        rows = [t for t in rows if t.status == "published"] or rows
     return max(rows, key=lambda t: (version_key(t.version), t.created_at))
 
 

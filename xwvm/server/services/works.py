@@ -108,7 +108,7 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
     _check_spec(spec)
     app = template = None
     if spec.app:
-        app = app_service.find(db, spec.app)
+        app = app_service.find(db, p, spec.app)
         policy.check(p, app, "x", "app")
         if app.kind == "shared" and not (spec.command or "").strip():
             # Workers provide a shared app: by default, run the program of that name.
@@ -337,7 +337,7 @@ def description_for_worker(db: Session, work: Work) -> dict[str, Any]:
         "min_cpus": work.min_cpus, "min_disk_mb": work.min_disk_mb,
         "listen_port": work.listen_port}
     if work.app_uid:
-        app = app_service.find(db, work.app_uid)
+        app = app_service.get(db, work.app_uid)
         desc.update(app=app.name, app_kind=app.kind)
         if work.command:
             desc["command"] = work.command
