@@ -70,7 +70,7 @@ def test_failing_job_exits_nonzero_and_reports_error(server: ServerProcess, cli_
 
 def test_cli_errors_are_clear(server: ServerProcess, cli_home: Path, tmp_path: Path) -> None:
     res = run_cli(["submit", "no-such-app"], cli_home, check=False)
-    assert res.returncode == 1 and "no app named 'no-such-app'" in res.stderr
+    assert res.returncode == 1 and "no app of that name [unknown_app]" in res.stderr
     res = run_cli(["works", "not-a-uid"], cli_home, check=False)
     assert res.returncode == 1 and "is not a UUID" in res.stderr
     res = run_cli(["works"], tmp_path / "nobody", check=False)
