@@ -85,6 +85,8 @@ def _parse(raw: bytes) -> dict[str, Any]:
     except ValueError:  # the decoder's message quotes no input, but say it our way
         raise BadRequest(f"{_NOT_JSON}: this one is not valid JSON",
                          code="malformed_json") from None
+    if body is None:  # "null": no object at all, as Flask's get_json saw it
+        raise BadRequest(_NOT_JSON, code="malformed_json")
     if _depth(body) > MAX_DEPTH:
         raise BadRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels",
                          code="too_deep")
