@@ -175,3 +175,22 @@ def test_the_cli_passes_xw_references_as_ids(world: World, tmp_path: Path) -> No
     shown = json.loads(run_cli(["template", "show", f"xw://elsewhere/{tpl['uid']}",
                                 "--format", "json"], home).stdout)
     assert shown["uid"] == tpl["uid"]
+
+
+def test_a_squatted_name_does_not_block_its_owner(world: World) -> None:
+    """Names are unique per owner (migration 0010), not server-wide: a group admin who
+    takes ``geant4`` and ``geant4:11.2`` first blocks nobody, and captures nobody."""
+    mallory = world.user("mallory")
+    squat_app = mallory.create_app("geant4", kind="shared")
+    squat_tpl = world.template(mallory, "geant4", "11.2")
+    app = world.admin.create_app("geant4", kind="shared")
+    tpl = world.template(world.admin, "geant4", "11.2")
+    assert app["uid"] != squat_app["uid"] and tpl["uid"] != squat_tpl["uid"]
+    victor = world.user("victor")                   # outside cms: the admin's, by name
+    assert victor.get_app("geant4")["uid"] == app["uid"]
+    assert victor.get_template("geant4:11.2")["uid"] == tpl["uid"]
+    carl = world.user("carl")                       # in cms: his group's own
+    assert carl.get_app("geant4")["uid"] == squat_app["uid"]
+    # One owner still cannot have two of one name, nor two super users (they publish as one).
+    _refused(lambda: mallory.create_app("geant4", kind="shared"), 409, "exists")
+    _refused(lambda: world.template(world.admin, "geant4", "11.2"), 409, "template_exists")

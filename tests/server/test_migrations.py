@@ -27,6 +27,16 @@ ROWS = [
     " min_cpus, min_disk_mb, owner_uid, access_rights, submitted_at)"
     " VALUES ('w1', 'a1', 'PENDING', '[]', '{}', 0, 10, 0, 0, 0, 'u1', 493,"
     " '2026-01-01 00:00:00')",
+    # worker accounts made before every worker was confined (0010): one by a standard
+    # user, one by a group admin in group g1, one by a super user
+    "INSERT INTO users (uid, login, rights, enabled, owner_uid, access_rights, created_at)"
+    " VALUES ('s1', 'root', 50, true, 's1', 448, '2026-01-01 00:00:00')",
+    "INSERT INTO users (uid, login, rights, enabled, owner_uid, access_rights, created_at)"
+    " VALUES ('wu', 'w-user', 20, true, 'u1', 448, '2026-01-01 00:00:00')",
+    "INSERT INTO users (uid, login, rights, enabled, owner_uid, group_uid, access_rights,"
+    " created_at) VALUES ('wg', 'w-group', 20, true, 'u1', 'g1', 448, '2026-01-01 00:00:00')",
+    "INSERT INTO users (uid, login, rights, enabled, owner_uid, access_rights, created_at)"
+    " VALUES ('ws', 'w-super', 20, true, 's1', 448, '2026-01-01 00:00:00')",
 ]
 
 
@@ -44,6 +54,11 @@ def _upgrade_populated(engine: Engine) -> None:
         # 0008: an existing host is owned by its worker account's owner, visible (755)
         assert tuple(conn.execute(text("SELECT owner_uid, access_rights FROM hosts")).one()) \
             == ("u1", 0o755)
+        # 0010: workers made by non-super users are confined (group first, else their
+        # maker); a super user's unconfined worker stays public
+        assert sorted(tuple(r) for r in conn.execute(text(
+            "SELECT uid, confine_user_uid, confine_group_uid FROM users WHERE rights = 20"))) \
+            == [("wg", None, "g1"), ("ws", None, None), ("wu", "u1", None)]
     command.downgrade(cfg, "0008")  # identities came with 0007; 0009 records their issuer
     with engine.begin() as conn:
         for provider, subject in (("x509", "CN=carol,O=grid"), ("https://idp", "sub-1")):

@@ -168,10 +168,14 @@ class Data(Owned, Base):
 class App(Owned, Base):
     __tablename__ = "apps"
     uid: Mapped[str] = mapped_column(UID, primary_key=True, default=new_uid)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
     # "native": binaries per os/arch; "shared": provided by workers that share it (e.g. root).
     kind: Mapped[str] = mapped_column(String(16), default="native")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    # Names are unique per owner: a name resolves within the namespaces a user trusts
+    # (services/common.py: resolve_name), so nobody can squat one for everybody.
+    __table_args__ = (UniqueConstraint("owner_uid", "name", name="uq_apps_owner_name"),)
 
 
 class AppBinary(Base):
@@ -319,7 +323,8 @@ class Template(Owned, Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     published_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
-    __table_args__ = (UniqueConstraint("name", "version", name="uq_templates_name_version"),)
+    __table_args__ = (UniqueConstraint("owner_uid", "name", "version",
+                                       name="uq_templates_owner_name_version"),)
 
 
 class UploadSession(Base):

@@ -13,7 +13,13 @@ from xwvm.server import events, policy
 from xwvm.server.db.models import App, AppBinary, Data, Work
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
-from xwvm.server.services.common import check_name, get_or_404, id_in_ref, resolve_name
+from xwvm.server.services.common import (
+    check_name,
+    get_or_404,
+    id_in_ref,
+    resolve_name,
+    same_namespace,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
 PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+\Z")
@@ -26,8 +32,9 @@ def get(db: Session, uid: str) -> App:
 
 def find(db: Session, p: Principal, ref: str) -> App:
     """An app by id (a uid or xw://SERVER/UID: that app only), else by name within the
-    namespace ``p`` trusts (:func:`common.resolve_name`). App names are unique, so a name
-    is never ambiguous; the caller checks access (a 403 names an app of a trusted owner
+    namespace ``p`` trusts (:func:`common.resolve_name`; names are unique per owner, and
+    among super users, so two group members' apps of one name are an ambiguity to name by
+    id); the caller checks access (a 403 names an app of a trusted owner
     that ``p`` may not run)."""
     uid = id_in_ref(ref, "app")
     if uid is not None:
@@ -50,8 +57,9 @@ def create(db: Session, p: Principal, name: str, kind: str, binaries: dict[str, 
                          code="no_binary")
     if kind == "shared" and binaries:
         raise BadRequest("a shared app has no binaries: workers provide it", code="bad_kind")
-    if db.scalars(select(App).where(App.name == name)).first():
-        raise Conflict("an app of that name already exists", code="exists")
+    if db.scalars(select(App.uid).where(App.name == name, same_namespace(db, p, App))
+                  .limit(1)).first():
+        raise Conflict("you already have an app of that name", code="exists")
     app = App(name=name, kind=kind, owner_uid=p.uid, group_uid=p.group_uid,
               access_rights=access_rights)
     db.add(app)

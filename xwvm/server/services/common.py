@@ -85,6 +85,14 @@ def _listed(cands: list[dict[str, Any]], total: int) -> str:
     return text + (f"; and {total - len(cands)} more" if total > len(cands) else "")
 
 
+def same_namespace(db: Session, p: Principal, model: type[Any]) -> Any:
+    """A WHERE clause for ``model`` rows in ``p``'s own namespace of names: its own, or,
+    for a super user, every super user's (they publish as one, see :func:`resolve_name`)."""
+    if p.level < Level.SUPER:
+        return model.owner_uid == p.uid
+    return model.owner_uid.in_(select(User.uid).where(User.rights >= int(Level.SUPER)))
+
+
 def resolve_name(db: Session, p: Principal, rows: Sequence[Owned], what: str,
                  visible: Callable[[Owned], bool] = lambda _: True) -> list[Owned]:
     """Of ``rows`` (the objects of one name), those the name means to ``p``: the most

@@ -24,7 +24,7 @@ from xwvm.server.db.models import Template, Work, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services import uploads
-from xwvm.server.services.common import check_name, id_in_ref, resolve_name
+from xwvm.server.services.common import check_name, id_in_ref, resolve_name, same_namespace
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
@@ -65,9 +65,11 @@ def create(db: Session, p: Principal, fields: dict[str, Any], *,
         raise BadRequest("template version: letters, digits, '.', '_', '+', '-' (1-64)",
                          code="bad_version")
     if db.scalars(select(Template.uid).where(Template.name == name,
-                                             Template.version == version)).first():
-        raise Conflict("a template of that name and version exists; push a new version",
-                       code="template_exists")
+                                             Template.version == version,
+                                             same_namespace(db, p, Template))
+                  .limit(1)).first():
+        raise Conflict("you already have a template of that name and version; push a new "
+                       "version", code="template_exists")
     artifacts = []
     seen: set[tuple[str, str]] = set()
     for i, a in enumerate(fields["artifacts"]):
