@@ -232,3 +232,16 @@ def test_wrong_types_on_an_authenticated_route_are_named_not_echoed(
     assert (status, answer.get("error")) == (400, "invalid_body"), raw[:500]
     assert {d["path"] for d in answer["details"]} >= {"/name", "/size"}, answer  # type: ignore
     assert b"ZQX" not in raw, raw[:500]
+
+
+def test_valid_json_padded_past_the_limit_is_too_large(srv: ServerProcess) -> None:
+    """Not truncated at the limit and parsed: a chunked body one byte too long is 413."""
+    sock = _open(srv, "POST", "/auth/login", {"Content-Type": "application/json",
+                                              "Transfer-Encoding": "chunked"})
+    body = b'{"login": "admin", "password": "wrong-but-short"}'
+    padding = b" " * (MiB - len(body) + 1)  # the default max_json_bytes, plus one
+    for chunk in (body, padding):
+        sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    sock.sendall(b"0\r\n\r\n")
+    status, data = _answer(sock)
+    assert status == 413 and b"too_large" in data, data[:300]

@@ -68,9 +68,13 @@ def _read_bounded(limit: int) -> bytes:
         raise TooLarge(f"JSON body of {length} bytes exceeds {limit}")
     if not request.is_json:
         raise BadRequest(_NOT_JSON, code="malformed_json")
-    # Werkzeug stops reading past this many bytes (413), whatever the framing.
-    request.max_content_length = limit
-    return request.get_data(cache=False)
+    # Werkzeug stops reading here, whatever the framing; a byte more than the limit is how
+    # an overlong chunked body shows (reading exactly up to its limit, it raises nothing).
+    request.max_content_length = limit + 1
+    raw = request.get_data(cache=False)
+    if len(raw) > limit:
+        raise TooLarge(f"JSON body (streamed without a Content-Length) exceeds {limit} bytes")
+    return raw
 
 
 _NOT_JSON = "the request body must be a JSON object (Content-Type: application/json)"
