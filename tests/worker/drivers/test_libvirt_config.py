@@ -147,10 +147,19 @@ def test_network_server_is_restricted_to_one_forward() -> None:
     netdev = args[args.index("-netdev") + 1]
     assert netdev.split(",") == [
         "user", "id=xwnet0", "restrict=on", "ipv6=off",
-        "guestfwd=tcp:10.0.2.100:8443-cmd:/usr/bin/socat - TCP:192.0.2.10:8443"]
-    assert "hostfwd" not in netdev
+        # the helper reaches only the VM's forwarder in the worker, never the server itself
+        "guestfwd=tcp:10.0.2.100:8443-cmd:/usr/bin/socat - "
+        f"UNIX-CONNECT:{WORK}/xwvm_w1_job-1/server.sock"]
+    assert "hostfwd" not in netdev and "192.0.2.10" not in netdev
     assert _driver().guest_endpoint(SPECS["server"]) == ("10.0.2.100", 8443)
     assert _driver().guest_endpoint(SPECS["none"]) is None
+
+
+def test_network_server_refuses_a_work_dir_qemu_would_misparse() -> None:
+    drv = LibvirtDriver("w1", Path("/var/lib/xwvm/a,b"))
+    drv.socat = "/usr/bin/socat"
+    with pytest.raises(Unsupported, match="letters, digits"):
+        drv.domain_xml(SPECS["server"])
 
 
 def test_network_internet_is_refused() -> None:

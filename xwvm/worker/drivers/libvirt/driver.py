@@ -29,6 +29,7 @@ from xwvm.worker.drivers.errors import (
 from xwvm.worker.drivers.libvirt import disk, network, policy
 from xwvm.worker.drivers.libvirt.guest import Guest
 from xwvm.worker.drivers.libvirt.host import Host
+from xwvm.worker.forwarder import Forwarder
 
 KVM_PROBE_TIMEOUT_S = 10.0  # a kernel reaches its root-fs panic in ~1 s under working KVM
 TCG_PROBE_TIMEOUT_S = 60.0
@@ -68,6 +69,9 @@ class LibvirtDriver(Driver):
         self.probe_kernel = probe_kernel or _default_probe_kernel()
         self.prefix = f"xwvm_{worker_id}_"
         self.socat = shutil.which("socat")
+        # network=server: each VM's connections to the server go through its own capped
+        # forwarder in this process (xwvm.worker.forwarder), from define() to destroy().
+        self._forwarders: dict[str, Forwarder] = {}
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -193,7 +197,23 @@ class LibvirtDriver(Driver):
                    context_iso: Path | None) -> policy.Placement:
         return policy.Placement(name=self._name(spec.job_uid), accel=accel, vm_dir=vm_dir,
                                 overlay=vm_dir / "disk.qcow2", console=vm_dir / "console.log",
-                                context_iso=context_iso, socat=self.socat)
+                                context_iso=context_iso, socat=self.socat,
+                                forward_socket=vm_dir / "server.sock")
+
+    def _start_forwarder(self, spec: VMSpec, vm_dir: Path) -> None:
+        if spec.network == Network.NONE or spec.server_endpoint is None:
+            return
+        self._stop_forwarder(spec.job_uid)
+        try:
+            fwd = Forwarder(vm_dir / "server.sock", spec.server_endpoint)
+        except ValueError as e:
+            raise Unsupported(f"network=server: {e} (use a shorter --work-dir)") from None
+        self._forwarders[spec.job_uid] = fwd.start()
+
+    def _stop_forwarder(self, job_uid: str) -> None:
+        fwd = self._forwarders.pop(job_uid, None)
+        if fwd is not None:
+            fwd.stop()
 
     def _overlay(self, spec: VMSpec, vm_dir: Path) -> Path:
         size = disk.virtual_size(spec.base_image, spec.base_format)
@@ -245,8 +265,10 @@ class LibvirtDriver(Driver):
                 os.close(os.open(iso, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
                 shutil.copyfile(spec.context_iso, iso)
             dom = policy.domain_for(spec, self._placement(spec, accel, vm_dir, iso))
+            self._start_forwarder(spec, vm_dir)
             self.host.define(dom.to_xml())
         except BaseException:
+            self._stop_forwarder(spec.job_uid)
             shutil.rmtree(vm_dir, ignore_errors=True)
             raise
 
@@ -267,6 +289,11 @@ class LibvirtDriver(Driver):
 
     def start(self, job_uid: str) -> None:
         self._require(job_uid).start()
+        fwd = self._forwarders.get(job_uid)
+        if fwd is not None:
+            # QEMU runs as the user libvirt relabelled the overlay to (libvirt-qemu under
+            # qemu:///system, this worker's own under qemu:///session): only it may connect.
+            fwd.allow((self._vm_dir(job_uid) / "disk.qcow2").stat().st_uid)
 
     def state(self, job_uid: str) -> VMState:
         guest = self._guest(job_uid)
@@ -288,6 +315,7 @@ class LibvirtDriver(Driver):
         return guest.state()
 
     def destroy(self, job_uid: str) -> None:
+        self._stop_forwarder(job_uid)
         guest = self._guest(job_uid)
         vm_dirs = {self._vm_dir(job_uid)}
         if guest is not None:

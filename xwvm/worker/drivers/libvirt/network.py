@@ -2,11 +2,13 @@
 
 ``server`` uses QEMU user networking (SLIRP) with ``restrict=on`` — the guest can open
 no connection out of the VM at all — plus one ``guestfwd``: a guest connection to
-10.0.2.100:PORT makes QEMU start ``socat - TCP:HOST:PORT`` (one per connection) to the
-real server. Nothing else is routed: not the LAN (RFC 1918, link-local, CGNAT, ULA),
-not the host's other services, not DNS. libvirt's ``<interface type='user'>`` cannot
-express restrict/guestfwd, so the netdev goes through ``<qemu:commandline>``; the NIC
-sits on a fixed PCI slot that libvirt's own allocation does not reach.
+10.0.2.100:PORT makes QEMU start ``socat - UNIX-CONNECT:<the VM's forwarder socket>``,
+and the worker's forwarder for that VM (xwvm.worker.forwarder) relays it to the real
+server, a bounded number at a time: the helper never reaches the server itself. Nothing
+else is routed: not the LAN (RFC 1918, link-local, CGNAT, ULA), not the host's other
+services, not DNS. libvirt's ``<interface type='user'>`` cannot express
+restrict/guestfwd, so the netdev goes through ``<qemu:commandline>``; the NIC sits on a
+fixed PCI slot that libvirt's own allocation does not reach.
 
 Why not libvirt nwfilter: it needs a bridge, a NAT network and iptables/ebtables on the
 volunteer's host, and its correctness depends on rules we would have to audit; SLIRP in
@@ -19,7 +21,8 @@ proxy); until that exists it is refused, never silently widened.
 
 from __future__ import annotations
 
-import ipaddress
+import re
+from pathlib import Path
 
 from xwvm.worker.drivers.base import Network, VMSpec
 from xwvm.worker.drivers.errors import Unsupported
@@ -35,16 +38,12 @@ def guest_endpoint(spec: VMSpec) -> tuple[str, int] | None:
     return GUEST_SERVER_ADDR, spec.server_endpoint[1]
 
 
-def _socat_target(host: str, port: int) -> str:
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"TCP6:[{host}]:{port}"
-    except ValueError:
-        pass
-    return f"TCP:{host}:{port}"
+# The forwarder socket's path goes into QEMU's option syntax (commas separate values), a
+# shell-like argv (spaces) and socat's address syntax (colons, commas, "!!"): plain only.
+SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9/._-]+$")
 
 
-def qemu_args(spec: VMSpec, socat: str | None) -> list[str]:
+def qemu_args(spec: VMSpec, socat: str | None, forward_socket: Path | None) -> list[str]:
     """The QEMU arguments that give ``spec`` its network, or [] for no NIC."""
     if spec.network == Network.NONE:
         return []  # libvirt runs QEMU with -nodefaults: no NIC unless we add one
@@ -54,10 +53,12 @@ def qemu_args(spec: VMSpec, socat: str | None) -> list[str]:
     if socat is None:
         raise Unsupported("network=server needs socat on the host (scripts/install-vm-host.sh)")
     assert spec.server_endpoint is not None  # VMSpec.validate
-    host, port = spec.server_endpoint
-    # QEMU option syntax: values are comma-separated, so none may contain a comma
-    # (VMSpec.validate allows none in host; the socat path is the host's own).
-    fwd = f"guestfwd=tcp:{GUEST_SERVER_ADDR}:{port}-cmd:{socat} - {_socat_target(host, port)}"
+    port = spec.server_endpoint[1]
+    if forward_socket is None or not SOCKET_PATH_RE.match(str(forward_socket)):
+        raise Unsupported("network=server needs a work dir whose path has only letters, "
+                          "digits and / . _ - (QEMU and socat parse it)")
+    fwd = (f"guestfwd=tcp:{GUEST_SERVER_ADDR}:{port}-cmd:{socat} - "
+           f"UNIX-CONNECT:{forward_socket}")
     netdev = f"user,id=xwnet0,restrict=on,ipv6=off,{fwd}"
     device = f"virtio-net-pci,netdev=xwnet0,bus=pci.0,addr={NIC_PCI_SLOT}"
     if "," in socat:

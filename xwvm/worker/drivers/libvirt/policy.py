@@ -33,9 +33,10 @@ from xwvm.worker.drivers.libvirt.config import (
 
 CPU_PERIOD_US = 100_000
 MACHINE = "pc"  # i440fx: fewest built-in devices; the Debian cloud kernel has no AHCI driver
-# QEMU's seccomp filter, as libvirt sets it, and with spawn allowed for guestfwd's socat
+# QEMU's seccomp filter, as libvirt sets it, and with spawn allowed for guestfwd's helper
 # (QEMU's "elevateprivileges" set includes setsid, which the spawned child calls; QEMU
-# runs as the unprivileged libvirt-qemu user either way).
+# runs as the unprivileged libvirt-qemu user either way). Only network=server VMs get
+# SANDBOX_SPAWN: guestfwd has no form that serves several connections without a command.
 SANDBOX_STRICT = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 SANDBOX_SPAWN = "on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny"
 # Drop libvirt's own -sandbox (it would add spawn=deny, or "off") so that ours is the one.
@@ -53,6 +54,7 @@ class Placement:
     console: Path
     context_iso: Path | None
     socat: str | None
+    forward_socket: Path | None = None  # network=server: the VM's forwarder (worker side)
 
 
 Step = Callable[[VMSpec, Placement, DomainConfig], None]
@@ -111,7 +113,7 @@ def _sandbox(spec: VMSpec, p: Placement, dom: DomainConfig) -> None:
 
 
 def _network(spec: VMSpec, p: Placement, dom: DomainConfig) -> None:
-    dom.qemu_args += network.qemu_args(spec, p.socat)
+    dom.qemu_args += network.qemu_args(spec, p.socat, p.forward_socket)
 
 
 STEPS: list[Step] = [_lifecycle, _caps, _boot, _disks, _console, _no_extras, _network, _sandbox]
