@@ -557,13 +557,24 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
 @click.option("--max-wall-clock", "max_wall_clock_s", type=WALL_CLOCK, default="24h",
               show_default=True,
               help="the longest any job may run here (jobs without a limit get this one)")
+@click.option("--max-vm-memory", "max_vm_memory_mb", type=click.IntRange(64),
+              help="MiB of RAM any one VM gets at most [default: half of this host's]")
+@click.option("--max-vm-cpus", type=click.IntRange(1),
+              help="vCPUs any one VM gets at most [default: all CPUs but one]")
+@click.option("--max-vm-disk", "max_vm_disk_mb", type=click.IntRange(1),
+              help="MiB of disk any one VM may write [default: 20480, at most the free "
+                   "space]")
+@click.option("--vm-cpu-percent", type=click.IntRange(1, 100), default=100,
+              show_default=True, help="share of one host CPU each vCPU may use")
 @handle_errors
 def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: Path | None,
                key: Path | None, work_dir: Path,
                name: str | None, shared_apps: tuple[str, ...], max_jobs: int | None,
                max_idle: float | None, hypervisor: str, trusted_keys: tuple[Path, ...],
                image_quota_mb: int, vm_hang_timeout: float, allow_native: bool,
-               max_wall_clock_s: int) -> None:
+               max_wall_clock_s: int,
+               max_vm_memory_mb: int | None, max_vm_cpus: int | None,
+               max_vm_disk_mb: int | None, vm_cpu_percent: int) -> None:
     """Pull and run jobs until stopped (SIGTERM gives the running job back)."""
     from xwvm.worker.agent import Worker, WorkerOptions
     from xwvm.worker.credential import Credential
@@ -582,7 +593,9 @@ def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: P
                          shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle,
                          hypervisor=hypervisor, trusted_keys=list(trusted_keys),
                          image_quota_mb=image_quota_mb, vm_hang_timeout_s=vm_hang_timeout,
-                         allow_native=allow_native, max_wall_clock_s=max_wall_clock_s)
+                         allow_native=allow_native, max_wall_clock_s=max_wall_clock_s,
+                         max_vm_memory_mb=max_vm_memory_mb, max_vm_cpus=max_vm_cpus,
+                         max_vm_disk_mb=max_vm_disk_mb, vm_cpu_percent=vm_cpu_percent)
     Worker(cred, opts, server=url, ca=ca).run()
 
 

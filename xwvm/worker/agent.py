@@ -60,6 +60,12 @@ class WorkerOptions:
     # The owner's ceiling on any job's run time, enforced here whatever the job or the
     # server says: a job without a limit (or a longer one) gets this one.
     max_wall_clock_s: int = DEFAULT_MAX_WALL_CLOCK_S
+    # The owner's ceilings on any one VM (None: facts.vm_ceilings' defaults, which leave
+    # the host usable); a job needing more is not taken (--max-vm-memory/-cpus/-disk).
+    max_vm_memory_mb: int | None = None
+    max_vm_cpus: int | None = None
+    max_vm_disk_mb: int | None = None
+    vm_cpu_percent: int = 100
 
     @property
     def native_allowed(self) -> bool:
@@ -190,6 +196,7 @@ class Worker:
                 # The scheduler sends only VM jobs whose network policy this host enforces.
                 networks = [str(n) for n in driver.networks()]
                 self.hypervisors[kind]["networks"] = networks
+                self.hypervisors[kind]["limits"] = self.vm_ceilings().to_json()
                 log.info("%s enforces network policies: %s", kind, ", ".join(networks))
                 break
         else:
@@ -214,8 +221,15 @@ class Worker:
                       server_url=self.client.server,
                       ca_pem=Path(self.client.verify).read_text()
                       if isinstance(self.client.verify, str) else "",
-                      hang_timeout_s=self.opts.vm_hang_timeout_s),
+                      hang_timeout_s=self.opts.vm_hang_timeout_s,
+                      ceilings=self.vm_ceilings()),
             verify=lambda tpl: images.verify(tpl, keys), upload=self._upload, data=self.cache)
+
+    def vm_ceilings(self) -> facts.VMCeilings:
+        """The most any one VM gets here: the owner's options, else safe defaults."""
+        o = self.opts
+        return facts.vm_ceilings(self.work_dir, o.max_vm_memory_mb, o.max_vm_cpus,
+                                 o.max_vm_disk_mb, o.vm_cpu_percent)
 
     def templates_held(self) -> list[str]:
         """Templates fully in the image cache (the scheduler prefers their jobs here)."""

@@ -1,11 +1,12 @@
 """What a host offers: OS, architecture, CPUs, memory and free disk, and whether it runs
-native jobs (outside a VM) at all."""
+native jobs (outside a VM) at all; and the ceilings its owner sets on any one VM."""
 
 from __future__ import annotations
 
 import os
 import platform
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,40 @@ def native_entry(allowed: bool) -> dict[str, Any]:
     reason = "its owner allows native jobs" if allowed else \
         "VM jobs only (the worker was not started with --allow-native)"
     return {"usable": allowed, "accel": None, "reason": reason}
+
+
+# --- the owner's ceilings on any VM (issue 13, hole 10) ---------------------------------
+
+DEFAULT_MAX_VM_DISK_MB = 20 * 1024
+MIN_VM_MEMORY_MB = 256  # what a VM gets at least (the appliance boots in less)
+
+
+@dataclass(frozen=True)
+class VMCeilings:
+    """The most any one VM on this host gets, set by the worker's owner, never by a job:
+    memory (MiB), vCPUs, disk (MiB) and each vCPU's share of a host CPU (percent). The
+    host record carries them (``hypervisors[kind]["limits"]``) so that the scheduler
+    sends no job that needs more; the worker refuses one anyway."""
+
+    memory_mb: int
+    cpus: int
+    disk_mb: int
+    cpu_percent: int = 100
+
+    def to_json(self) -> dict[str, int]:
+        return {"memory_mb": self.memory_mb, "cpus": self.cpus, "disk_mb": self.disk_mb,
+                "cpu_percent": self.cpu_percent}
+
+
+def vm_ceilings(work_dir: Path, memory: int | None = None, cpus: int | None = None,
+                disk: int | None = None, cpu_percent: int = 100) -> VMCeilings:
+    """The owner's ceilings, defaults filled in so the host stays usable beside a VM: half
+    the RAM, every CPU but one, DEFAULT_MAX_VM_DISK_MB; never more than the host has."""
+    host_mem, host_cpus = memory_mb(), os.cpu_count() or 1
+    free_disk = shutil.disk_usage(work_dir).free // 2**20
+    mem = memory if memory is not None else max(host_mem // 2, MIN_VM_MEMORY_MB)
+    ncpu = cpus if cpus is not None else max(host_cpus - 1, 1)
+    disk_mb = disk if disk is not None else DEFAULT_MAX_VM_DISK_MB
+    return VMCeilings(memory_mb=min(mem, host_mem) if host_mem else mem,
+                      cpus=min(ncpu, host_cpus), disk_mb=min(disk_mb, free_disk),
+                      cpu_percent=min(max(cpu_percent, 1), 100))

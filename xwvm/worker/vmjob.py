@@ -36,6 +36,7 @@ from xwvm.ids import check_relative_name, check_uid
 from xwvm.worker import exchange
 from xwvm.worker.cache import DataCache
 from xwvm.worker.drivers.base import Driver, Network, VMSpec, VMState
+from xwvm.worker.facts import MIN_VM_MEMORY_MB, VMCeilings
 from xwvm.worker.images import select_artifacts
 
 log = logging.getLogger("xwvm.worker.vm")
@@ -43,6 +44,18 @@ GUEST_SERVER_NAME = "xwvm-server"
 DEFAULT_WALL_CLOCK_S = 24 * 3600
 DEFAULT_PILOT_IDLE_S = 120
 STOP_GRACE_S = 5.0
+
+
+class TooBig(XwvmError):
+    """A job that needs more than the owner lets any VM have here."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="vm_too_big")
+
+
+def _count(value: Any) -> int:
+    """A server-sent size or count: a non-negative int, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class ImageSource(Protocol):
@@ -72,6 +85,9 @@ class VMOptions:
     hang_timeout_s: float = 600.0
     poll_s: float = 0.5
     results_capacity_mb: int = exchange.DEFAULT_RESULTS_CAPACITY // 2**20  # network=none
+    # The owner's ceilings on this VM (None: the job's minimums alone, for tests of the
+    # runner; the worker always passes its own).
+    ceilings: VMCeilings | None = None
 
 
 class VMJobRunner:
@@ -94,6 +110,11 @@ class VMJobRunner:
             for f in job["files"]:
                 check_relative_name(f.get("name"), "input")
             self.verify(job["template"])
+            # Before a byte is fetched: the scheduler should not have sent a job bigger
+            # than the host record's ceilings; given back, never run bigger than allowed.
+            self._size(job, select_artifacts(job["template"], self.driver.disk_formats)[0])
+        except TooBig as e:
+            return VMOutcome("PENDING", message=f"given back: {e.message}")
         except XwvmError as e:
             return VMOutcome("ERROR", message=f"template refused: {e.message}")
         offline = job.get("network", "server") == Network.NONE
@@ -136,16 +157,36 @@ class VMJobRunner:
         finally:
             disk.unlink(missing_ok=True)
 
+    def _size(self, job: dict[str, Any], disk: dict[str, Any]) -> tuple[int, int, int, int]:
+        """(memory MiB, vCPUs, disk cap MiB, CPU percent): the job's and template's minimums,
+        within the owner's ceilings; TooBig when they need more than those."""
+        tpl = job["template"]
+        memory = max(_count(job.get("min_memory_mb")), _count(tpl.get("min_memory_mb")))
+        cpus = max(_count(job.get("min_cpus")), _count(tpl.get("min_cpus")), 1)
+        disk_mb = _count(job.get("min_disk_mb"))
+        # A template's own disk size counts too: the guest may fill all of it.
+        template_mb = -(-_count(disk.get("virtual_size")) // 2**20)
+        c = self.opts.ceilings
+        if c is None:
+            return max(memory, MIN_VM_MEMORY_MB), cpus, disk_mb, 100
+        over = [f"{what} {need} > {most}" for what, need, most in (
+            ("memory MiB", memory, c.memory_mb), ("CPUs", cpus, c.cpus),
+            ("disk MiB", max(disk_mb, template_mb), c.disk_mb)) if need > most]
+        if over:
+            raise TooBig("the job needs more than this worker's VM ceilings ("
+                         + ", ".join(over) + ")")
+        return min(max(memory, MIN_VM_MEMORY_MB), c.memory_mb), cpus, disk_mb, c.cpu_percent
+
     def _spec(self, job: dict[str, Any], paths: dict[str, Path],
               exchange_disk: Path | None = None) -> VMSpec:
         tpl = job["template"]
         disk = select_artifacts(tpl, self.driver.disk_formats)[0]  # the disk use() chose
         server = urlsplit(self.opts.server_url)
-        memory = max(job.get("min_memory_mb") or 0, tpl.get("min_memory_mb") or 0, 256)
+        memory, vcpus, disk_mb, cpu_percent = self._size(job, disk)
         return VMSpec(job_uid=job["uid"], worker_id=self.opts.worker_id,
                       base_image=paths["disk"].resolve(), base_format=disk["format"],
-                      vcpus=max(job.get("min_cpus") or 0, tpl.get("min_cpus") or 0, 1),
-                      memory_mb=memory, disk_cap_mb=job.get("min_disk_mb") or 0,
+                      vcpus=vcpus, memory_mb=memory, cpu_quota_percent=cpu_percent,
+                      disk_cap_mb=disk_mb,
                       context_iso=(self.vm_dir / f"{job['uid']}-context.iso").resolve(),
                       exchange_disk=exchange_disk,
                       kernel=paths.get("kernel"), initrd=paths.get("initrd"),

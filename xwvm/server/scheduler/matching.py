@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import and_, exists, false, or_, select
 
-from xwvm.server.db.models import App, AppBinary, Host, Work
+from xwvm.server.db.models import App, AppBinary, Host, Template, Work
 from xwvm.server.policy import Principal
 
 GROUP_READ, OTHER_READ = 0o040, 0o004
@@ -56,15 +56,40 @@ def vm_networks(host: Host) -> list[str]:
     return sorted(found)
 
 
+def vm_limits(host: Host) -> dict[str, int] | None:
+    """The ceilings the host's owner set on any one VM (``hypervisors[kind]["limits"]`` of
+    its usable hypervisor); None from a worker that does not say (older versions). A value
+    that is not a count allows nothing."""
+    for kind, hv in (host.hypervisors or {}).items():
+        if kind != NATIVE and isinstance(hv, dict) and hv.get("usable") and "limits" in hv:
+            raw = hv["limits"] if isinstance(hv["limits"], dict) else {}
+            return {k: v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+                    for k in ("memory_mb", "cpus", "disk_mb") for v in [raw.get(k)]}
+    return None
+
+
+def within_vm_limits(host: Host) -> list[Any]:
+    """A VM job goes only where the job's and its template's minimums fit the ceilings."""
+    lim = vm_limits(host)
+    if lim is None:
+        return []
+    template_too_big = exists(select(Template.uid).where(
+        Template.uid == Work.template_uid,
+        or_(Template.min_memory_mb > lim["memory_mb"], Template.min_cpus > lim["cpus"])))
+    return [Work.min_memory_mb <= lim["memory_mb"], Work.min_cpus <= lim["cpus"],
+            Work.min_disk_mb <= lim["disk_mb"], ~template_too_big]
+
+
 def runnable(host: Host) -> Any:
     """Native jobs need their app here; VM jobs need a usable hypervisor here that
-    enforces the job's network policy."""
+    enforces the job's network policy, and minimums within the host's VM ceilings."""
     native = and_(Work.template_uid.is_(None), app_available(host)) if runs_native(host) \
         else false()
     networks = vm_networks(host)
     if not networks:
         return native
-    return or_(native, and_(Work.template_uid.is_not(None), Work.network.in_(networks)))
+    return or_(native, and_(Work.template_uid.is_not(None), Work.network.in_(networks),
+                            *within_vm_limits(host)))
 
 
 def conditions(host: Host, worker: Principal) -> list[Any]:
