@@ -289,6 +289,10 @@ class Worker:
         finally:
             self.current = None
             sandbox.remove()
+            # Its inputs may be private to the job's owner: not kept for later jobs.
+            files = job.get("files")
+            self.cache.forget([f for f in files if isinstance(f, dict)]
+                              if isinstance(files, list) else [])
         return True
 
     def _execute(self, job: dict[str, Any], sandbox: native.Sandbox) -> None:

@@ -77,6 +77,9 @@ class DataCache:
     def __init__(self, root: Path, quota_bytes: int = DEFAULT_QUOTA_BYTES) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Job inputs may be private: no other local user lists or reads the cache (jobs get
+        # copies; QEMU never reads it).
+        self.root.chmod(0o700)
         self.quota = quota_bytes
         self.verified = VerifiedFiles()
         self._locks: dict[str, threading.Lock] = {}
@@ -139,6 +142,14 @@ class DataCache:
         size = f.get("size") if isinstance(f.get("size"), int) else None
         return self.get(f.get("sha256"), lambda dest: client.download_data(
             data, dest, sha256=f["sha256"], size=size), size)
+
+    def forget(self, files: list[Mapping[str, Any]]) -> None:
+        """Remove a finished job's inputs (they may be private to their owner): only app
+        binaries, shared by every job of their app, stay cached."""
+        for f in files:
+            if f.get("role") != "app":
+                with contextlib.suppress(XwvmError):
+                    self.path(f.get("sha256")).unlink(missing_ok=True)
 
     def size(self) -> int:
         return sum(size for _, _, size in self._entries())

@@ -40,7 +40,10 @@ class Credential:
                             code="bad_credential")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        # open()'s mode applies to a new file only: an existing 0644 one is tightened
+        # before the password is written into it.
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as f:
             doc = {k: v for k, v in asdict(self).items() if k not in ("cert", "key")}
             json.dump({"kind": "xwvm-worker-credential", "version": 1, **doc}, f, indent=2)
