@@ -245,3 +245,36 @@ def test_valid_json_padded_past_the_limit_is_too_large(srv: ServerProcess) -> No
     sock.sendall(b"0\r\n\r\n")
     status, data = _answer(sock)
     assert status == 413 and b"too_large" in data, data[:300]
+
+
+def test_idle_connections_do_not_hold_the_server(srv: ServerProcess) -> None:
+    """Slowloris before any body: connections that finish TLS (or only start it) and then
+    send nothing. gthread gives each a thread that waited forever: 2 workers x 8 threads
+    were held by 16 such connections. Each is now closed once it has been idle for
+    body_timeout_s of no progress, and a real client gets its answer meanwhile."""
+    ctx = ssl.create_default_context(cafile=str(srv.ca))
+    idle: list[socket.socket] = []
+    try:
+        for i in range(40):
+            raw = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+            if i % 4 == 0:
+                raw.sendall(b"\x16\x03\x01")       # the first bytes of a ClientHello
+                idle.append(raw)
+            else:
+                idle.append(ctx.wrap_socket(raw, server_hostname="127.0.0.1"))
+        started = time.monotonic()
+        sock = _open(srv, "GET", "/health", {"Connection": "close"})
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        sock.close()
+        waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert waited < BODY_TIMEOUT_S * 6, waited
+        # The ones that got a thread were closed (an idle one that never did waits in
+        # gunicorn's poller, which holds no thread).
+        closed = sum(1 for s in idle if _poll(s, BODY_TIMEOUT_S * 2) == b"")
+        assert closed >= 16, f"{closed} of {len(idle)} idle connections closed"
+    finally:
+        for s in idle:
+            s.close()

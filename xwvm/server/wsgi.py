@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,6 +33,33 @@ class XwvmGunicorn(BaseApplication):
     def load(self) -> Any:
         from xwvm.server.app import create_app
         return guard_bodies(create_app(self.config_obj), self.config_obj)
+
+
+def bounded_tls(bound_s: float) -> Callable[[Any, Callable[[], ssl.SSLContext]], Any]:
+    """gunicorn's ``ssl_context`` hook: client connections whose every blocking receive and
+    send waits at most ``bound_s`` for progress.
+
+    gthread hands a new connection to a thread, which then blocks in the TLS handshake and
+    in reading the request line for as long as the client likes: a few dozen connections
+    that finish (or only start) a handshake and send nothing held every thread. gunicorn
+    puts its sockets in blocking mode; on these sockets "blocking" means a timeout of
+    ``bound_s`` instead, so a stalled connection fails and is closed. Bodies have a stricter
+    deadline of their own (_BodyDeadline); the wait between keep-alive requests is in
+    gunicorn's poller, not here."""
+
+    class BoundedSSLSocket(ssl.SSLSocket):
+        def settimeout(self, value: float | None) -> None:
+            super().settimeout(bound_s if value is None else value)
+
+        def setblocking(self, flag: bool) -> None:
+            self.settimeout(None if flag else 0.0)
+
+    def ssl_context(_conf: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        ctx = default()
+        ctx.sslsocket_class = BoundedSSLSocket
+        return ctx
+
+    return ssl_context
 
 
 class _BodyDeadline:
@@ -134,5 +162,6 @@ def run(config: ServerConfig, bind: str, workers: int | None = None, threads: in
         "loglevel": "warning",
     }
     if tls:
-        options.update(certfile=str(config.server_cert), keyfile=str(config.server_key))
+        options.update(certfile=str(config.server_cert), keyfile=str(config.server_key),
+                       ssl_context=bounded_tls(float(config.body_timeout_s)))
     XwvmGunicorn(config, options).run()
