@@ -4,6 +4,7 @@ outside CA's CRL on disk lists it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -64,3 +65,13 @@ def test_outside_crl_ends_the_sessions_of_the_certificate(sec: SecurityServer) -
     finally:
         sec.grid.write_crl(sec.grid_crl, [])
     _gone(by_cert)  # a session once ended stays ended when the CRL changes again
+
+
+def test_a_session_never_outlives_its_certificate(sec: SecurityServer) -> None:
+    pem, key, _ = sec.grid.issue("Kim Grid", end=dt.timedelta(minutes=10))
+    client = Client(sec.server.url, sec.server.ca)
+    answer = client.x509_login(pem, _sign(key))
+    expires = dt.datetime.fromisoformat(answer["expires_at"])
+    not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+    assert expires <= not_after
+    assert client.whoami()["login"].startswith("Kim")

@@ -306,9 +306,12 @@ def login(db: Session, cfg: ServerConfig, secret: bytes, pem: str, row: AuthNonc
     verify_signature(cert, _to_sign(row.nonce, fp).encode(), signature)
     user = user_for(db, cfg, cert, anchor)
     serial = serial_hex(cert.serial_number)
+    # A session never outlives the certificate that opened it.
+    left_s = int((cert.not_valid_after_utc - utcnow()).total_seconds())
     token, user, expires = user_service.session_for(db, secret, user, cfg.token_lifetime_s,
                                                     cfg.worker_token_lifetime_s,
-                                                    how=f"x509 serial {serial}")
+                                                    how=f"x509 serial {serial}",
+                                                    max_lifetime_s=left_s)
     tokens.bind_certificate(db, token, anchor.cert.subject.rfc4514_string(), serial)
     return token, user, expires
 

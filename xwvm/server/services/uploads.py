@@ -98,7 +98,7 @@ def create(db: Session, store: BlobStore, p: Principal, size: int, sha256: str, 
     if known is None:
         path = part_path(store, up.uid)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        path.touch(mode=0o600)  # bytes of a template being pushed: the server's alone
     events.record(db, "upload_created", object_uid=up.uid, actor_uid=p.uid,
                   detail=f"{size} bytes sha256 {sha256}" + (" (already stored)" if known
                                                             is not None else ""))

@@ -128,11 +128,15 @@ def login(db: Session, secret: bytes, login_name: str, password: str,
 
 
 def session_for(db: Session, secret: bytes, user: User, lifetime_s: int,
-                worker_lifetime_s: int, how: str = "password") -> tuple[str, User, object]:
-    """A session token for an authenticated user (password, certificate or OIDC)."""
+                worker_lifetime_s: int, how: str = "password",
+                max_lifetime_s: int | None = None) -> tuple[str, User, object]:
+    """A session token for an authenticated user (password, certificate or OIDC), living
+    at most ``max_lifetime_s`` (what is left of the certificate that proved who it is)."""
     if not user.enabled:
         raise Unauthorized(f"account {user.login} is disabled", code="account_disabled")
     lifetime = worker_lifetime_s if user.rights in (Level.WORKER, Level.VWORKER) else lifetime_s
+    if max_lifetime_s is not None:
+        lifetime = max(1, min(lifetime, max_lifetime_s))
     token, expires = tokens.issue(db, secret, user.uid, lifetime)
     events.record(db, "login", object_uid=user.uid, actor_uid=user.uid, detail=how)
     return token, user, expires
