@@ -32,7 +32,8 @@ def say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="xwvm-agent")
     ap.add_argument("--context", type=Path, default=Path("/run/xwvm/context.json"))
-    ap.add_argument("--work-dir", type=Path, default=Path("/home/xwvm/jobs"))
+    # Root's, outside the payload user's home: the payload may not rename or replace it.
+    ap.add_argument("--work-dir", type=Path, default=Path("/var/lib/xwvm/jobs"))
     ap.add_argument("--user", default="xwvm", help="account that runs payloads")
     ap.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -7,6 +7,7 @@ import logging
 import random
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 from xwvm.client.sdk import ApiError, Client
 from xwvm.errors import XwvmError
 from xwvm.ids import BadId, check_file_name, check_relative_name, check_uid
-from xwvm.worker import facts, native
+from xwvm.worker import facts, native, sandbox
 from xwvm.worker.cache import DEFAULT_QUOTA_BYTES, DataCache
 from xwvm.worker.credential import Credential
 from xwvm.worker.heartbeat import MIN_PERIOD_S, Heartbeat, clamp_period
@@ -93,6 +94,8 @@ class Worker:
         self.current: str | None = None
         self.hypervisors: dict[str, dict[str, Any]] = {}
         self.vm_runner: Any = None
+        # Native jobs run only in a sandbox that passed its self-test (see _isolation).
+        self._native_sandbox: sandbox.Isolation | str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -144,7 +147,7 @@ class Worker:
         state = self.work_dir / "host.json"
         facts_now = facts.collect(self.work_dir, self.opts.name, self.opts.shared_apps)
         facts_now["hypervisors"] = {**self.hypervisors,
-                                    "native": facts.native_entry(self.opts.native_allowed)}
+                                    "native": self._native_entry()}
         facts_now["templates_held"] = self.templates_held()
         known = json.loads(state.read_text()) if state.is_file() else {}
         if known.get("server") == self.client.server and known.get("uid"):
@@ -157,6 +160,23 @@ class Worker:
         uid = check_uid(self.client.register_host(facts_now)["uid"], "host")
         state.write_text(json.dumps({"server": self.client.server, "uid": uid}))
         return uid
+
+    def _native_entry(self) -> dict[str, Any]:
+        problem = None
+        if self.opts.native_allowed:
+            iso = self._isolation()
+            problem = iso if isinstance(iso, str) else None
+        return facts.native_entry(self.opts.native_allowed, problem)
+
+    def _isolation(self) -> sandbox.Isolation | str:
+        """The native-job sandbox, self-tested once; a string says why there is none."""
+        if self._native_sandbox is None:
+            try:
+                self._native_sandbox = sandbox.host_isolation()
+            except (sandbox.SandboxUnavailable, OSError, subprocess.SubprocessError) as e:
+                self._native_sandbox = str(e)
+                log.warning("native jobs refused: %s", e)
+        return self._native_sandbox
 
     def worker_id(self) -> str:
         """A stable id for this work dir: VMs and files are tagged with it, so a restarted
@@ -308,6 +328,11 @@ class Worker:
             self._report(uid, "ERROR", message="this worker runs VM jobs only: a native job "
                                                "would run on the host itself")
             return
+        isolation = self._isolation()
+        if isinstance(isolation, str):
+            self._report(uid, "ERROR", message=f"this worker cannot sandbox native jobs: "
+                                               f"{isolation}")
+            return
         sandbox.create()
         try:
             program, stdin, placed = self._prepare(job, sandbox)
@@ -320,14 +345,15 @@ class Worker:
         if job.get("command"):  # a shared app this host provides: run the job's command
             job = {**job, "args": ["-c", f'{job["command"]} "$@"', "xwvm-payload",
                                    *job["args"]]}
-        outcome = native.run(job, sandbox, program, stdin, self.job_stop)
+        outcome = native.run(job, sandbox, program, stdin, self.job_stop, isolation)
         if outcome.stopped and self.stopping.is_set():
             self._report(uid, "PENDING", message="worker stopping: job given back")
             return
         if outcome.stopped and "wall-clock" not in outcome.reason:
             return  # the server took the job away; there is nobody to report to
         with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
-            archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz")
+            archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz",
+                                          isolation.account.uid if isolation.account else None)
             if not self._upload(uid, archive, outcome.exit_code):
                 return
         if outcome.stopped:

@@ -39,12 +39,19 @@ def collect(work_dir: Path, name: str, shared_apps: list[str]) -> dict[str, Any]
             "version": __version__}
 
 
-def native_entry(allowed: bool) -> dict[str, Any]:
+def native_entry(allowed: bool, sandbox_problem: str | None = None) -> dict[str, Any]:
     """The host record's ``hypervisors["native"]``: whether native jobs (run on the host
-    itself, outside any VM) may be sent here; the scheduler sends none when not."""
-    reason = "its owner allows native jobs" if allowed else \
-        "VM jobs only (the worker was not started with --allow-native)"
-    return {"usable": allowed, "accel": None, "reason": reason}
+    itself, outside any VM, in the bubblewrap sandbox) may be sent here; the scheduler
+    sends none when not. ``sandbox_problem``: why this host cannot sandbox them (None:
+    the sandbox's self-test passed)."""
+    if not allowed:
+        return {"usable": False, "accel": None,
+                "reason": "VM jobs only (the worker was not started with --allow-native)"}
+    if sandbox_problem is not None:
+        return {"usable": False, "accel": None,
+                "reason": f"native jobs refused: no sandbox ({sandbox_problem})"}
+    return {"usable": True, "accel": None,
+            "reason": "its owner allows native jobs; they run in the bubblewrap sandbox"}
 
 
 # --- the owner's ceilings on any VM (issue 13, hole 10) ---------------------------------

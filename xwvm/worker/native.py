@@ -1,19 +1,34 @@
-"""Running a native job in its sandbox directory and packing its results."""
+"""Running a native job in its sandbox directory and packing its results.
+
+Root (the worker, or the agent in a guest) handles a directory the payload controls: it
+never follows the payload's links there. Every walk below is fd-relative with
+``O_NOFOLLOW``; links, devices and FIFOs are skipped; ownership changes use the
+directory's fd and ``follow_symlinks=False``; and the payload's processes are all gone
+(``Isolation.reap``) before root reads anything back.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xwvm.worker.sandbox import Isolation, JobAccount, limits_for
+
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -28,7 +43,9 @@ class Outcome:
 
 @dataclass
 class Sandbox:
-    """``root/run`` is the job's working directory; stdout/stderr go beside it."""
+    """``root/run`` is the job's working directory (the only thing the payload may write);
+    stdout/stderr and the sandbox's own files go beside it, in ``root``, which only the
+    worker may write."""
 
     root: Path
 
@@ -44,31 +61,77 @@ class Sandbox:
     def stderr(self) -> Path:
         return self.root / "stderr.txt"
 
+    @property
+    def etc_dir(self) -> Path:
+        return self.root / "etc"
+
     def create(self) -> None:
         if self.root.exists():
-            shutil.rmtree(self.root)
-        self.run_dir.mkdir(parents=True)
+            shutil.rmtree(self.root)  # fd-based on Linux: it does not follow links
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o711)
+        self.root.chmod(0o711)  # the payload user passes through to run/, reads nothing
+        self.run_dir.mkdir(mode=0o700)
+        self.etc_dir.mkdir(mode=0o755)
 
     def place(self, cached: Path, name: str, executable: bool = False) -> Path:
-        """Copy (never link: the job must not be able to alter the cache) into the sandbox."""
+        """Copy (never link: the job must not be able to alter the cache) into the sandbox,
+        before it is given to the payload's account."""
         dest = self.run_dir / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cached, dest)
         os.chmod(dest, 0o755 if executable else 0o644)
         return dest
 
-    def give_to(self, user: str) -> None:
-        """Hand the working directory to the account that runs the payload."""
-        import pwd
-        entry = pwd.getpwnam(user)
-        for path in [self.run_dir, *self.run_dir.rglob("*")]:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+    def give_to(self, account: JobAccount | str) -> None:
+        """Hand the working directory to the account that runs the payload; links (and
+        anything not a file or directory) are left as they are, never followed."""
+        if isinstance(account, str):
+            import pwd
+            entry = pwd.getpwnam(account)
+            account = JobAccount(entry.pw_uid, entry.pw_gid, account)
+        fd = os.open(self.run_dir, DIR_FLAGS)
+        try:
+            os.fchown(fd, account.uid, account.gid)
+            for dir_fd, name, st, _rel in _walk(fd):
+                # A file with other links may be one of root's, hard-linked in.
+                if (stat.S_ISREG(st.st_mode) and st.st_nlink == 1) or \
+                        stat.S_ISDIR(st.st_mode):
+                    os.chown(name, account.uid, account.gid, dir_fd=dir_fd,
+                             follow_symlinks=False)
+        finally:
+            os.close(fd)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def job_env(job_env_vars: dict[str, str], home: Path,
+def _walk(dir_fd: int, prefix: str = "", depth: int = 0
+          ) -> Iterator[tuple[int, str, os.stat_result, str]]:
+    """(directory fd, entry name, lstat, path relative to the top) for every entry below
+    ``dir_fd``; subdirectories are opened from their parent's fd with O_NOFOLLOW, so a
+    directory swapped for a link is never entered."""
+    if depth > MAX_DEPTH:
+        return
+    for name in sorted(os.listdir(dir_fd)):
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            continue
+        yield dir_fd, name, st, f"{prefix}{name}"
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        try:
+            sub = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            continue
+        try:
+            yield from _walk(sub, f"{prefix}{name}/", depth + 1)
+        finally:
+            os.close(sub)
+
+
+def job_env(job_env_vars: dict[str, str], home: Path | str,
             base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(base) if base is not None else {k: os.environ[k] for k in SAFE_ENV
                                                if k in os.environ}
@@ -79,66 +142,118 @@ def job_env(job_env_vars: dict[str, str], home: Path,
 
 
 def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None,
-        stop: threading.Event, poll: float = 0.1, user: str | None = None,
+        stop: threading.Event, isolation: Isolation, poll: float = 0.1,
         base_env: dict[str, str] | None = None) -> Outcome:
-    """Run the job's program; stop it on ``stop`` or when its wall-clock limit passes.
-    ``user``: run it as this unprivileged account (the caller must be root);
+    """Run the job's program in ``isolation``; stop it on ``stop`` or when its wall-clock
+    limit passes. When this returns, no process of the payload is left.
     ``base_env``: the environment the job's own variables are added to."""
     wall = job.get("wall_clock_s")
     deadline = time.monotonic() + wall if wall else None
+    if isolation.account is not None:
+        sandbox.give_to(isolation.account)
+    argv, cwd = _argv(isolation, sandbox, program, job["args"])
+    argv, cwd, extra = isolation.command(sandbox.run_dir, argv, limits_for(wall),
+                                         isolation.account_files(sandbox.etc_dir))
     with open(sandbox.stdout, "wb") as out, open(sandbox.stderr, "wb") as err, \
             open(stdin or os.devnull, "rb") as inp:
-        proc = subprocess.Popen([str(program), *job["args"]], cwd=sandbox.run_dir,
-                                env=job_env(job["env"], sandbox.run_dir, base_env),
-                                stdin=inp,
-                                stdout=out, stderr=err, start_new_session=True,
-                                **_as_user(user))
+        proc = subprocess.Popen(argv, cwd=sandbox.run_dir if isolation.kind == "uid" else "/",
+                                env=job_env(job["env"], cwd, base_env), stdin=inp,
+                                stdout=out, stderr=err, start_new_session=True, **extra)
         reason = ""
-        while proc.poll() is None:
-            if stop.is_set():
-                reason = "stopped by the worker"
-            elif deadline and time.monotonic() > deadline:
-                reason = f"wall-clock limit of {wall} s exceeded"
-            if reason:
-                _kill_group(proc)
-                break
-            time.sleep(poll)
+        try:
+            while proc.poll() is None:
+                if stop.is_set():
+                    reason = "stopped by the worker"
+                elif deadline and time.monotonic() > deadline:
+                    reason = f"wall-clock limit of {wall} s exceeded"
+                if reason:
+                    break
+                time.sleep(poll)
+        finally:
+            _kill_group(proc)
+            isolation.reap()
         code = proc.wait()
     return Outcome(exit_code=code, reason=reason)
 
 
-def _as_user(user: str | None) -> dict[str, Any]:
-    if user is None:
-        return {}
-    import pwd
-    entry = pwd.getpwnam(user)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+def _argv(isolation: Isolation, sandbox: Sandbox, program: Path,
+          args: list[str]) -> tuple[list[str], str]:
+    """The program as the payload sees it (inside bubblewrap, its directory is /job)."""
+    if isolation.kind == "bwrap" and program.is_relative_to(sandbox.run_dir):
+        from xwvm.worker.sandbox import JOB_DIR
+        inside = f"{JOB_DIR}/{program.relative_to(sandbox.run_dir).as_posix()}"
+        return [inside, *args], JOB_DIR
+    return [str(program), *args], str(sandbox.run_dir)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGKILL the payload's session (bubblewrap's --die-with-parent and pid namespace
+    take every process inside with it; ``Isolation.reap`` then kills by uid)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
-def pack_results(sandbox: Sandbox, placed: dict[str, float], dest: Path) -> Path:
-    """A tar.gz of stdout, stderr and every file the job created or changed (inputs and
-    the program it was given are left out unless it modified them)."""
+def pack_results(sandbox: Sandbox, placed: dict[str, float], dest: Path,
+                 owner: int | None = None) -> Path:
+    """A tar.gz of stdout, stderr and every regular file the job created or changed
+    (inputs and the program it was given are left out unless it modified them).
+    Links, FIFOs and devices are skipped; each file is read through the fd it was
+    opened with (O_NOFOLLOW), so a swapped name cannot make root read another file;
+    ``owner``: only files of this uid (a hard link to someone else's file is not the
+    payload's result)."""
     with tarfile.open(dest, "w:gz") as tar:
-        tar.add(sandbox.stdout, arcname="stdout.txt")
-        tar.add(sandbox.stderr, arcname="stderr.txt")
-        for path in sorted(sandbox.run_dir.rglob("*")):
-            if path.is_symlink() or not path.is_file():
-                continue
-            rel = path.relative_to(sandbox.run_dir).as_posix()
-            if rel in placed and path.stat().st_mtime == placed[rel]:
-                continue
-            tar.add(path, arcname=rel, recursive=False)
+        for path, arcname in ((sandbox.stdout, "stdout.txt"), (sandbox.stderr, "stderr.txt")):
+            top = os.open(path.parent, DIR_FLAGS)
+            try:
+                _add_at(tar, top, path.name, arcname, None)
+            finally:
+                os.close(top)
+        try:
+            top = os.open(sandbox.run_dir, DIR_FLAGS)
+        except OSError:
+            return dest  # the payload replaced its directory: nothing of it is packed
+        try:
+            for dir_fd, name, st, rel in _walk(top):
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if rel in placed and st.st_mtime == placed[rel]:
+                    continue
+                _add_at(tar, dir_fd, name, rel, owner)
+        finally:
+            os.close(top)
     return dest
+
+
+def _add_at(tar: tarfile.TarFile, dir_fd: int, name: str, arcname: str,
+            owner: int | None) -> None:
+    """Add the regular file ``name`` in ``dir_fd`` (never through a link) to ``tar``."""
+    try:
+        fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (owner is not None and st.st_uid != owner):
+            return
+        info = tarfile.TarInfo(arcname)
+        info.size, info.mtime, info.mode = st.st_size, int(st.st_mtime), st.st_mode & 0o755
+        tar.addfile(info, _Exactly(f, st.st_size))
+
+
+class _Exactly:
+    """Reads exactly ``size`` bytes (zeros after a premature end): a file that shrinks
+    while it is packed must not break the archive."""
+
+    def __init__(self, f: Any, size: int) -> None:
+        self.f, self.left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        data += bytes(n - len(data))
+        self.left -= n
+        return data

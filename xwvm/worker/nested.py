@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from contextualizer.model import JobContext
 from xwvm.errors import XwvmError
-from xwvm.worker import exchange, native
+from xwvm.worker import exchange, native, sandbox
 
 if TYPE_CHECKING:  # requests is not imported by an offline (network=none) guest
     from xwvm.client.sdk import Client
@@ -74,6 +74,10 @@ class NestedWorker:
         self.exchange_disk = exchange_disk
         self.stop = threading.Event()
         self.base_env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        # The appliance has no bubblewrap: the VM is the sandbox, and inside it the payload
+        # runs as the unprivileged user, every one of whose processes is killed before root
+        # touches the job's files again.
+        self.isolation = sandbox.guest_isolation(user)
 
     @property
     def server(self) -> Client:
@@ -109,26 +113,28 @@ class NestedWorker:
     # --- one payload --------------------------------------------------------------------------
 
     def run_task(self, task: Task) -> native.Outcome:
-        """Fetch the inputs, run the command as the payload user, upload the results."""
-        sandbox = native.Sandbox(self.work_dir / task.uid)
-        sandbox.create()
+        """Fetch the inputs, run the command as the payload user, upload the results.
+        The job's directory is root's (never inside the payload user's home), its run/
+        is given to the payload only once the inputs are in."""
+        self.isolation.reap()  # nothing the previous task (or a login) left may race root
+        box = native.Sandbox(self.work_dir / task.uid)
+        box.create()
         try:
-            self._fetch_inputs(task, sandbox.run_dir)
-            placed = {p.relative_to(sandbox.run_dir).as_posix(): p.stat().st_mtime
-                      for p in sandbox.run_dir.rglob("*") if p.is_file()}
-            if self.user:
-                sandbox.give_to(self.user)
+            self._fetch_inputs(task, box.run_dir)
+            placed = {p.relative_to(box.run_dir).as_posix(): p.stat().st_mtime
+                      for p in box.run_dir.rglob("*") if p.is_file()}
             # The job's arguments follow the command, as "$@" (never pasted into the string).
             job = {"args": ["-c", f'{task.command} "$@"', "xwvm-payload", *task.args],
                    "env": task.env, "wall_clock_s": task.wall_clock_s}
-            outcome = native.run(job, sandbox, Path("/bin/sh"), None, self.stop,
-                                 user=self.user, base_env=self.base_env)
+            outcome = native.run(job, box, Path("/bin/sh"), None, self.stop, self.isolation,
+                                 base_env=self.base_env)
+            owner = self.isolation.account.uid if self.isolation.account else None
             with tempfile.TemporaryDirectory() as tmp:
-                archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz")
+                archive = native.pack_results(box, placed, Path(tmp) / "results.tar.gz", owner)
                 self._deliver(task, archive, outcome)
             return outcome
         finally:
-            sandbox.remove()
+            box.remove()
 
     def _fetch_inputs(self, task: Task, run_dir: Path) -> None:
         if self.exchange_disk is not None:

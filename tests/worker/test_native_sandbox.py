@@ -1,0 +1,250 @@
+"""Native jobs run in a real sandbox (issue 13, hole 1): hostile payloads through the real
+worker (``xwvm worker run --hypervisor none``) against a real server over TLS.
+
+Each payload is what an attacker would submit: it reads another job's private input from
+the worker's data cache through ``../``, the worker's credential (its path taken from
+``/proc/$PPID/cmdline``), writes outside its directory, forks without end, fills the
+disk, reaches a LAN device (127.0.0.2 stands in for one) and leaves a process behind.
+And the refusal path: a worker whose bubblewrap is missing says so in its host record
+and refuses the native job a server sends anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import appkeys
+from tests.support.processes import ServerProcess, WorkerProcess
+from xwvm.client.sdk import Client
+from xwvm.worker import facts, sandbox
+from xwvm.worker.agent import Worker, WorkerOptions
+from xwvm.worker.credential import Credential
+
+SECRET = "victim-private-input-7f3a"
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or sandbox.bwrap_path() is None,
+                                reason="needs root and bubblewrap")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = ServerProcess(tmp_path_factory.mktemp("sandbox")).init().start()
+    yield s
+    s.stop()
+
+
+def credential(server: ServerProcess, path: Path) -> Credential:
+    cred = server.client().enroll_worker()
+    c = Credential(server=server.url, login=cred["login"], password=cred["password"],
+                   ca_pem=server.ca.read_text())
+    c.save(path)
+    return c
+
+
+def app(client: Client, tmp: Path, name: str, script: str) -> str:
+    path = tmp / f"{name}.sh"
+    path.write_text("#!/bin/sh\n" + script)
+    data = client.upload_data(path)
+    return appkeys.create_signed_app(client, f"{name}{abs(hash(tmp)) % 10**8}",
+                                     {"linux/x86_64": data["uid"]})["name"]
+
+
+def results(client: Client, uid: str, tmp: Path) -> dict[str, bytes]:
+    archive = client.download_result(uid, tmp / f"{uid}.tgz")
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar.getmembers() if m.isfile()}
+
+
+def run_jobs(server: ServerProcess, tmp: Path, jobs: list[str], client: Client,
+             name: str) -> tuple[list[dict], WorkerProcess]:
+    credential(server, tmp / f"{name}.cred")
+    worker = WorkerProcess(tmp, tmp / f"{name}.cred", name,
+                           extra=["--hypervisor", "none", "--max-jobs", str(len(jobs)),
+                                  "--trusted-key", str(appkeys.public_key())])
+    worker.start()
+    try:
+        done = client.wait(jobs, timeout=120)
+    finally:
+        assert worker.stop(timeout=60) is not None
+    return done, worker
+
+
+def job_user_processes() -> list[int]:
+    return sandbox.uid_pids(sandbox.job_account().uid)
+
+
+HOSTILE = """\
+echo "uid: $(id -u)"
+echo "cache: $(cat ../../../cache/* ../../cache/* ../../../cache/*/* 2>/dev/null \
+    | grep -c victim-private)"
+cmd=$(tr '\\0' ' ' < /proc/$PPID/cmdline)
+echo "parent: $cmd"
+cred=$(echo "$cmd" | sed -n 's/.*--credential \\([^ ]*\\).*/\\1/p')
+[ -n "$cred" ] && cat "$cred"
+for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done > procs.txt
+for f in $(grep -o -- '--credential [^ ]*' procs.txt | cut -d' ' -f2); do cat "$f"; done
+cat "$WORKER_CRED" 2>/dev/null && echo "cred: read" || echo "cred: unreadable"
+ls "$WORKER_DIR" >/dev/null 2>&1 && echo "workdir: visible" || echo "workdir: invisible"
+echo pwned > "$OUTSIDE/planted" 2>/dev/null && echo "outside: written" \
+    || echo "outside: refused"
+python3 - "$LAN_PORT" "$SERVER_PORT" <<'PY'
+import socket, sys
+for label, host, port in (("lan", "127.0.0.2", sys.argv[1]),
+                          ("server", "127.0.0.1", sys.argv[2])):
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        print(f"reach {label}: yes")
+    except OSError:
+        print(f"reach {label}: no")
+PY
+setsid sh -c 'sleep 4242' </dev/null >/dev/null 2>&1 &
+echo done
+"""
+
+
+def test_a_hostile_payload_sees_nothing_of_the_worker_and_leaves_nothing_behind(
+        server: ServerProcess, tmp_path: Path) -> None:
+    admin = server.client()
+    admin.create_user("victim", "victim-password-1", "standard")
+    admin.create_user("mallory", "mallory-password-1", "standard")
+    victim, mallory = Client(server.url, server.ca), Client(server.url, server.ca)
+    victim.login("victim", "victim-password-1")
+    mallory.login("mallory", "mallory-password-1")
+    private = tmp_path / "private.txt"
+    private.write_text(SECRET + "\n")
+    data = victim.upload_data(private, access_rights="700")
+    first = victim.submit(app(admin, tmp_path, "cat", "cat private.txt\n"),
+                          inputs=[{"data": data["uid"], "name": "private.txt"}],
+                          access_rights="700")["uid"]
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o777)
+    outside.chmod(0o777)
+    lan = socket.create_server(("127.0.0.2", 0))
+    lan.settimeout(0.2)
+    touched: list[str] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                conn, peer = lan.accept()
+            except OSError:
+                continue
+            touched.append(str(peer))
+            conn.close()
+    stop = threading.Event()
+    threading.Thread(target=watch, daemon=True).start()
+    name = "sbx1"
+    env = {"WORKER_CRED": str(tmp_path / f"{name}.cred"),
+           "WORKER_DIR": str(tmp_path / name), "OUTSIDE": str(outside),
+           "LAN_PORT": str(lan.getsockname()[1]), "SERVER_PORT": str(server.port)}
+    hostile = mallory.submit(app(admin, tmp_path, "hostile", HOSTILE), env=env,
+                             hold=True)["uid"]
+    try:
+        # The victim's job first: its private input is in the worker's data cache.
+        done, worker = run_jobs(server, tmp_path, [first], admin, name)
+        mallory.work_action(hostile, "release")
+        done += run_jobs(server, tmp_path, [hostile], admin, name)[0]
+    finally:
+        stop.set()
+        lan.close()
+    assert [w["status"] for w in done] == ["COMPLETED", "COMPLETED"], worker.log
+    files = results(mallory, hostile, tmp_path)
+    out = files["stdout.txt"].decode()
+    everything = b"".join(files.values())
+    password = Credential.load(tmp_path / f"{name}.cred").password
+    assert f"uid: {sandbox.job_account().uid}" in out, out
+    assert "cache: 0" in out, out
+    assert SECRET.encode() not in everything
+    assert password.encode() not in everything, "the worker's credential leaked"
+    assert "--credential" not in out and "--credential" not in files["procs.txt"].decode()
+    assert "cred: unreadable" in out and "workdir: invisible" in out, out
+    assert "outside: refused" in out and not (outside / "planted").exists(), out
+    assert "reach lan: no" in out and "reach server: no" in out, out
+    assert touched == [], "the payload reached the LAN device"
+    assert "done" in out
+    survivors = [p for p in os.listdir("/proc") if p.isdigit()
+                 and b"4242" in _cmdline(p)]
+    assert survivors == [], "a payload process outlived its job"
+    assert job_user_processes() == []
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def count_cmdline(cmdline: bytes) -> int:
+    return sum(1 for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == cmdline)
+
+
+def test_a_fork_bomb_and_a_disk_filler_are_bounded(server: ServerProcess, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XWVM_JOB_MAX_PROCESSES", "40")
+    monkeypatch.setenv("XWVM_JOB_MAX_FILE_MB", "4")
+    admin = server.client()
+    # Capped at 300 so that an unsandboxed run stays survivable.
+    bomb = admin.submit(app(admin, tmp_path, "bomb", """\
+i=0
+while [ $i -lt 300 ]; do sleep 7.77 & i=$((i+1)); done
+wait
+"""), wall_clock_s=60)["uid"]
+    filler = admin.submit(app(admin, tmp_path, "filler", """\
+dd if=/dev/zero of=big bs=1M count=64 2>dd.txt
+echo "big: $(stat -c %s big)"
+"""), wall_clock_s=60)["uid"]
+    peak, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], count_cmdline(b"sleep\x007.77\x00"))
+            stop.wait(0.05)
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        done, worker = run_jobs(server, tmp_path, [bomb, filler], admin, "sbx2")
+    finally:
+        stop.set()
+    assert [w["status"] for w in done] == ["COMPLETED", "COMPLETED"], worker.log
+    assert 0 < peak[0] <= 40, f"{peak[0]} processes of the fork bomb ran at once"
+    files = results(admin, filler, tmp_path)
+    out = files["stdout.txt"].decode()
+    assert "big: 4194304" in out, out
+    assert len(files.get("big", b"")) <= 4 << 20
+    assert count_cmdline(b"sleep\x007.77\x00") == 0
+    assert job_user_processes() == []
+
+
+def test_a_worker_without_bubblewrap_advertises_and_refuses_native_jobs(
+        server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(sandbox.BWRAP_ENV, str(tmp_path / "no-such-bwrap"))
+    admin = server.client()
+    marker = tmp_path / "ran"
+    marker_dir = tmp_path
+    marker_dir.chmod(0o777)
+    job = admin.submit(app(admin, tmp_path, "touch", f"touch {marker}\n"))["uid"]
+    cred = credential(server, tmp_path / "w.cred")
+    w = Worker(cred, WorkerOptions(work_dir=tmp_path / "wd", name="nobwrap",
+                                   hypervisor="none",
+                                   trusted_keys=[appkeys.public_key()]))
+    w._login()
+    w.host = w._register()
+    record = {h["name"]: h for h in admin.list_hosts()}["nobwrap"]["hypervisors"]["native"]
+    assert record["usable"] is False and "bubblewrap" in record["reason"], record
+    # A hostile (or old) server sends the job anyway.
+    facts_now = facts.collect(tmp_path, "nobwrap", [])
+    facts_now["hypervisors"] = {"native": {"usable": True, "accel": None, "reason": "lie"}}
+    w.client.register_host({**facts_now, "uid": w.host})
+    assigned = w.client.request_work(w.host)["work"]
+    assert assigned["uid"] == job
+    w.run_job(assigned)
+    assert not marker.exists()
+    after = admin.get_work(job)
+    assert after["status"] == "ERROR" and "bubblewrap" in (after.get("error") or ""), after
