@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerProcess, run_cli
 from xwvm.client.sdk import ApiError, Client
 
 PW = "attack-password-1"
@@ -121,6 +121,38 @@ def test_worker_confinement_however_created(grid: Grid) -> None:
     # "public" means nothing for accounts that run no jobs: refused, not ignored.
     refused(lambda: grid.admin.post("/users", {"login": grid.name("u"), "password": PW,
                                                "rights": "standard", "public": True}), 400)
+
+
+def test_public_workers_through_the_cli(grid: Grid, tmp_path: Path) -> None:
+    """``xwvm user add --rights worker`` confines; ``--public`` is a super user's word."""
+    cms = grid.name("cms")
+    grid.admin.create_group(cms)
+    pw = tmp_path / "pw"
+    pw.write_text(PW)
+    gadmin_login = grid.name("ga")
+    grid.admin.create_user(gadmin_login, PW, "group_admin", cms)
+    homes = {}
+    for login, password_file in (("admin", grid.server.password_file), (gadmin_login, pw)):
+        homes[login] = tmp_path / login
+        run_cli(["login", "--server", grid.server.url, "--ca", str(grid.server.ca),
+                 "--user", login, "--password-file", str(password_file)], homes[login])
+    for login, public in (("admin", True), ("admin", False), (gadmin_login, False)):
+        worker = grid.name("w")
+        run_cli(["user", "add", worker, "--rights", "worker", "--password-file", str(pw),
+                 *(["--group", cms] if login != "admin" else []),
+                 *(["--public"] if public else [])], homes[login])
+        row = grid.admin.user_by_login(worker)
+        confined = (row["confined_to_user"], row["confined_to_group"])
+        if public:
+            assert confined == (None, None)
+        elif login == "admin":
+            assert confined == (grid.admin.whoami()["uid"], None)
+        else:  # the group admin's: confined to cms
+            assert confined[0] is None and confined[1] is not None
+    refusal = run_cli(["user", "add", grid.name("w"), "--rights", "worker", "--group", cms,
+                       "--public", "--password-file", str(pw)], homes[gadmin_login],
+                      check=False)
+    assert refusal.returncode != 0 and "super" in (refusal.stderr + refusal.stdout)
 
 
 # --- hole 2: a group admin with no group ------------------------------------------------

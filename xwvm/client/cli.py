@@ -470,9 +470,13 @@ def user() -> None:
 @click.option("--rights", default="standard", show_default=True)
 @click.option("--group")
 @click.option("--password-file", required=True, type=click.Path(exists=True))
+@click.option("--public", is_flag=True,
+              help="a worker account that runs public jobs of anyone (super users only; "
+                   "otherwise a worker is confined to its group, else to you)")
 @handle_errors
-def user_add(login: str, rights: str, group: str | None, password_file: str) -> None:
-    u = client().create_user(login, read_secret(password_file), rights, group)
+def user_add(login: str, rights: str, group: str | None, password_file: str,
+             public: bool) -> None:
+    u = client().create_user(login, read_secret(password_file), rights, group, public)
     click.echo(f"created user {u['login']} ({u['rights']}) {u['uid']}")
 
 

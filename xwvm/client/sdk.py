@@ -234,9 +234,12 @@ class Client:
         return self.post(f"/admin/certs/{serial}/revoke")
 
     def create_user(self, login: str, password: str, rights: str,
-                    group: str | None = None) -> dict[str, Any]:
-        return self.post("/users", {"login": login, "password": password, "rights": rights,
-                                    "group": group})
+                    group: str | None = None, public: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"login": login, "password": password, "rights": rights,
+                                "group": group}
+        if public:  # a worker account that runs anyone's public jobs (super users only)
+            body["public"] = True
+        return self.post("/users", body)
 
     def list_users(self) -> list[dict[str, Any]]:
         return self.get("/users")
