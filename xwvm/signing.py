@@ -1,8 +1,10 @@
-"""Owns template signatures: the canonical manifest, Ed25519 keys, signing and verifying.
+"""Owns template and native-app signatures: the canonical manifests, Ed25519 keys, signing
+and verifying.
 
 Shared by the server (which checks a signature before storing it), the client (which
-signs) and the worker (which refuses to boot what no trusted key signed). The manifest
-is JSON with sorted keys and no spaces, so the three compute the same bytes.
+signs) and the worker (which refuses to boot or run what no trusted key signed). A
+manifest is JSON with sorted keys and no spaces, so the three compute the same bytes; an
+app's manifest has a ``type`` a template's lacks, so a signature never passes for the other.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from xwvm.errors import BadRequest
+from xwvm.errors import BadRequest, XwvmError
 
 SIGNED_ARTIFACT_FIELDS = ("role", "format", "size", "sha256")
+SIGNED_BINARY_FIELDS = ("os", "arch", "sha256", "size")
+APP_MANIFEST_TYPE = "xwvm-app/1"
 PRIVATE_KEY_FILE = "template-signing-key.pem"
 PUBLIC_KEY_FILE = "template-signing-key.pub.pem"
 
@@ -43,6 +47,16 @@ def canonical_manifest(t: Mapping[str, Any]) -> str:
     doc = {"name": t["name"], "version": t["version"], "os": t["os"], "arch": t["arch"],
            "artifacts": artifacts, "cmdline": t.get("cmdline") or "",
            "shared_apps": sorted(t.get("shared_apps") or [])}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def canonical_app_manifest(app: Mapping[str, Any]) -> str:
+    """The signed text of a native app: its uid, name and kind, and per os/arch the
+    binary's sha256 and size (from a view, a worker's job description or local files)."""
+    binaries = sorted(({k: b[k] for k in SIGNED_BINARY_FIELDS} for b in app["binaries"]),
+                      key=lambda b: (b["os"], b["arch"]))
+    doc = {"type": APP_MANIFEST_TYPE, "uid": app["uid"], "name": app["name"],
+           "kind": app["kind"], "binaries": binaries}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
@@ -152,3 +166,35 @@ def valid(manifest: str, public: Ed25519PublicKey, signature_b64: str) -> bool:
     except (InvalidSignature, SigningError):
         return False
     return True
+
+
+class Unverified(XwvmError):
+    """What a worker refuses: ``code`` says why (unsigned, untrusted_signature,
+    bad_signature); the message is a sentence's end, to follow the object's name."""
+
+    status, code = 422, "unverified"
+
+
+def trusted_signer(manifest: str, signatures: Iterable[Mapping[str, Any]],
+                   trusted: Mapping[str, Ed25519PublicKey]) -> str:
+    """The id of a trusted key whose signature verifies over ``manifest``, else raise
+    :class:`Unverified` saying why (a signature by an untrusted key counts for nothing)."""
+    signatures = [s for s in signatures if isinstance(s, Mapping)]
+    if not signatures:
+        raise Unverified("is unsigned", code="unsigned")
+    bad = []
+    for sig in signatures:
+        kid = str(sig.get("key_id", ""))
+        key = trusted.get(kid)
+        if key is None:
+            continue
+        if valid(manifest, key, str(sig.get("signature", ""))):
+            return kid
+        bad.append(kid)
+    if bad:
+        raise Unverified(f"has a signature by trusted key {', '.join(bad)} that does not "
+                         "verify (it or its signature was altered)", code="bad_signature")
+    signers = ", ".join(sorted(str(s.get("key_id", "?"))[:16] for s in signatures))
+    raise Unverified(f"is signed only by keys this worker does not trust ({signers}; "
+                     f"trusted: {', '.join(sorted(trusted)) or 'none'})",
+                     code="untrusted_signature")

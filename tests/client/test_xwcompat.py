@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.e2e.conftest import start_workers, stop_all
+from tests.support import appkeys
 from tests.support.processes import ServerProcess
 
 BIN = Path(sys.executable).parent
@@ -30,7 +31,7 @@ def test_xw_aliases(server: ServerProcess, cli_home: Path, tmp_path: Path) -> No
     script.write_text('#!/bin/sh\nwc -l < env.txt\necho "$@"\n')
     (tmp_path / "env.txt").write_text("a\nb\nc\n")
     out = xw("xwsendapp", "count", "x86_64", "linux", str(script), "--xwformat", "csv",
-             home=cli_home, cwd=tmp_path)
+             "--sign-key", str(appkeys.private_key()), home=cli_home, cwd=tmp_path)
     [app] = list(csv.DictReader(io.StringIO(out)))
     assert app["name"] == "count" and "linux/x86_64" in app["binaries"]
     apps = ET.fromstring(xw("xwapps", "--xwformat", "xml", home=cli_home, cwd=tmp_path))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tests.support import appkeys
 from tests.support.processes import ServerProcess, WorkerProcess
 from xwvm.client.sdk import Client
 
@@ -28,7 +29,7 @@ def make_app(client: Client, tmp: Path, name: str, script: str) -> dict:
     path = tmp / f"{name}.sh"
     path.write_text("#!/bin/sh\n" + script)
     data = client.upload_data(path)
-    return client.create_app(name, {"linux/x86_64": data["uid"]})
+    return appkeys.create_signed_app(client, name, {"linux/x86_64": data["uid"]})
 
 
 def start_workers(server: ServerProcess, client: Client, root: Path, n: int,

@@ -8,6 +8,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from tests.support import appkeys
 from tests.support.processes import ServerProcess, WorkerProcess, run_cli
 
 
@@ -16,7 +17,8 @@ def test_cli_round_trip(server: ServerProcess, cli_home: Path, tmp_path: Path) -
     script.write_text('#!/bin/sh\necho "hello $*"\ntr a-z A-Z < data.txt > upper.txt\n'
                       'echo "from stderr" >&2\n')
     (tmp_path / "data.txt").write_text("some input data\n")
-    run_cli(["app", "send", "hello", "--file", str(script)], cli_home)
+    run_cli(["app", "send", "hello", "--file", str(script), "--sign-key",
+             str(appkeys.private_key())], cli_home)
     cred = tmp_path / "worker.cred"
     out = run_cli(["worker", "enroll", "-o", str(cred)], cli_home).stdout
     assert "worker" in out and cred.stat().st_mode & 0o777 == 0o600
@@ -51,7 +53,8 @@ def test_failing_job_exits_nonzero_and_reports_error(server: ServerProcess, cli_
                                                      tmp_path: Path) -> None:
     script = tmp_path / "fail.sh"
     script.write_text("#!/bin/sh\necho oops >&2\nexit 3\n")
-    run_cli(["app", "send", "fail", "--file", str(script)], cli_home)
+    run_cli(["app", "send", "fail", "--file", str(script), "--sign-key",
+             str(appkeys.private_key())], cli_home)
     cred = tmp_path / "worker.cred"
     run_cli(["worker", "enroll", "-o", str(cred)], cli_home)
     worker = WorkerProcess(tmp_path, cred, "w0").start()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from tests.support import appkeys
 from tests.support.postgres import free_port
 from xwvm.client.sdk import Client
 
@@ -124,7 +125,9 @@ class WorkerProcess:
         with open(self.root / f"{self.name}.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [*XWVM, "worker", "run", "--credential", str(self.credential), "--work-dir",
-                 str(self.work_dir), "--name", self.name, *self.extra],
+                 str(self.work_dir), "--name", self.name, *self.extra,
+                 # the key that signs the tests' native apps (tests/support/appkeys.py)
+                 "--trusted-key", str(appkeys.public_key())],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         return self

@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+from tests.support import appkeys
 from tests.support.processes import ServerProcess, WorkerProcess
 from xwvm.client.sdk import Client
 from xwvm.worker import facts
@@ -39,8 +40,8 @@ def sleeper_app(admin: Client, tmp: Path, pidfile: Path) -> str:
     script = tmp / "sleeper.sh"
     script.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
     data = admin.upload_data(script)
-    return admin.create_app(f"sleeper{abs(hash(tmp)) % 10**8}",
-                            {"linux/x86_64": data["uid"]})["name"]
+    return appkeys.create_signed_app(admin, f"sleeper{abs(hash(tmp)) % 10**8}",
+                                     {"linux/x86_64": data["uid"]})["name"]
 
 
 def credential(server: ServerProcess, path: Path) -> Credential:

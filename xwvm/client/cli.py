@@ -152,25 +152,75 @@ def app() -> None:
               help="os/arch of each --file (default: this machine's)")
 @click.option("--shared", is_flag=True, help="an app provided by workers (e.g. root)")
 @click.option("--chmod", "mode", default="755", show_default=True)
+@click.option("--sign-key", "sign_key", type=click.Path(exists=True, dir_okay=False,
+                                                        path_type=Path),
+              help="sign the app at once with this Ed25519 private key (see 'xwvm app sign')")
 @format_option
 @handle_errors
 def app_send(name: str, files: tuple[str, ...], platforms: tuple[str, ...], shared: bool,
-             mode: str, fmt: str) -> None:
-    """Register an application."""
-    send_app(name, files, platforms, shared, mode, fmt)
+             mode: str, sign_key: Path | None, fmt: str) -> None:
+    """Register an application (workers run a native one only once it is signed)."""
+    send_app(name, files, platforms, shared, mode, fmt, sign_key)
+
+
+def local_binaries(files: tuple[str, ...], platforms: tuple[str, ...]) -> dict[str, Path]:
+    if platforms and len(platforms) != len(files):
+        fail("give one --platform per --file")
+    return {platforms[i] if platforms else this_platform(): Path(f)
+            for i, f in enumerate(files)}
 
 
 def send_app(name: str, files: tuple[str, ...], platforms: tuple[str, ...], shared: bool,
-             mode: str, fmt: str) -> None:
-    if platforms and len(platforms) != len(files):
-        fail("give one --platform per --file")
+             mode: str, fmt: str, sign_key: Path | None = None) -> None:
+    local = local_binaries(files, platforms)
     c = client()
-    binaries = {}
-    for i, f in enumerate(files):
-        plat = platforms[i] if platforms else this_platform()
-        binaries[plat] = upload(c, Path(f))["uid"]
+    binaries = {plat: upload(c, path)["uid"] for plat, path in local.items()}
     result = c.create_app(name, binaries, "shared" if shared else "native", mode)
+    if sign_key is not None:
+        result = sign_app(c, result["uid"], sign_key, local)
     output([result], APP_COLUMNS, fmt, "app")
+
+
+def sign_app(c: Client, ref: str, key_path: Path,
+             local: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Sign REF's manifest, computed here from what the server lists, after checking it
+    names the local files' content when some are given (then the signature covers the
+    bytes on this machine, not the server's word about them)."""
+    from xwvm import signing
+    from xwvm.client.sdk import sha256_file
+    a = c.get_app(ref)
+    manifest = signing.canonical_app_manifest({**a, "binaries": a["signed_binaries"]})
+    if manifest != a["manifest"]:
+        fail("the server's manifest differs from the one computed from its fields: "
+             "refusing to sign")
+    if local is not None:
+        listed = {f"{b['os']}/{b['arch']}": (b["sha256"], b["size"])
+                  for b in a["signed_binaries"]}
+        mine = {plat: (sha256_file(p), p.stat().st_size) for plat, p in local.items()}
+        if listed != mine:
+            fail("the server lists other binaries than the local files: refusing to sign")
+    sig = signing.sign(manifest, signing.load_private(key_path))
+    signed = c.sign_app(a["uid"], sig.public_key, sig.signature)
+    click.echo(f"signed app {a['name']} {a['uid']} with key {sig.key_id}", err=True)
+    return signed
+
+
+@app.command("sign")
+@click.argument("ref", callback=path_refs)
+@click.option("--key", "key_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ed25519 private key (PEM) from 'xwvm admin keygen'")
+@click.option("--file", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="check the app's binaries against these local files first (repeatable, "
+                   "with --platform)")
+@click.option("--platform", "platforms", multiple=True,
+              help="os/arch of each --file (default: this machine's)")
+@handle_errors
+def app_sign(ref: str, key_path: Path, files: tuple[str, ...],
+             platforms: tuple[str, ...]) -> None:
+    """Sign REF's manifest (its uid, name and each binary's os, arch, sha256, size) so
+    that workers trusting the key run it."""
+    sign_app(client(), ref, key_path, local_binaries(files, platforms) if files else None)
 
 
 @app.command("list")
@@ -550,7 +600,8 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
               help="VM jobs: libvirt if usable, else VirtualBox (auto); require one; or none")
 @click.option("--trusted-key", "trusted_keys", multiple=True,
               type=click.Path(exists=True, path_type=Path),
-              help="Ed25519 public key (file or directory) trusted to sign templates")
+              help="Ed25519 public key (file or directory) trusted to sign templates and "
+                   "native apps")
 @click.option("--image-quota", "image_quota_mb", type=int, default=20 * 1024,
               show_default=True, help="MB of cached templates")
 @click.option("--vm-hang-timeout", type=float, default=600, show_default=True,
@@ -561,6 +612,9 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
 @click.option("--max-wall-clock", "max_wall_clock_s", type=WALL_CLOCK, default="24h",
               show_default=True,
               help="the longest any job may run here (jobs without a limit get this one)")
+@click.option("--allow-unsigned-apps", is_flag=True,
+              help="run native apps that no trusted key signed (not recommended: the "
+                   "server alone then decides what runs on this host)")
 @click.option("--max-vm-memory", "max_vm_memory_mb", type=click.IntRange(64),
               help="MiB of RAM any one VM gets at most [default: half of this host's]")
 @click.option("--max-vm-cpus", type=click.IntRange(1),
@@ -576,7 +630,7 @@ def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: P
                name: str | None, shared_apps: tuple[str, ...], max_jobs: int | None,
                max_idle: float | None, hypervisor: str, trusted_keys: tuple[Path, ...],
                image_quota_mb: int, vm_hang_timeout: float, allow_native: bool,
-               max_wall_clock_s: int,
+               max_wall_clock_s: int, allow_unsigned_apps: bool,
                max_vm_memory_mb: int | None, max_vm_cpus: int | None,
                max_vm_disk_mb: int | None, vm_cpu_percent: int) -> None:
     """Pull and run jobs until stopped (SIGTERM gives the running job back)."""
@@ -598,6 +652,7 @@ def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: P
                          hypervisor=hypervisor, trusted_keys=list(trusted_keys),
                          image_quota_mb=image_quota_mb, vm_hang_timeout_s=vm_hang_timeout,
                          allow_native=allow_native, max_wall_clock_s=max_wall_clock_s,
+                         allow_unsigned_apps=allow_unsigned_apps,
                          max_vm_memory_mb=max_vm_memory_mb, max_vm_cpus=max_vm_cpus,
                          max_vm_disk_mb=max_vm_disk_mb, vm_cpu_percent=vm_cpu_percent)
     Worker(cred, opts, server=url, ca=ca).run()

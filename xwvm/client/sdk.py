@@ -325,6 +325,10 @@ class Client:
         return self.post("/apps", {"name": name, "kind": kind, "binaries": binaries or {},
                                    "access_rights": access_rights})
 
+    def sign_app(self, ref: str, public_key: str, signature: str) -> dict[str, Any]:
+        return self.post(f"/apps/{ref}/signatures",
+                         {"public_key": public_key, "signature": signature})
+
     def list_apps(self) -> list[dict[str, Any]]:
         return self.get("/apps")
 

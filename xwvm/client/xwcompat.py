@@ -25,12 +25,15 @@ def xw_options(fn: Any) -> Any:
     return fn
 
 
-@click.command(help="xwsendapp NAME [CPU OS] FILE: register a native app (XWHEP alias).")
+@click.command(help="xwsendapp NAME [CPU OS] FILE: register a native app (XWHEP alias); "
+                    "workers run it once signed (--sign-key, or 'xwvm app sign').")
 @click.argument("name")
 @click.argument("rest", nargs=-1, required=True)
+@click.option("--sign-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="sign it at once with this Ed25519 private key")
 @xw_options
 @cli.handle_errors
-def xwsendapp(name: str, rest: tuple[str, ...], fmt: str) -> None:
+def xwsendapp(name: str, rest: tuple[str, ...], sign_key: Path | None, fmt: str) -> None:
     if len(rest) == 3:
         cpu, os_name, path = rest
         platforms: tuple[str, ...] = (f"{os_name.lower()}/{cpu.lower()}",)
@@ -40,7 +43,7 @@ def xwsendapp(name: str, rest: tuple[str, ...], fmt: str) -> None:
         raise click.UsageError("use: xwsendapp NAME [CPU OS] FILE")
     if not Path(path).is_file():
         raise click.UsageError(f"{path} is not a file")
-    cli.send_app(name, (path,), platforms, False, "755", fmt)
+    cli.send_app(name, (path,), platforms, False, "755", fmt, sign_key)
 
 
 @click.command(help="List apps (XWHEP alias).")

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from xwvm import signing
 from xwvm.client.sdk import ApiError, Client
 from xwvm.errors import XwvmError
 from xwvm.ids import BadId, check_file_name, check_relative_name, check_uid
 from xwvm.worker import facts, native, sandbox
+from xwvm.worker.apps import AppRefused, FileFilter, binary_filter
 from xwvm.worker.cache import DEFAULT_QUOTA_BYTES, DataCache
 from xwvm.worker.credential import Credential
 from xwvm.worker.heartbeat import MIN_PERIOD_S, Heartbeat, clamp_period
@@ -61,6 +63,9 @@ class WorkerOptions:
     # The owner's ceiling on any job's run time, enforced here whatever the job or the
     # server says: a job without a limit (or a longer one) gets this one.
     max_wall_clock_s: int = DEFAULT_MAX_WALL_CLOCK_S
+    # Native binaries run only when a trusted key signed their app (worker/apps.py),
+    # unless the owner opts out (--allow-unsigned-apps), as BOINC refuses unsigned code.
+    allow_unsigned_apps: bool = False
     # The owner's ceilings on any one VM (None: facts.vm_ceilings' defaults, which leave
     # the host usable); a job needing more is not taken (--max-vm-memory/-cpus/-disk).
     max_vm_memory_mb: int | None = None
@@ -87,6 +92,9 @@ class Worker:
         self.client = Client(server or cred.server, ca_path)
         self.client.reauth = self._login
         self.cache = DataCache(self.work_dir / "cache", opts.data_quota_mb * 2**20)
+        self.trusted_keys = signing.load_trusted(opts.trusted_keys)  # templates and apps
+        if opts.native_allowed and not self.trusted_keys and not opts.allow_unsigned_apps:
+            log.warning("no --trusted-key: native apps will be refused (unsigned)")
         self.stopping = threading.Event()  # SIGTERM / SIGINT
         self.job_stop = threading.Event()  # the running job must stop
         self.alive_period = 60.0
@@ -333,9 +341,15 @@ class Worker:
             self._report(uid, "ERROR", message=f"this worker cannot sandbox native jobs: "
                                                f"{isolation}")
             return
+        try:  # before a byte is fetched: the program must be one this host may run
+            accept = binary_filter(job, self.trusted_keys, shared_apps=self.opts.shared_apps,
+                                   allow_unsigned=self.opts.allow_unsigned_apps)
+        except AppRefused as e:
+            self._report(uid, "ERROR", message=f"refused by this worker: {e.message}")
+            return
         sandbox.create()
         try:
-            program, stdin, placed = self._prepare(job, sandbox)
+            program, stdin, placed = self._prepare(job, sandbox, accept)
         except (XwvmError, OSError) as e:
             if self.stopping.is_set():
                 self._report(uid, "PENDING", message="worker stopping")
@@ -374,12 +388,14 @@ class Worker:
         if outcome.status:
             self._report(uid, outcome.status, outcome.exit_code, outcome.message or None)
 
-    def _prepare(self, job: dict[str, Any],
-                 sandbox: native.Sandbox) -> tuple[Path, Path | None, dict[str, float]]:
+    def _prepare(self, job: dict[str, Any], sandbox: native.Sandbox,
+                 accept: FileFilter) -> tuple[Path, Path | None, dict[str, float]]:
         program: Path | None = None
         stdin: Path | None = None
         placed: dict[str, float] = {}
         for f in job["files"]:
+            if f["role"] == "app" and not accept(f):
+                continue  # another platform's binary, or a binary nobody signed
             cached = self.cache.job_file(self.client, f)
             if f["role"] == "stdin":
                 stdin = cached

@@ -1,4 +1,4 @@
-"""/apps: native and shared applications."""
+"""/apps: native and shared applications, and the signatures over native apps' manifests."""
 
 from __future__ import annotations
 
@@ -18,10 +18,17 @@ NEW_APP = {"type": "object", "additionalProperties": False, "required": ["name"]
                           "binaries": {"type": "object",
                                        "additionalProperties": {"type": "string"}},
                           "access_rights": {"type": "string"}}}
+NEW_SIGNATURE = {"type": "object", "additionalProperties": False,
+                 "required": ["public_key", "signature"],
+                 "properties": {"public_key": {"type": "string", "maxLength": 100},
+                                "signature": {"type": "string", "maxLength": 200}}}
 
 
 def _view(app):
-    return views.app(app, app_service.binaries(db(), app.uid), cfg().public_name)
+    signed = app_service.description_for_worker(db(), app)
+    return {**views.app(app, app_service.binaries(db(), app.uid), cfg().public_name),
+            "signed": bool(signed["signatures"]), "signatures": signed["signatures"],
+            "manifest": signed["manifest"], "signed_binaries": signed["binaries"]}
 
 
 @bp.post("/apps")
@@ -45,6 +52,15 @@ def show(ref: str):
     app = app_service.find(db(), p, ref)
     policy.check(p, app, "r", "app")
     return jsonify(_view(app))
+
+
+@bp.post("/apps/<ref>/signatures")
+def sign(ref: str):
+    body = json_body(NEW_SIGNATURE)
+    app = app_service.add_signature(db(), principal(), ref, body["public_key"],
+                                    body["signature"])
+    commit()
+    return jsonify(_view(app)), 201
 
 
 @bp.delete("/apps/<ref>")

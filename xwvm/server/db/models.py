@@ -171,6 +171,10 @@ class App(Owned, Base):
     name: Mapped[str] = mapped_column(String(128))
     # "native": binaries per os/arch; "shared": provided by workers that share it (e.g. root).
     kind: Mapped[str] = mapped_column(String(16), default="native")
+    # [{key_id, public_key (base64 raw Ed25519), signature (base64)}] over the app's
+    # manifest (xwvm.signing.canonical_app_manifest): workers run only what a key they
+    # trust signed.
+    signatures: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     # Names are unique per owner: a name resolves within the namespaces a user trusts

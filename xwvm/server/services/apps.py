@@ -1,13 +1,21 @@
 """Applications: native binaries per OS/arch, or shared apps provided by workers; an app
-named by id is that app, by name the one the user trusts (services/common.py)."""
+named by id is that app, by name the one the user trusts (services/common.py).
+
+A native app's binaries run on volunteers' machines, so an admin signs its manifest
+(uid, name, kind, and each binary's os, arch, sha256 and size: xwvm.signing) with an
+offline key; the server checks a signature before storing it and sends the signatures
+with each job, and the worker runs only what a key it trusts signed (worker/apps.py).
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from xwvm import signing
 from xwvm.errors import BadRequest, Conflict
 from xwvm.server import events, policy
 from xwvm.server.db.models import App, AppBinary, Data, Work
@@ -82,6 +90,47 @@ def create(db: Session, p: Principal, name: str, kind: str, binaries: dict[str, 
 def binaries(db: Session, app_uid: str) -> dict[str, str]:
     rows = db.scalars(select(AppBinary).where(AppBinary.app_uid == app_uid)).all()
     return {f"{b.os}/{b.arch}": b.data_uid for b in rows}
+
+
+def signed_binaries(db: Session, app_uid: str) -> list[dict[str, Any]]:
+    """Each binary's platform and content, as the manifest names them."""
+    rows = db.execute(select(AppBinary, Data).join(Data, Data.uid == AppBinary.data_uid)
+                      .where(AppBinary.app_uid == app_uid)).all()
+    return [{"os": b.os, "arch": b.arch, "sha256": d.sha256, "size": d.size}
+            for b, d in sorted(rows, key=lambda r: (r[0].os, r[0].arch))]
+
+
+def description_for_worker(db: Session, app: App) -> dict[str, Any]:
+    """What a worker verifies before it runs the app: the manifest's fields (it
+    recomputes the manifest from them), the manifest as the server computes it, and the
+    signatures over it."""
+    doc = {"uid": app.uid, "name": app.name, "kind": app.kind,
+           "binaries": signed_binaries(db, app.uid)}
+    return {**doc, "manifest": signing.canonical_app_manifest(doc),
+            "signatures": [dict(s) for s in app.signatures or []]}
+
+
+def add_signature(db: Session, p: Principal, ref: str, public_key_b64: str,
+                  signature_b64: str) -> App:
+    """Store a signature after checking it against the app's manifest and the key sent
+    with it (one signature per key)."""
+    policy.require(p, "insert_app")
+    app = find(db, p, ref)
+    policy.check(p, app, "w", "app")
+    if app.kind != "native":
+        raise BadRequest("a shared app has no binaries: there is nothing to sign",
+                         code="nothing_to_sign")
+    public = signing.public_from_b64(public_key_b64)
+    manifest = description_for_worker(db, app)["manifest"]
+    if not signing.valid(manifest, public, signature_b64):
+        raise BadRequest(f"the signature does not verify against app {app.uid}'s manifest "
+                         "with that key", code="bad_signature")
+    sig = {"key_id": signing.key_id(public), "public_key": public_key_b64,
+           "signature": signature_b64}
+    app.signatures = [s for s in app.signatures or [] if s["key_id"] != sig["key_id"]] + [sig]
+    events.record(db, "app_signed", object_uid=app.uid, actor_uid=p.uid,
+                  detail=f"key {sig['key_id']}")
+    return app
 
 
 def list_apps(db: Session, p: Principal) -> list[App]:

@@ -338,7 +338,8 @@ def description_for_worker(db: Session, work: Work) -> dict[str, Any]:
         "listen_port": work.listen_port}
     if work.app_uid:
         app = app_service.get(db, work.app_uid)
-        desc.update(app=app.name, app_kind=app.kind)
+        desc.update(app=app.name, app_kind=app.kind,
+                    signed_app=app_service.description_for_worker(db, app))
         if work.command:
             desc["command"] = work.command
     return desc

@@ -1,0 +1,27 @@
+"""native apps carry signatures over their manifest (issue 13, hole 3)
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-10 10:00:00
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0011'
+down_revision = '0010'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # Apps made before 0011 are unsigned: workers refuse their native binaries until an
+    # admin signs them (xwvm app sign).
+    with op.batch_alter_table('apps', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('signatures', sa.JSON(), nullable=False,
+                                      server_default='[]'))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('apps', schema=None) as batch_op:
+        batch_op.drop_column('signatures')
