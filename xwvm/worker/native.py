@@ -93,6 +93,9 @@ class Sandbox:
         fd = os.open(self.run_dir, DIR_FLAGS)
         try:
             os.fchown(fd, account.uid, account.gid)
+            # Entered by bubblewrap (root without capabilities) before it drops to the
+            # account; nobody else can reach it (the sandbox root is 0711, or a VM's).
+            os.fchmod(fd, 0o755)
             for dir_fd, name, st, _rel in _walk(fd):
                 # A file with other links may be one of root's, hard-linked in.
                 if (stat.S_ISREG(st.st_mode) and st.st_nlink == 1) or \

@@ -147,7 +147,8 @@ class Isolation:
         args = ["--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-pid",
                 "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
                 "--hostname", "xwvm-job", "--proc", "/proc", "--dev", "/dev",
-                "--tmpfs", "/tmp", "--dir", "/var/tmp"]
+                "--perms", "01777", "--tmpfs", "/tmp", "--perms", "0755", "--dir", "/etc",
+                "--perms", "0755", "--dir", "/var", "--perms", "01777", "--dir", "/var/tmp"]
         if self.account is None:  # unprivileged: a user namespace, another uid inside
             args += ["--unshare-user", "--uid", "1000", "--gid", "1000", "--disable-userns"]
         else:  # root: only what setpriv needs to drop to the job account
@@ -162,7 +163,9 @@ class Isolation:
             args += ["--ro-bind-try", f, f]
         for dest, src in files.items():
             args += ["--ro-bind", str(src), dest]
-        args += ["--bind", str(run_dir), JOB_DIR, "--chdir", JOB_DIR]
+        # bwrap makes missing parents 0700: the payload's account must pass through /job.
+        args += ["--perms", "0755", "--dir", os.path.dirname(JOB_DIR),
+                 "--bind", str(run_dir), JOB_DIR, "--chdir", JOB_DIR]
         return args
 
     def account_files(self, where: Path) -> dict[str, Path]:
@@ -176,6 +179,8 @@ class Isolation:
                           f"{name}:x:{uid}:{gid}::{JOB_DIR}:/bin/sh\n"
                           "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
         group.write_text(f"root:x:0:\n{name}:x:{gid}:\nnogroup:x:65534:\n")
+        passwd.chmod(0o644)
+        group.chmod(0o644)
         return {"/etc/passwd": passwd, "/etc/group": group}
 
     def reap(self, timeout: float = 10.0) -> None:
@@ -210,15 +215,17 @@ def self_test(iso: Isolation) -> None:
     neither this process's files nor a network."""
     import tempfile
     with tempfile.TemporaryDirectory(prefix="xwvm-sandbox-test-") as tmp:
-        run_dir = Path(tmp) / "run"
-        run_dir.mkdir()
+        from xwvm.worker.native import Sandbox  # the job directory exactly as jobs get it
+        box = Sandbox(Path(tmp) / "box")
+        box.create()
+        run_dir = box.run_dir
         if iso.account is not None:
-            os.chown(run_dir, iso.account.uid, iso.account.gid)
+            box.give_to(iso.account)
         etc = Path(tmp) / "etc"
         etc.mkdir()
         probe = (f'test ! -e "{tmp}" && test ! -e /proc/1/root/{tmp.lstrip("/")} && '
                  'test -z "$(ls /sys/class/net 2>/dev/null | grep -v ^lo$)" && '
-                 'echo ok > probe && id -u')
+                 'echo ok > probe && ls / /etc >/dev/null && id -un >/dev/null && id -u')
         argv, cwd, extra = iso.command(run_dir, ["/bin/sh", "-c", probe], Limits(cpu_s=10),
                                        iso.account_files(etc))
         try:
