@@ -35,7 +35,7 @@ from xwvm.errors import XwvmError
 from xwvm.ids import check_relative_name, check_uid
 from xwvm.worker import exchange
 from xwvm.worker.cache import DataCache
-from xwvm.worker.drivers.base import Driver, Network, VMSpec, VMState
+from xwvm.worker.drivers.base import CONSOLE_MAX_BYTES, Driver, Network, VMSpec, VMState
 from xwvm.worker.facts import MIN_VM_MEMORY_MB, VMCeilings
 from xwvm.worker.images import select_artifacts
 
@@ -250,7 +250,10 @@ class VMJobRunner:
                 return "wall_clock"
             if now >= next_check:
                 next_check = now + 5.0
-                size = len(self.driver.console_log(uid))
+                size = self.driver.console_size(uid)
+                if size > CONSOLE_MAX_BYTES:
+                    self.driver.stop(uid, 0)
+                    return "console_flood"
                 seen = self._nested_seen(uid)
                 if size != last_console or seen != last_seen:
                     last_progress, last_console, last_seen = now, size, seen
@@ -303,6 +306,10 @@ class VMJobRunner:
                                               f"{tail}")
         if state == "crashed":
             return VMOutcome("ERROR", message=f"the VM crashed; console:\n{tail}")
+        if state == "console_flood":
+            return VMOutcome("ERROR", message=f"the VM wrote more than "
+                                              f"{CONSOLE_MAX_BYTES // 2**20} MiB to its console "
+                                              f"and was stopped; console:\n{tail}")
         try:
             now = self.client.get_work(job["uid"])
         except XwvmError as e:

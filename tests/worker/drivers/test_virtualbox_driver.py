@@ -390,6 +390,29 @@ def test_fake_vmjob_wall_clock_and_poweroff_handling_work_unchanged(drv: Virtual
     assert runner._monitor({"uid": "m-3"}, threading.Event()) == "off"
 
 
+def test_fake_vmjob_stops_a_guest_that_floods_its_console(drv: VirtualBoxDriver,
+                                                         tmp_path: Path) -> None:
+    """A guest printing without end: the worker stops it once its console passes the cap
+    (VirtualBox's raw console file has no rotation, unlike virtlogd's). The flood is
+    written where the fake guest's COM1 goes."""
+    from xwvm.client.sdk import Client
+    from xwvm.worker.drivers.base import CONSOLE_MAX_BYTES
+    from xwvm.worker.vmjob import VMJobRunner, VMOptions
+    no_server = Client("https://127.0.0.1:9", timeout=1)
+    runner = VMJobRunner(drv, images=None, client=no_server,  # type: ignore[arg-type]
+                         opts=VMOptions(W, tmp_path, "https://s:1", "", hang_timeout_s=600,
+                                        poll_s=0.05), verify=lambda _t: None)
+    drv.define(VMSpec("f-1", W, _template(tmp_path, "acpi\necho FLOOD\nsleep 600\n")))
+    drv.start("f-1")
+    with open(drv._console_path("f-1"), "ab") as f:
+        f.write(b"y" * (CONSOLE_MAX_BYTES + 1))
+    assert runner._monitor({"uid": "f-1"}, threading.Event()) == "console_flood"
+    assert drv.state("f-1") == VMState.SHUTOFF
+    assert len(drv.console_log("f-1")) <= 64 * 1024  # only its end is ever read
+    outcome = runner._verdict({"uid": "f-1"}, "console_flood", drv.console_log("f-1"))
+    assert outcome.status == "ERROR" and "MiB to its console" in outcome.message
+
+
 def test_real_vboxapi_without_virtualbox_reads_as_unreachable(work_dir: Path) -> None:
     """Not the fake: vbox-sdk's own module, on a host without VirtualBox (ours). It
     imports; connecting fails; the probe says so and make_driver wires it."""

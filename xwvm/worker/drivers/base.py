@@ -16,19 +16,72 @@ drivers, written once.
 from __future__ import annotations
 
 import abc
+import os
 import re
 import shutil
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from xwvm.worker.drivers.errors import SpecError, VMNotFound
+from xwvm.worker.drivers.errors import ConsoleUnreadable, SpecError, VMNotFound
 
 # Worker ids and job uids become parts of VM and file names: keep them to a safe alphabet.
 # No underscore: the backends join the two with one ("xwvm_<worker>_<job>"), unambiguously.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
 DISK_FORMATS = ("qcow2", "raw", "vdi", "vmdk")  # template disk formats any driver knows
+# A console log is read from its end, this much at most (reports quote its tail); a guest
+# that writes more than CONSOLE_MAX_BYTES to it is stopped (VirtualBox's raw file has no
+# rotation, and the volunteer's disk is not the guest's to fill).
+CONSOLE_TAIL_BYTES = 64 * 1024
+CONSOLE_MAX_BYTES = 64 * 2**20
+
+def read_console(path: Path, limit: int = CONSOLE_TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of a console log ("" before it exists). A log the worker
+    may not read (virtlogd writes it root-owned 0600 under qemu:///system for a worker
+    that is not root) raises ConsoleUnreadable, which says what to do."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - limit))
+            text = f.read(limit).decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    except PermissionError:
+        raise ConsoleUnreadable(
+            f"the VM console log {path} is not readable by this worker's account (uid "
+            f"{os.getuid()}): under qemu:///system virtlogd writes it as root; run the "
+            "worker as root or connect it to qemu:///session") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
+
+
+def console_size(path: Path) -> int:
+    """Bytes written to a console log so far (0 before it exists): progress, without
+    reading it."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_marker(console: Path, markers: Iterable[str], active: Callable[[], bool],
+                    timeout_s: float) -> str:
+    """Wait until the console shows one of ``markers``: "" then, else why not (for the
+    hypervisor self-test of every backend)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            text = read_console(console)
+        except ConsoleUnreadable as e:
+            return e.message
+        if any(m in text for m in markers):
+            return ""
+        if not active():
+            return "the guest stopped before its marker"
+        time.sleep(0.05)
+    return f"no marker on the console within {timeout_s:.0f} s"
 
 
 class VMState(StrEnum):
@@ -205,17 +258,24 @@ class Driver(abc.ABC):
         """Job uids of every VM this worker id has defined on this host (any state)."""
 
     def console_log(self, job_uid: str) -> str:
-        """The guest's serial console output so far ("" before the first byte).
+        """The end of the guest's serial console output (at most CONSOLE_TAIL_BYTES; ""
+        before the first byte).
 
-        Raises VMNotFound if the job has no VM.
+        Raises VMNotFound if the job has no VM, ConsoleUnreadable if the worker may not
+        read the log.
         """
+        return read_console(self._console_path(job_uid))
+
+    def console_size(self, job_uid: str) -> int:
+        """How many bytes the guest wrote to its console so far. Raises VMNotFound if the
+        job has no VM."""
+        return console_size(self._console_path(job_uid))
+
+    def _console_path(self, job_uid: str) -> Path:
         path = self._vm_dir(job_uid) / "console.log"
         if self._guest(job_uid) is None and not path.parent.exists():
             raise VMNotFound(f"job {job_uid} has no VM of worker {self.worker_id}")
-        try:
-            return path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return path
 
     def cleanup_leftovers(self) -> list[str]:
         """Destroy every VM and remove every file a previous run of this worker left.

@@ -39,3 +39,9 @@ class Unsupported(SpecError):
     """The specification is valid but this driver does not support it (yet)."""
 
     code = "vm_spec_unsupported"
+
+
+class ConsoleUnreadable(DriverError):
+    """The worker's account may not read a VM's console log (a host set-up problem)."""
+
+    status, code = 500, "console_unreadable"

@@ -17,7 +17,15 @@ import shutil
 import time
 from pathlib import Path
 
-from xwvm.worker.drivers.base import ID_RE, Driver, Network, ProbeResult, VMSpec, VMState
+from xwvm.worker.drivers.base import (
+    ID_RE,
+    Driver,
+    Network,
+    ProbeResult,
+    VMSpec,
+    VMState,
+    wait_for_marker,
+)
 from xwvm.worker.drivers.errors import (
     DriverError,
     HypervisorUnavailable,
@@ -162,16 +170,8 @@ class LibvirtDriver(Driver):
             self._overlay(spec, vm_dir)
             dom = policy.domain_for(spec, self._placement(spec, accel, vm_dir, None))
             guest = Guest(self.host.create_transient(dom.to_xml()))
-            deadline = time.monotonic() + timeout_s
-            console = vm_dir / "console.log"
-            while time.monotonic() < deadline:
-                text = console.read_text(errors="replace") if console.exists() else ""
-                if any(m in text for m in markers):
-                    return ""
-                if not guest.is_active():
-                    return "the guest stopped before its marker"
-                time.sleep(0.05)
-            return f"no marker on the console within {timeout_s:.0f} s"
+            return wait_for_marker(vm_dir / "console.log", markers, guest.is_active,
+                                   timeout_s)
         except DriverError as e:
             return e.message
         finally:

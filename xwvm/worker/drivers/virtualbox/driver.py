@@ -18,11 +18,18 @@ import contextlib
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-from xwvm.worker.drivers.base import ID_RE, Driver, Network, ProbeResult, VMSpec, VMState
+from xwvm.worker.drivers.base import (
+    ID_RE,
+    Driver,
+    Network,
+    ProbeResult,
+    VMSpec,
+    VMState,
+    wait_for_marker,
+)
 from xwvm.worker.drivers.errors import (
     DriverError,
     HypervisorUnavailable,
@@ -130,16 +137,8 @@ class VirtualBoxDriver(Driver):
             self._create(spec)
             guest = self._require(job)
             guest.start()
-            console = vm_dir / "console.log"
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                text = console.read_text(errors="replace") if console.exists() else ""
-                if PROBE_MARKER in text:
-                    return ""
-                if guest.state() not in ACTIVE:
-                    return "the guest stopped before its marker"
-                time.sleep(0.05)
-            return f"no marker on the console within {timeout_s:.0f} s"
+            return wait_for_marker(vm_dir / "console.log", [PROBE_MARKER],
+                                   lambda: guest.state() in ACTIVE, timeout_s)
         except DriverError as e:
             return e.message
         finally:
