@@ -62,26 +62,13 @@ def verify(desc: Mapping[str, Any], trusted_keys: Mapping[str, Ed25519PublicKey]
     if desc.get("manifest") not in (None, manifest):
         raise ImageError(f"{label}: its manifest does not match its fields (altered)",
                          code="manifest_mismatch")
-    signatures = desc.get("signatures") or []
-    if not signatures:
-        raise ImageError(f"{label} is unsigned: this worker boots only templates signed by "
-                         "a key it trusts", code="unsigned_template")
-    bad = []
-    for sig in signatures:
-        key = trusted_keys.get(sig.get("key_id", ""))
-        if key is None:
-            continue
-        if signing.valid(manifest, key, sig.get("signature", "")):
-            return
-        bad.append(sig["key_id"])
-    if bad:
-        raise ImageError(f"{label}: the signature by trusted key {', '.join(bad)} does not "
-                         "verify (the template or its signature was altered)",
-                         code="bad_signature")
-    signers = ", ".join(sorted(s.get("key_id", "?") for s in signatures))
-    trusted = ", ".join(sorted(trusted_keys)) or "none"
-    raise ImageError(f"{label} is signed only by keys this worker does not trust "
-                     f"({signers}; trusted: {trusted})", code="untrusted_signature")
+    try:
+        signing.trusted_signer(manifest, desc.get("signatures") or [], trusted_keys)
+    except signing.Unverified as e:
+        if e.code == "unsigned":
+            raise ImageError(f"{label} is unsigned: this worker boots only templates signed "
+                             "by a key it trusts", code="unsigned_template") from None
+        raise ImageError(f"{label} {e.message}", code=e.code) from None
 
 
 @dataclass(frozen=True)
