@@ -5,8 +5,11 @@ Through a real server over TLS, the real CLI (``xwvm app send --sign-key``, ``xw
 sign``) and a real ``xwvm worker run --hypervisor none`` process. The attacks come from
 whoever controls the server: an unsigned app, an app signed by a key of their own, a
 binary swapped in the blob store after signing, and a manifest edited in the database
-to name a new binary. Each must end in ERROR with the reason, and the payload (which
-would leave a marker file) must never run.
+to name a new binary. The scheduler sends a native app's job only to workers that
+trust one of its signers (the host record's ``app_keys``), so an unsigned or untrusted
+app waits for one instead of failing; a server that sends it anyway meets the worker's
+own refusal. Each refusal ends in ERROR with the reason, and the payload (which would
+leave a marker file) must never run.
 """
 
 from __future__ import annotations
@@ -68,6 +71,37 @@ def send(home: Path, name: str, script: Path, *extra: str) -> None:
     run_cli(["app", "send", name, "--file", str(script), *extra], home)
 
 
+def not_sent(server: ServerProcess, home: Path, tmp: Path, job: dict[str, Any],
+             *extra: str) -> str:
+    """The scheduler keeps the job from a worker that trusts none of its app's signers:
+    it stays PENDING, nothing ran, and nobody is blamed. The worker's log."""
+    log = run_worker(server, home, tmp, *extra, "--max-idle", "4")
+    done = server.client().get_work(job["uid"])
+    assert done["status"] == "PENDING" and done["error"] is None, (done, log)
+    return log
+
+
+def refused_when_sent(server: ServerProcess, tmp: Path, job: dict[str, Any],
+                      trusted: list[Path]) -> str:
+    """A hostile (or older) server sends the job anyway, to a host whose record says
+    nothing of its keys: the worker itself refuses, names why, and runs nothing."""
+    from xwvm.worker import facts
+    admin = server.client()
+    enrolled = admin.enroll_worker()
+    cred = Credential(server=server.url, login=enrolled["login"],
+                      password=enrolled["password"], ca_pem=server.ca.read_text())
+    w = Worker(cred, WorkerOptions(work_dir=tmp / "sent", name="sent", hypervisor="none",
+                                   trusted_keys=trusted))
+    w._login()
+    record = facts.collect(tmp, "sent", [])
+    record["hypervisors"] = {"native": {"usable": True, "accel": None, "reason": "old"}}
+    w.host = w.client.register_host(record)["uid"]
+    assigned = w.client.request_work(w.host)["work"]
+    assert assigned["uid"] == job["uid"]
+    w.run_job(assigned)
+    return refused(server, job, "")
+
+
 def test_an_app_signed_by_a_trusted_key_runs(server: ServerProcess, cli_home: Path,
                                              tmp_path: Path) -> None:
     marker = tmp_path / "ran"
@@ -87,8 +121,8 @@ def test_an_unsigned_app_is_refused_naming_the_missing_signature(
     marker = tmp_path / "ran"
     send(cli_home, "unsigned", payload(tmp_path, marker))
     job = job_of(server, "unsigned")
-    log = run_worker(server, cli_home, tmp_path, *trusting())
-    error = refused(server, job, log)
+    not_sent(server, cli_home, tmp_path, job, *trusting())
+    error = refused_when_sent(server, tmp_path, job, [appkeys.public_key()])
     assert "unsigned" in error and "--trusted-key" in error
     assert not marker.exists()
 
@@ -99,11 +133,11 @@ def test_a_worker_without_trusted_keys_refuses_every_native_app(
     send(cli_home, "signed", payload(tmp_path, marker), "--sign-key",
          str(appkeys.private_key()))
     job = job_of(server, "signed")
-    log = run_worker(server, cli_home, tmp_path)
-    error = refused(server, job, log)
+    log = not_sent(server, cli_home, tmp_path, job)
+    assert "no --trusted-key" in log  # said at start
+    error = refused_when_sent(server, tmp_path, job, [])
     assert "does not trust" in error and "trusted: none" in error
     assert not marker.exists()
-    assert "no --trusted-key" in log  # said at start, too
 
 
 def test_an_app_signed_by_an_untrusted_key_is_refused(
@@ -118,8 +152,8 @@ def test_an_app_signed_by_an_untrusted_key_is_refused(
             cli_home)
     assert server.client().get_app("mallory")["signed"]
     job = job_of(server, "mallory")
-    log = run_worker(server, cli_home, tmp_path, *trusting())
-    error = refused(server, job, log)
+    not_sent(server, cli_home, tmp_path, job, *trusting())
+    error = refused_when_sent(server, tmp_path, job, [appkeys.public_key()])
     assert "signed only by keys this worker does not trust" in error
     assert not marker.exists()
 

@@ -174,7 +174,8 @@ class Worker:
         if self.opts.native_allowed:
             iso = self._isolation()
             problem = iso if isinstance(iso, str) else None
-        return facts.native_entry(self.opts.native_allowed, problem)
+        return facts.native_entry(self.opts.native_allowed, problem, self.trusted_keys,
+                                  self.opts.allow_unsigned_apps)
 
     def _isolation(self) -> sandbox.Isolation | str:
         """The native-job sandbox, self-tested once; a string says why there is none."""

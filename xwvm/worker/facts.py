@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,14 @@ def collect(work_dir: Path, name: str, shared_apps: list[str]) -> dict[str, Any]
             "version": __version__}
 
 
-def native_entry(allowed: bool, sandbox_problem: str | None = None) -> dict[str, Any]:
+def native_entry(allowed: bool, sandbox_problem: str | None = None,
+                 app_keys: Iterable[str] = (), unsigned_apps: bool = False) -> dict[str, Any]:
     """The host record's ``hypervisors["native"]``: whether native jobs (run on the host
     itself, outside any VM, in the bubblewrap sandbox) may be sent here; the scheduler
     sends none when not. ``sandbox_problem``: why this host cannot sandbox them (None:
-    the sandbox's self-test passed)."""
+    the sandbox's self-test passed). ``app_keys``: the ids of the keys whose app signatures
+    this worker trusts (the scheduler sends it only apps one of them signed), unless its
+    owner runs ``unsigned_apps``."""
     if not allowed:
         return {"usable": False, "accel": None,
                 "reason": "VM jobs only (the worker was not started with --allow-native)"}
@@ -51,7 +55,8 @@ def native_entry(allowed: bool, sandbox_problem: str | None = None) -> dict[str,
         return {"usable": False, "accel": None,
                 "reason": f"native jobs refused: no sandbox ({sandbox_problem})"}
     return {"usable": True, "accel": None,
-            "reason": "its owner allows native jobs; they run in the bubblewrap sandbox"}
+            "reason": "its owner allows native jobs; they run in the bubblewrap sandbox",
+            "app_keys": sorted(app_keys), "unsigned_apps": unsigned_apps}
 
 
 # --- the owner's ceilings on any VM (issue 13, hole 10) ---------------------------------

@@ -191,6 +191,16 @@ class AppBinary(Base):
     data_uid: Mapped[str] = mapped_column(ForeignKey("data.uid"))
 
 
+class AppSigner(Base):
+    """A key that signed an app's manifest (its id): the scheduler sends a native app's
+    jobs only to workers that trust one of them."""
+
+    __tablename__ = "app_signers"
+    app_uid: Mapped[str] = mapped_column(ForeignKey("apps.uid", ondelete="CASCADE"),
+                                         primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class Host(Owned, Base):
     """A worker's machine. Owned by the user who enrolled its worker account, in the group
     that account is confined to; its access rights decide who sees it (755 by default)."""

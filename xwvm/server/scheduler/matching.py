@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import and_, exists, false, or_, select
 
-from xwvm.server.db.models import App, AppBinary, Host, Template, Work
+from xwvm.server.db.models import App, AppBinary, AppSigner, Host, Template, Work
 from xwvm.server.policy import Principal
 
 GROUP_READ, OTHER_READ = 0o040, 0o004
@@ -32,11 +32,25 @@ def confinement(worker: Principal) -> Any:
     return Work.access_rights.op("&")(OTHER_READ) != 0
 
 
+def signed_for(host: Host) -> list[Any]:
+    """A native app's binary runs only where a key that signed it is trusted: the host's
+    worker says which keys it trusts (``hypervisors["native"]["app_keys"]``) or that its
+    owner runs unsigned apps; a worker that does not say (older versions) is not filtered."""
+    entry = (host.hypervisors or {}).get(NATIVE)
+    if not isinstance(entry, dict) or "app_keys" not in entry or entry.get("unsigned_apps"):
+        return []
+    keys = entry["app_keys"]
+    keys = [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+    return [exists(select(AppSigner.app_uid).where(
+        AppSigner.app_uid == Work.app_uid, AppSigner.key_id.in_(keys)))]
+
+
 def app_available(host: Host) -> Any:
-    """A native binary for the host's OS/arch, or an app the host shares (e.g. ``root``)."""
-    native = exists(select(AppBinary.app_uid).where(
+    """A native binary for the host's OS/arch (signed by a key the host trusts), or an app
+    the host shares (e.g. ``root``)."""
+    native = and_(exists(select(AppBinary.app_uid).where(
         AppBinary.app_uid == Work.app_uid, AppBinary.os == host.os,
-        AppBinary.arch == host.arch))
+        AppBinary.arch == host.arch)), *signed_for(host))
     shared = list(host.shared_apps or [])
     if not shared:
         return native

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from xwvm import signing
 from xwvm.errors import BadRequest, Conflict
 from xwvm.server import events, policy
-from xwvm.server.db.models import App, AppBinary, Data, Work
+from xwvm.server.db.models import App, AppBinary, AppSigner, Data, Work
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services.common import (
@@ -128,6 +128,8 @@ def add_signature(db: Session, p: Principal, ref: str, public_key_b64: str,
     sig = {"key_id": signing.key_id(public), "public_key": public_key_b64,
            "signature": signature_b64}
     app.signatures = [s for s in app.signatures or [] if s["key_id"] != sig["key_id"]] + [sig]
+    if db.get(AppSigner, (app.uid, sig["key_id"])) is None:
+        db.add(AppSigner(app_uid=app.uid, key_id=sig["key_id"]))
     events.record(db, "app_signed", object_uid=app.uid, actor_uid=p.uid,
                   detail=f"key {sig['key_id']}")
     return app
