@@ -604,6 +604,9 @@ def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
                    "native apps")
 @click.option("--image-quota", "image_quota_mb", type=int, default=20 * 1024,
               show_default=True, help="MB of cached templates")
+@click.option("--data-quota", "data_quota_mb", type=click.IntRange(1), default=10 * 1024,
+              show_default=True,
+              help="MB of cached job files (app binaries; inputs leave with their job)")
 @click.option("--vm-hang-timeout", type=float, default=600, show_default=True,
               help="stop a VM that shows no progress for this many seconds")
 @click.option("--allow-native", is_flag=True,
@@ -629,7 +632,8 @@ def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: P
                key: Path | None, work_dir: Path,
                name: str | None, shared_apps: tuple[str, ...], max_jobs: int | None,
                max_idle: float | None, hypervisor: str, trusted_keys: tuple[Path, ...],
-               image_quota_mb: int, vm_hang_timeout: float, allow_native: bool,
+               image_quota_mb: int, data_quota_mb: int, vm_hang_timeout: float,
+               allow_native: bool,
                max_wall_clock_s: int, allow_unsigned_apps: bool,
                max_vm_memory_mb: int | None, max_vm_cpus: int | None,
                max_vm_disk_mb: int | None, vm_cpu_percent: int) -> None:
@@ -650,7 +654,8 @@ def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: P
     opts = WorkerOptions(work_dir=work_dir, name=name or platform.node(),
                          shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle,
                          hypervisor=hypervisor, trusted_keys=list(trusted_keys),
-                         image_quota_mb=image_quota_mb, vm_hang_timeout_s=vm_hang_timeout,
+                         image_quota_mb=image_quota_mb, data_quota_mb=data_quota_mb,
+                         vm_hang_timeout_s=vm_hang_timeout,
                          allow_native=allow_native, max_wall_clock_s=max_wall_clock_s,
                          allow_unsigned_apps=allow_unsigned_apps,
                          max_vm_memory_mb=max_vm_memory_mb, max_vm_cpus=max_vm_cpus,
