@@ -36,9 +36,26 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
 
 
+def sleep_arg(pidfile: Path) -> str:
+    """The payload's own ``sleep`` argument: native payloads run sandboxed (no file
+    outside their directory), so the test finds the payload by its command line."""
+    return f"60.{abs(hash(str(pidfile))) % 10**6}"
+
+
+def payload_pid(pidfile: Path) -> int | None:
+    want = f"sleep\0{sleep_arg(pidfile)}\0".encode()
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and (p / "cmdline").read_bytes() == want:
+                return int(p.name)
+        except OSError:
+            continue
+    return None
+
+
 def sleeper_app(admin: Client, tmp: Path, pidfile: Path) -> str:
     script = tmp / "sleeper.sh"
-    script.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
+    script.write_text(f"#!/bin/sh\nexec sleep {sleep_arg(pidfile)}\n")
     data = admin.upload_data(script)
     return appkeys.create_signed_app(admin, f"sleeper{abs(hash(tmp)) % 10**8}",
                                      {"linux/x86_64": data["uid"]})["name"]
@@ -63,7 +80,7 @@ def test_the_worker_ends_a_job_without_a_limit_at_its_own_ceiling(tmp_path: Path
         credential(server, tmp_path / "w.cred")
         worker = WorkerProcess(tmp_path, tmp_path / "w.cred", "wc",
                                extra=["--hypervisor", "none", "--max-wall-clock", "3"]).start()
-        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30,
+        pid = int(wait_for(lambda: payload_pid(pidfile), 30,
                            "the payload to start"))
         started = time.monotonic()
         done = wait_for(lambda: (w := admin.get_work(job["uid"]))["status"] == "ERROR" and w,
