@@ -47,14 +47,15 @@ PASSWORD = {"type": "object", "additionalProperties": False,
 
 def _limits(login: str) -> list[ratelimit.Limit]:
     """The attacker's address is throttled harder than the account: five guesses lock
-    the account for that address only; the account's own limit, across addresses, is high."""
+    the account for that address only; the account's own limit, across addresses, is high
+    and only refuses addresses that have failed for it themselves."""
     c, address = cfg(), request.remote_addr
-    return [ratelimit.Limit(ratelimit.pair_key(login, address), c.login_max_failures,
-                            "this account from your address"),
+    pair = ratelimit.pair_key(login, address)
+    return [ratelimit.Limit(pair, c.login_max_failures, "this account from your address"),
             ratelimit.Limit(ratelimit.address_key(address), c.login_max_failures_per_address,
                             "your address"),
             ratelimit.Limit(ratelimit.account_key(login), c.login_max_failures_per_account,
-                            "this account")]
+                            "this account", waived_unless=pair)]
 
 
 @bp.after_request

@@ -8,7 +8,9 @@ let 6 of 25 concurrent guesses through a limit of 5).
 
 Keys: ``pair:ADDRESS|LOGIN`` (an attacker's guesses lock the account for the attacker's
 address only), ``addr:ADDRESS`` (guessing across accounts), ``login:LOGIN`` (guessing from
-many addresses; a high limit, since anyone can push it). A login is counted whether or not
+many addresses; a high limit, since anyone can push it, and never held against an
+address that has not failed for that account: the real user is not locked out). A login
+is counted whether or not
 the account exists, so that the answer does not reveal which logins exist. ``oidc:ADDRESS``
 counts anonymous OpenID Connect starts.
 """
@@ -39,6 +41,11 @@ class Limit:
     key: str
     max_failures: int
     what: str  # for the refusal: "this account from your address", ...
+    # Waived for an attempt whose key here has no failure in the window: the account's
+    # limit does not refuse an address that has not guessed this account, so that
+    # anyone's guesses from many addresses cannot lock the real user out; each fresh
+    # address buys a distributed guesser one more guess, then its own pair is counted.
+    waived_unless: str | None = None
 
 
 def pair_key(login: str, address: str | None) -> str:
@@ -74,6 +81,11 @@ def take(db: Session, limits: list[Limit], window_s: int,
     db.commit()
     ids = [row.id for row in rows]
     for lim in limits:
+        if lim.waived_unless is not None and not db.scalar(
+                select(func.count(LoginAttempt.id)).where(
+                    LoginAttempt.key == lim.waived_unless, LoginAttempt.at > since,
+                    LoginAttempt.id.not_in(ids))):
+            continue
         count = db.scalar(select(func.count(LoginAttempt.id)).where(
             LoginAttempt.key == lim.key, LoginAttempt.at > since))
         if count is not None and count > lim.max_failures:
