@@ -1,8 +1,9 @@
 """A hostile payload inside a real VM (issue 13, hole 2): it reads the context (which holds
-the job's delegated credential), hard-links root's files into its results, and leaves a
-process that swaps its result files for links to root's 0600 files while the agent (root)
-packs them. The results carry none of it. One real libvirt/QEMU VM of the shared ``base``
-appliance image (tests/e2e/test_vm_jobs.py's grid).
+the job's delegated credential), hard-links root's files into its results, swaps its job
+directory for a link to the context's folder, and leaves a process that swaps its result
+files for links to root's 0600 files while the agent (root) packs them. The results carry
+none of it. One real libvirt/QEMU VM of the shared ``base`` appliance image
+(tests/e2e/test_vm_jobs.py's grid).
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ while time.monotonic() < end:
         except OSError:
             pass
 PY
+# As the payload ends, swap the job's own directory for one whose run/ is a link to the
+# context's folder (possible when the jobs lived in the payload user's home).
+J=$(dirname "$PWD"); P=$(dirname "$J")
+if mv "$P" "$P.old" 2>/dev/null && mkdir -p "$J" && ln -s /run/xwvm "$J/run"; then
+    echo "planted" > "$J/stdout.txt"; : > "$J/stderr.txt"; echo "jobs dir: swapped"
+else
+    echo "jobs dir: kept"
+fi
 echo "payload done"
 """
 
@@ -67,10 +76,12 @@ def test_a_hostile_payload_gets_neither_the_credential_nor_roots_files(
     stdout = files["stdout.txt"]
     assert "user: xwvm" in stdout and "payload done" in stdout, stdout
     assert "context: unreadable" in stdout, stdout
+    assert "jobs dir: kept" in stdout and "hardlink: refused" in stdout, stdout
     everything = "".join(files.values())
     # The context document (its credential) and root's shadow lines are nowhere.
     assert '"credential"' not in everything and '"job_uid"' not in everything
     assert "root:*" not in everything and "root:!" not in everything
     assert "ctx-link.txt" not in files and "shadow-hard.txt" not in files
+    assert "context.json" not in files, "root packed the context through a link"
     swapped = [name for name in files if name.startswith("r")]
     assert all(files[name] == "mine\n" for name in swapped), swapped

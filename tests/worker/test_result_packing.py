@@ -1,5 +1,5 @@
 """Root never follows the payload's links (issue 13, hole 2), with real processes: the
-payload runs as an unprivileged account (``xwvm-job``) exactly as the nested worker runs
+payload runs as an unprivileged account (``xwvm-test-payload``) exactly as the nested worker runs
 it in the guest (uid separation, no bubblewrap), while this test, as root, packs its
 results and hands it the next task's directory.
 """
@@ -20,6 +20,7 @@ import pytest
 from xwvm.worker import native, sandbox
 
 SECRET = b"root-only-secret-5d1c"
+TEST_USER = "xwvm-test-payload"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 SWAPPER = """\
@@ -44,9 +45,11 @@ while time.monotonic() < end:
 """
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def account() -> sandbox.JobAccount:
-    return sandbox.job_account()
+    """A throw-away account of these tests' own: the guest's reaper kills every process
+    of the payload's account, so it must not be one that other workers' jobs use here."""
+    return sandbox.job_account(TEST_USER)
 
 
 @pytest.fixture

@@ -162,9 +162,10 @@ def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None
         proc = subprocess.Popen(argv, cwd=sandbox.run_dir if isolation.kind == "uid" else "/",
                                 env=job_env(job["env"], cwd, base_env), stdin=inp,
                                 stdout=out, stderr=err, start_new_session=True, **extra)
-        reason = ""
+        reason, namespace = "", None
         try:
             while proc.poll() is None:
+                namespace = namespace or isolation.namespace(proc.pid)
                 if stop.is_set():
                     reason = "stopped by the worker"
                 elif deadline and time.monotonic() > deadline:
@@ -174,7 +175,7 @@ def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None
                 time.sleep(poll)
         finally:
             _kill_group(proc)
-            isolation.reap()
+            isolation.reap(namespace)
         code = proc.wait()
     return Outcome(exit_code=code, reason=reason)
 

@@ -183,10 +183,27 @@ class Isolation:
         group.chmod(0o644)
         return {"/etc/passwd": passwd, "/etc/group": group}
 
-    def reap(self, timeout: float = 10.0) -> None:
-        """No process of the payload survives this (called before root packs anything)."""
-        if self.account is not None:
+    def namespace(self, pid: int) -> str | None:
+        """The pid namespace of ``pid``'s child (bubblewrap's init inside the sandbox)."""
+        if self.kind != "bwrap":
+            return None
+        try:
+            child = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0]
+            return os.readlink(f"/proc/{child}/ns/pid")
+        except (OSError, IndexError):
+            return None
+
+    def reap(self, namespace: str | None = None, timeout: float = 10.0) -> None:
+        """No process of the payload survives this (called before root packs anything).
+        In the guest: every process of the payload user. Under bubblewrap the pid
+        namespace dies with its init; what is still in it (``namespace``) is killed too,
+        and nothing else: another sandbox of the same account is not this job's."""
+        if self.account is None:
+            return
+        if self.kind == "uid":
             kill_uid(self.account.uid, timeout)
+        elif namespace is not None:
+            kill_uid(self.account.uid, timeout, namespace)
 
 
 def host_isolation(account_name: str = JOB_USER) -> Isolation:
@@ -259,14 +276,24 @@ def uid_pids(uid: int) -> list[int]:
     return pids
 
 
-def kill_uid(uid: int, timeout: float = 10.0) -> None:
-    """SIGKILL every process of ``uid`` until none is left (a fork loop cannot outrun it:
-    each pass also stops the new ones, and killed processes cannot fork)."""
+def _in_namespace(pid: int, namespace: str | None) -> bool:
+    if namespace is None:
+        return True
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == namespace
+    except OSError:
+        return False
+
+
+def kill_uid(uid: int, timeout: float = 10.0, namespace: str | None = None) -> None:
+    """SIGKILL every process of ``uid`` (in pid ``namespace`` only, when given) until none
+    is left (a fork loop cannot outrun it: each pass also stops the new ones, and killed
+    processes cannot fork)."""
     if uid == 0 or uid == os.geteuid():
         raise ValueError("refusing to kill every process of the caller or root")
     deadline = time.monotonic() + timeout
     while True:
-        pids = uid_pids(uid)
+        pids = [p for p in uid_pids(uid) if _in_namespace(p, namespace)]
         if not pids:
             return
         for pid in pids:
