@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import appkeys
 from tests.support.processes import ServerProcess, WorkerProcess, run_cli
 
 PW = "follow-password-1"
@@ -61,7 +62,8 @@ def people(server: ServerProcess, cli_home: Path, tmp_path: Path) -> People:
                  "--password-file", str(pw)], homes[login])
     script = tmp_path / "copy.sh"
     script.write_text("#!/bin/sh\ntr a-z A-Z < data.txt > out.txt\n")
-    run_cli(["app", "send", "copy", "--file", str(script)], cli_home)
+    run_cli(["app", "send", "copy", "--file", str(script), "--sign-key",
+             str(appkeys.private_key())], cli_home)
     return People(homes["alice"], homes["bob"], homes["carol"], tmp_path)
 
 
@@ -96,10 +98,11 @@ def test_private_work_stays_private_and_chmod_carries(people: People) -> None:
             assert not people.can_get(other, inp)
             assert not people.can_get(other, result)
             assert not people.can_fetch_results(other, job["uid"])
-        # `chmod 750 JOB`: her group reads the work, its input and results; atlas does not.
+        # `chmod 750 JOB`: her group reads the work and its results; atlas does not. The
+        # input is never loosened with the job (it may be a private file of hers).
         people.cli(people.alice, "chmod", "750", job["uid"])
-        assert (people.mode(inp), people.mode(result)) == ("750", "750")
-        assert people.can_get(people.bob, inp) and people.can_get(people.bob, result)
+        assert (people.mode(inp), people.mode(result)) == ("700", "750")
+        assert people.can_get(people.bob, result) and not people.can_get(people.bob, inp)
         assert people.can_fetch_results(people.bob, job["uid"])
         assert not people.can_get(people.carol, inp)
         assert not people.can_get(people.carol, result)
@@ -121,12 +124,13 @@ def test_chmod_of_a_job_leaves_shared_and_set_apart_data_alone(people: People) -
     """What follows a job: data its owner uploaded for it alone. Not data another job also
     reads, not another user's data, and not data whose rights the owner set apart."""
     tmp = people.tmp
-    for name in ("shared.txt", "bobs.txt", "secret.txt", "data.txt"):
+    for name in ("shared.txt", "bobs.txt", "secret.txt", "mine.txt", "data.txt"):
         (tmp / name).write_text(f"{name}\n")
     [shared] = people.js(people.alice, "data", "send", str(tmp / "shared.txt"))
     [bobs] = people.js(people.bob, "data", "send", str(tmp / "bobs.txt"))
     [secret] = people.js(people.alice, "data", "send", str(tmp / "secret.txt"),
                          "--chmod", "700")
+    [mine] = people.js(people.alice, "data", "send", str(tmp / "mine.txt"), "--chmod", "700")
 
     def held(*args: str) -> str:
         return people.js(people.alice, "submit", "copy", "--hold", *args)[0]["uid"]
@@ -134,6 +138,8 @@ def test_chmod_of_a_job_leaves_shared_and_set_apart_data_alone(people: People) -
     both = [held("--input-data", shared["uid"]) for _ in range(2)]
     with_bobs = held("--input-data", bobs["uid"])
     with_secret = held("--input-data", secret["uid"])
+    # the review's case: her own 700 file, given to a 700 job that she then publishes
+    private_job = held("--chmod", "700", "--input-data", mine["uid"])
     before = {d["uid"] for d in people.js(people.alice, "data", "list")}
     own = held("--input", str(tmp / "data.txt"), "--input-data", shared["uid"])
     uploaded = _input_of(people, before)
@@ -141,9 +147,12 @@ def test_chmod_of_a_job_leaves_shared_and_set_apart_data_alone(people: People) -
     for job in (both[0], with_bobs, own):
         people.cli(people.alice, "chmod", "700", job)
     people.cli(people.alice, "chmod", "777", with_secret)
+    people.cli(people.alice, "chmod", "755", private_job)
     assert people.mode(shared["uid"]) == "755"  # other jobs read it
     assert people.mode(bobs["uid"], people.bob) == "755"  # bob's, not alice's to change
     assert people.mode(secret["uid"]) == "700"  # set apart: never loosened with the job
+    assert people.mode(mine["uid"]) == "700"  # never published by a job's chmod
+    assert not people.can_get(people.carol, mine["uid"])
     assert people.mode(uploaded) == "700"  # uploaded for `own` alone: follows it
     assert not people.can_get(people.carol, uploaded)
     assert people.can_get(people.carol, shared["uid"])

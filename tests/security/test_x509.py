@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.security.conftest import Authority, SecurityServer
+from tests.support import appkeys
 from tests.support.processes import XWVM, run_cli
 from xwvm.client.sdk import ApiError, Client
 
@@ -182,9 +183,11 @@ def test_worker_account_of_a_project_runs_its_jobs_with_a_certificate(
              str(pw)], alice_home)
     script = tmp_path / "hello.sh"
     script.write_text('#!/bin/sh\necho "hello $*"\n')
-    run_cli(["app", "send", f"hello{tag}", "--file", str(script)], admin_home)
+    run_cli(["app", "send", f"hello{tag}", "--file", str(script), "--sign-key",
+             str(appkeys.private_key())], admin_home)
     base = [*XWVM, "worker", "run", "--server", url, "--ca", ca, "--work-dir",
-            str(tmp_path / "wd"), "--name", f"certw{tag}", "--hypervisor", "none"]
+            str(tmp_path / "wd"), "--name", f"certw{tag}", "--hypervisor", "none",
+            "--trusted-key", str(appkeys.public_key())]
     other_key = tmp_path / "other.pem"
     other_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

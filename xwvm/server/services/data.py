@@ -72,15 +72,19 @@ def missing_inputs(db: Session, work_uid: str) -> list[str]:
     return list(db.scalars(q))
 
 
-def followers(db: Session, work: Work, mode: int) -> list[Data]:
-    """The data objects that take a job's rights when its owner changes them: its results,
-    and the inputs uploaded for it (``xwvm submit --input`` creates them with the job's
-    rights). Only what still has the job's rights ``mode`` and is its owner's, and, for
-    inputs, what no other job and no app uses: shared data, and data whose rights were
-    set apart from the job's, keep their own rights."""
+def followers(db: Session, work: Work, mode: int, new_mode: int) -> list[Data]:
+    """The data objects that take a job's rights when its owner changes them from ``mode``
+    to ``new_mode``: its results, and the inputs uploaded for it (``xwvm submit --input``
+    creates them with the job's rights). Only what still has the job's rights ``mode`` and
+    is its owner's, and, for inputs, what no other job and no app uses: shared data, and
+    data whose rights were set apart from the job's, keep their own rights. Inputs follow
+    only a change that grants nothing new: the server cannot tell an input uploaded for
+    the job from the owner's own private file given to it, and must never publish the
+    latter."""
     found = [work.result_data_uid] if work.result_data_uid else []
-    found += db.scalars(select(WorkData.data_uid).where(WorkData.work_uid == work.uid,
-                                                        WorkData.role.in_(("input", "stdin"))))
+    if new_mode & ~mode == 0:
+        found += db.scalars(select(WorkData.data_uid).where(
+            WorkData.work_uid == work.uid, WorkData.role.in_(("input", "stdin"))))
     rows = db.scalars(select(Data).where(Data.uid.in_(found), Data.owner_uid == work.owner_uid,
                                          Data.access_rights == mode)).all()
     return [d for d in rows if d.uid == work.result_data_uid or not _used_elsewhere(db, d, work)]

@@ -28,13 +28,14 @@ def find(db: Session, uid: str) -> tuple[str, policy.OwnedObject]:
 
 
 def chmod(db: Session, p: Principal, uid: str, spec: str) -> tuple[str, int]:
-    """Change an object's rights; a job's carry to its results and to the inputs uploaded
-    for it (data_service.followers), so that ``chmod 700 JOB`` makes the work private."""
+    """Change an object's rights; a job's carry to its results and, when they grant
+    nothing new, to the inputs uploaded for it (data_service.followers), so that
+    ``chmod 700 JOB`` makes the work private and ``chmod 755 JOB`` publishes no input."""
     what, obj = find(db, uid)
     policy.check_chmod(p, obj, what)
     old = obj.access_rights
     new = parse_mode(spec, old)
-    following = data_service.followers(db, obj, old) if isinstance(obj, Work) else []
+    following = data_service.followers(db, obj, old, new) if isinstance(obj, Work) else []
     _set_mode(db, p, obj, new)
     for data in following:
         if policy.may_chmod(p, data):
