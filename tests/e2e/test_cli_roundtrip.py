@@ -104,5 +104,5 @@ def test_worker_enroll_for_a_project(server: ServerProcess, cli_home: Path,
         == ("worker", group_uid, None)
     unknown = run_cli(["worker", "enroll", "-o", str(tmp_path / "x.cred"), "--project",
                        "no-such-group"], cli_home, check=False)
-    assert unknown.returncode != 0 and "no-such-group" in unknown.stderr
+    assert unknown.returncode != 0 and "no usergroup of that name" in unknown.stderr
     assert not (tmp_path / "x.cred").exists()

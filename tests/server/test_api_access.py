@@ -462,7 +462,7 @@ def test_standard_user_cannot_enroll_public_or_project_workers(world: World) -> 
     _refused(_call(world.server, c, "POST", "/workers/enroll", json={"public": True}), 403,
              "forbidden_level", "super user")
     _refused(_call(world.server, c, "POST", "/workers/enroll", json={"project": world.group}),
-             403, "forbidden_level", world.group)
+             403, "forbidden_level", "usergroup")
     _refused(_call(world.server, world.clients["gadmin"], "POST", "/workers/enroll",
                    json={"project": world.other_group}), 403, "forbidden_level")
     assert world.admin.list_users() == users

@@ -33,14 +33,19 @@ def _call(server: ServerProcess, method: str, path: str, token: str | None = Non
                             verify=str(server.ca), timeout=30, **kw)
 
 
-def _error(resp: requests.Response, status: int, code: str, *words: str) -> dict[str, Any]:
-    """The response is a JSON error with this status and code whose message has ``words``."""
+def _error(resp: requests.Response, status: int, code: str, *words: str,
+           hidden: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The response is a JSON error with this status and code whose message has ``words``
+    and never echoes the ``hidden`` values that were sent (issue 12: errors name the
+    problem, not the value)."""
     assert resp.status_code == status, (resp.status_code, resp.text)
     assert resp.headers["Content-Type"].startswith("application/json"), resp.headers
     body = resp.json()
     assert body["error"] == code, body
     for word in words:
         assert word in body["message"], (word, body)
+    for value in hidden:
+        assert value not in resp.text, (value, body)
     return body
 
 
@@ -271,13 +276,13 @@ def test_non_uuid_id_is_400(shared_server: ServerProcess, admin: Client, method:
     before = _state(admin)
     kw = {"json": {"mode": "700"}} if method == "POST" else {}
     resp = _call(shared_server, method, path, admin.token, **kw)
-    _error(resp, 400, "bad_uid", what, "'not-a-uuid'", "not a UUID")
+    _error(resp, 400, "bad_uid", what, "not a UUID", hidden=("not-a-uuid",))
     assert _state(admin) == before
 
 
 def test_bad_query_parameters(shared_server: ServerProcess, admin: Client) -> None:
     _error(_call(shared_server, "GET", "/works?status=SLEEPING", admin.token), 400,
-           "bad_status", "SLEEPING")
+           "bad_status", hidden=("SLEEPING",))
     _error(_call(shared_server, "GET", "/events?since=yesterday", admin.token), 400,
            "bad_query", "integers")
 
@@ -510,7 +515,7 @@ def test_bad_env_var_names(shared_server: ServerProcess, admin: Client, app_name
     before = _state(admin)
     resp = _call(shared_server, "POST", "/works", admin.token, json={"app": app_name, "env": env})
     bad = next(k for k in env if k != "OK")
-    _error(resp, 400, "bad_env", repr(bad), "environment variable")
+    _error(resp, 400, "bad_env", "environment variable", hidden=(bad,) if bad.strip() else ())
     assert _state(admin) == before
 
 
@@ -531,7 +536,11 @@ def test_bad_input_names(shared_server: ServerProcess, admin: Client, app_name: 
     inputs = [{"data": data_uid, "name": n} for n in names]
     resp = _call(shared_server, "POST", "/works", admin.token,
                  json={"app": app_name, "inputs": inputs})
-    _error(resp, 400, code, named)
+    if named.startswith("'"):  # a value sent: named by its field, never echoed
+        value = named.strip("'")
+        _error(resp, 400, code, hidden=(value,) if value not in ("", "..") else ())
+    else:
+        _error(resp, 400, code, named)
     assert _state(admin) == before
 
 
@@ -593,7 +602,7 @@ def test_bad_access_rights_at_creation(shared_server: ServerProcess, admin: Clie
                                        body: dict[str, Any]) -> None:
     before = _state(admin)
     resp = _call(shared_server, "POST", path, admin.token, json=body)
-    _error(resp, 400, "bad_mode", body["access_rights"])
+    _error(resp, 400, "bad_mode", hidden=(body["access_rights"],))
     assert _state(admin) == before
 
 
@@ -617,7 +626,10 @@ def test_bad_user_creation(shared_server: ServerProcess, admin: Client, body: di
     before = _state(admin)
     resp = _call(shared_server, "POST", "/users", admin.token, json=body)
     status = {"unknown_group": 404, "exists": 409}.get(code, 400)
-    _error(resp, status, code, named)
+    if named.startswith("'"):  # a value sent: named by its field, never echoed
+        _error(resp, status, code, hidden=(named.strip("'").replace("\\n", "\n"),))
+    else:
+        _error(resp, status, code, named)
     assert _state(admin) == before
 
 

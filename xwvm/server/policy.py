@@ -241,7 +241,7 @@ def check_group_admin(p: Principal, group_uid: str, name: str) -> None:
     """Super users, and admins of this usergroup, act for the group (enroll its workers)."""
     if p.level < Level.SUPER and not (p.level >= Level.GROUP_ADMIN
                                       and same_group(group_uid, p.group_uid)):
-        raise Forbidden(f"only an admin of usergroup {name!r} may enroll its workers",
+        raise Forbidden("only an admin of that usergroup may enroll its workers",
                         code="forbidden_level")
 
 

@@ -30,7 +30,7 @@ class Level(enum.IntEnum):
             return aliases[text.strip().lower().replace("-", "_")]
         except KeyError:
             raise BadRequest(
-                f"unknown rights level {text!r}; use one of standard, worker, vworker, "
+                "unknown rights level; use one of standard, worker, vworker, "
                 "group_admin, super", code="bad_rights") from None
 
     @property
@@ -53,7 +53,7 @@ def parse_mode(spec: str | int, current: int) -> int:
     """Apply a chmod spec (``750``, ``0755``, ``g+rx``, ``o-rwx,+t``) to ``current``."""
     if isinstance(spec, int):
         if not 0 <= spec <= MODE_MASK:
-            raise BadRequest(f"access rights {spec:o} out of range 0..1777", code="bad_mode")
+            raise BadRequest("access rights out of range 0..1777", code="bad_mode")
         return spec
     text = spec.strip()
     if re.fullmatch(r"[0-7]{3,4}", text):
@@ -63,7 +63,7 @@ def parse_mode(spec: str | int, current: int) -> int:
         m = _SYMBOLIC.match(clause)
         if not m:
             raise BadRequest(
-                f"bad access rights {spec!r}: use octal (750) or symbolic (g+rx,o-rwx)",
+                "bad access rights: use octal (750) or symbolic (g+rx,o-rwx)",
                 code="bad_mode")
         who, op, perms = m.groups()
         who_mask = 0

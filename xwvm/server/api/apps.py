@@ -17,7 +17,7 @@ NEW_APP = {"type": "object", "additionalProperties": False, "required": ["name"]
                           "kind": {"enum": ["native", "shared"]},
                           "binaries": {"type": "object",
                                        "additionalProperties": {"type": "string"}},
-                          "access_rights": {"type": "string"}}}
+                          "access_rights": {"type": "string", "maxLength": 64}}}
 NEW_SIGNATURE = {"type": "object", "additionalProperties": False,
                  "required": ["public_key", "signature"],
                  "properties": {"public_key": {"type": "string", "maxLength": 100},

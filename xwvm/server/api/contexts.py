@@ -16,7 +16,7 @@ bp = Blueprint("contexts", __name__)
 NEW_CONTEXT = {"type": "object", "additionalProperties": False, "required": ["name", "document"],
                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 255},
                               "document": {"type": "object"},
-                              "access_rights": {"type": "string"}}}
+                              "access_rights": {"type": "string", "maxLength": 64}}}
 
 
 def _view(ctx):

@@ -20,7 +20,7 @@ NEW_DATA = {"type": "object", "additionalProperties": False, "required": ["name"
             "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 255},
                            "size": {"type": "integer", "minimum": 0},
                            "sha256": {"type": "string"},
-                           "access_rights": {"type": "string"}}}
+                           "access_rights": {"type": "string", "maxLength": 64}}}
 
 
 @bp.post("/data")

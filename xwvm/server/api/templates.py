@@ -34,7 +34,7 @@ NEW_TEMPLATE = {
         "min_cpus": {"type": "integer", "minimum": 0},
         "shared_apps": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "spec": {"type": "object"}, "description": {"type": "string", "maxLength": 4096},
-        "access_rights": {"type": "string"}}}
+        "access_rights": {"type": "string", "maxLength": 64}}}
 NEW_SIGNATURE = {"type": "object", "additionalProperties": False,
                  "required": ["public_key", "signature"],
                  "properties": {"public_key": {"type": "string", "maxLength": 200},

@@ -36,7 +36,7 @@ SUBMIT = {
         "listen_port": {"type": ["integer", "null"]},
         "label": {"type": ["string", "null"], "maxLength": 255},
         "hold": {"type": "boolean"},
-        "access_rights": {"type": "string"},
+        "access_rights": {"type": "string", "maxLength": 64},
         "context": {"type": ["string", "null"]},
     }}
 REPORT = {"type": "object", "additionalProperties": False, "required": ["status"],

@@ -332,7 +332,7 @@ def issue(db: Session, cfg: ServerConfig, p: Principal, login_name: str,
     policy.require(p, "manage_certs")
     user = db.scalars(select(User).where(User.login == login_name)).first()
     if user is None:
-        raise NotFound(f"no user {login_name!r}", code="unknown_user")
+        raise NotFound("no user with that login", code="unknown_user")
     try:
         csr = x509.load_pem_x509_csr(csr_pem.encode())
     except ValueError:

@@ -23,7 +23,7 @@ Owned = TypeVar("Owned", bound=policy.OwnedObject)
 def check_uid(uid: str, what: str) -> str:
     canonical = canonical_uid(uid)
     if canonical is None:
-        raise BadRequest(f"{what} id {uid!r} is not a UUID", code="bad_uid")
+        raise BadRequest(f"{what} id is not a UUID (nor xw://SERVER/UUID)", code="bad_uid")
     return canonical
 
 

@@ -34,7 +34,7 @@ def register(db: Session, p: Principal, facts: dict[str, Any], alive_period_s: i
     policy.require(p, "register_host")
     name = str(facts["name"])
     if not NAME_RE.match(name):
-        raise BadRequest(f"host name {name!r} is not valid", code="bad_name")
+        raise BadRequest("the host name is not valid", code="bad_name")
     values = dict(name=name, os=facts["os"], arch=facts["arch"], cpus=facts["cpus"],
                   memory_mb=facts["memory_mb"], disk_mb=facts["disk_mb"],
                   shared_apps=sorted(set(facts.get("shared_apps", []))),

@@ -73,7 +73,7 @@ def parse_content_range(header: str | None) -> tuple[int, int, int]:
                          code="bad_content_range")
     start, end, total = map(int, m.groups())
     if end < start or end >= total:
-        raise BadRequest(f"Content-Range {header!r} is not a range inside the upload",
+        raise BadRequest("the Content-Range header is not a range inside the upload",
                          code="bad_content_range")
     return start, end, total
 

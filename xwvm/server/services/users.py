@@ -23,7 +23,7 @@ MIN_PASSWORD = 8
 
 def _check_login(login: str) -> None:
     if not LOGIN_RE.match(login):
-        raise BadRequest(f"login {login!r} must be 1-128 letters, digits, '_', '.', '@' or '-'",
+        raise BadRequest("a login must be 1-128 letters, digits, '_', '.', '@' or '-'",
                          code="bad_login")
 
 
@@ -36,7 +36,7 @@ def _check_password(password: str) -> None:
 def group_by_name(db: Session, name: str) -> UserGroup:
     grp = db.scalars(select(UserGroup).where(UserGroup.name == name)).first()
     if grp is None:
-        raise NotFound(f"no usergroup named {name!r}", code="unknown_group")
+        raise NotFound("no usergroup of that name", code="unknown_group")
     return grp
 
 
@@ -44,7 +44,7 @@ def create_group(db: Session, p: Principal, name: str) -> UserGroup:
     policy.require(p, "insert_group")
     _check_login(name)
     if db.scalars(select(UserGroup).where(UserGroup.name == name)).first():
-        raise Conflict(f"usergroup {name!r} already exists", code="exists")
+        raise Conflict("a usergroup of that name already exists", code="exists")
     grp = UserGroup(name=name, owner_uid=p.uid, access_rights=GROUP)
     db.add(grp)
     db.flush()
@@ -77,7 +77,7 @@ def create_user(db: Session, p: Principal | None, login: str, password: str | No
     elif is_worker:  # nobody to confine it to; init and outside logins make no workers
         raise ValueError("the bootstrap path creates no worker accounts")
     if db.scalars(select(User).where(User.login == login)).first():
-        raise Conflict(f"user {login!r} already exists", code="exists")
+        raise Conflict("a user with that login already exists", code="exists")
     user = User(login=login, rights=int(level), group_uid=group_uid,
                 password_hash=passwords.hash_password(password) if password else None,
                 access_rights=PRIVATE, owner_uid="", confine_user_uid=confine[0],

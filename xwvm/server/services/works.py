@@ -74,12 +74,12 @@ def _check_spec(spec: WorkSpec) -> None:
         raise BadRequest(f"at most {MAX_ENV} environment variables", code="too_many_env")
     for name in spec.env:
         if not ENV_RE.match(name):
-            raise BadRequest(f"environment variable name {name!r} is not valid",
+            raise BadRequest("an environment variable name is not valid (letters, digits, _)",
                              code="bad_env")
     names = [i["name"] for i in spec.inputs]
     for name in names:
         if not INPUT_NAME_RE.match(name) or ".." in name.split("/"):
-            raise BadRequest(f"input name {name!r} must be a relative path without '..'",
+            raise BadRequest("an input name must be a relative path without '..'",
                              code="bad_input_name")
     if len(set(names)) != len(names):
         raise BadRequest("two inputs have the same name", code="duplicate_input")
@@ -192,7 +192,7 @@ def list_works(db: Session, p: Principal, uids: list[str] | None = None,
         q = q.where(Work.uid.in_([check_uid(u, "job") for u in uids]))
     if status:
         if status.upper() not in states.ALL:
-            raise BadRequest(f"unknown status {status!r}", code="bad_status")
+            raise BadRequest("unknown status", code="bad_status")
         q = q.where(Work.status == status.upper())
     if p.level < policy.Level.SUPER and not uids:
         q = q.where(Work.owner_uid == p.uid)
@@ -207,7 +207,7 @@ def owner_action(db: Session, p: Principal, uid: str, action: str) -> Work:
     target = {"abort": states.ABORTED, "hold": states.WAITING,
               "release": states.PENDING}.get(action)
     if target is None:
-        raise BadRequest(f"unknown action {action!r}", code="bad_action")
+        raise BadRequest("unknown action", code="bad_action")
     if action == "release" and work.status != states.WAITING:
         raise Conflict(f"job {uid} is {work.status}, not WAITING", code="illegal_transition")
     reason = f"{action} by {p.login}"
