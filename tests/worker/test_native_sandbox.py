@@ -261,3 +261,58 @@ def test_a_worker_without_bubblewrap_advertises_and_refuses_native_jobs(
     assert not marker.exists()
     after = admin.get_work(job)
     assert after["status"] == "ERROR" and "bubblewrap" in (after.get("error") or ""), after
+
+
+PRELOAD_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void seen(void) {
+    FILE *f = fopen("/job/run/preload.log", "a");
+    if (f) { fprintf(f, "%d %d\n", (int)getuid(), (int)geteuid()); fclose(f); }
+}
+"""
+
+
+def test_the_jobs_environment_never_reaches_roots_helpers(server: ServerProcess,
+                                                          tmp_path: Path) -> None:
+    """Found by review: the job's variables were the environment of bubblewrap's root
+    helpers (prlimit, setpriv): an LD_PRELOAD input ran as uid 0 inside the sandbox, with
+    CAP_SETUID, and left a setuid-root shell in the job's directory. Now every process that
+    loads the job's library runs as the job's account."""
+    import shutil
+    import subprocess
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed to build the hostile library (build-essential)")
+    src = tmp_path / "evil.c"
+    src.write_text(PRELOAD_C)
+    lib = tmp_path / "evil.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    admin = server.client()
+    evil = admin.upload_data(lib)
+    job = admin.submit(app(admin, tmp_path, "preload", "cat preload.log\n"),
+                       inputs=[{"data": evil["uid"], "name": "evil.so"}],
+                       env={"LD_PRELOAD": "/job/run/evil.so"}, wall_clock_s=60)["uid"]
+    done, worker = run_jobs(server, tmp_path, [job], admin, "sbx-env")
+    assert done[0]["status"] == "COMPLETED", (done[0].get("error"), worker.log)
+    seen = results(admin, job, tmp_path)["stdout.txt"].decode().split("\n")
+    uids = {line.split()[0] for line in seen if line.strip()}
+    assert uids and "0" not in uids, seen  # the library ran, never as root
+    assert uids == {str(sandbox.job_account(create=False).uid)}, seen
+
+
+def test_a_jobs_files_together_and_its_tmp_are_bounded(server: ServerProcess, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: RLIMIT_FSIZE caps one file, so 100 files of 20 MiB made 2 GB; and
+    /tmp was an unsized tmpfs in the volunteer's memory. Now /tmp is the job's own folder
+    on disk and all its files together are capped (XWVM_JOB_MAX_DISK_MB)."""
+    monkeypatch.setenv("XWVM_JOB_MAX_FILE_MB", "4")
+    monkeypatch.setenv("XWVM_JOB_MAX_DISK_MB", "12")
+    admin = server.client()
+    job = admin.submit(app(admin, tmp_path, "many", """\
+stat -f -c %T /tmp > tmpfs.txt
+for i in $(seq 1 40); do dd if=/dev/zero of=/tmp/f$i bs=1M count=3 2>/dev/null; done
+sleep 30
+"""), wall_clock_s=60)["uid"]
+    done, worker = run_jobs(server, tmp_path, [job], admin, "sbx-disk")
+    assert done[0]["status"] == "ERROR", (done[0], worker.log)
+    assert "exceeded 12 MiB on disk" in done[0]["error"], done[0]["error"]

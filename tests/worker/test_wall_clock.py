@@ -114,7 +114,7 @@ def test_the_reaper_ends_a_running_job_without_a_limit(tmp_path: Path) -> None:
         w = Client(server.url, str(server.ca))
         credential(server, tmp_path / "w.cred").login_with(w)
         out = facts.collect(tmp_path, "silent", [])
-        out["hypervisors"] = {"native": facts.native_entry(True)}
+        out["hypervisors"] = {"native": facts.native_entry(True, unsigned_apps=True)}
         host = w.register_host(out)["uid"]
         assert w.request_work(host)["work"]["uid"] == job["uid"]
 

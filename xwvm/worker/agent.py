@@ -303,7 +303,10 @@ class Worker:
         self.job_stop.clear()
         if self.stopping.is_set():
             self.job_stop.set()
-        sandbox = native.Sandbox(self.work_dir / "jobs" / uid)
+        jobs = self.work_dir / "jobs"  # no local user reaches a job's files through here
+        jobs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        jobs.chmod(0o700)
+        sandbox = native.Sandbox(jobs / uid)
 
         def on_stop(stopped: str) -> None:
             if stopped == uid:
@@ -364,7 +367,7 @@ class Worker:
         if outcome.stopped and self.stopping.is_set():
             self._report(uid, "PENDING", message="worker stopping: job given back")
             return
-        if outcome.stopped and "wall-clock" not in outcome.reason:
+        if outcome.reason == native.STOPPED:
             return  # the server took the job away; there is nobody to report to
         with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
             archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz",

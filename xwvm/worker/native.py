@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xwvm.worker.sandbox import Isolation, JobAccount, limits_for
+from xwvm.worker.sandbox import TMP_NAME, Isolation, JobAccount, limits_for
 
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+STOPPED = "stopped by the worker"  # the only end that is not the payload's own doing
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 MAX_DEPTH = 64
@@ -72,6 +73,7 @@ class Sandbox:
         self.root.mkdir(mode=0o711)
         self.root.chmod(0o711)  # the payload user passes through to run/, reads nothing
         self.run_dir.mkdir(mode=0o700)
+        (self.run_dir / TMP_NAME).mkdir(mode=0o700)  # the job's /tmp (see sandbox.py)
         self.etc_dir.mkdir(mode=0o755)
 
     def place(self, cached: Path, name: str, executable: bool = False) -> Path:
@@ -156,20 +158,24 @@ def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None
         sandbox.give_to(isolation.account)
     argv, cwd = _argv(isolation, sandbox, program, job["args"])
     argv, cwd, extra = isolation.command(sandbox.run_dir, argv, limits_for(wall),
-                                         isolation.account_files(sandbox.etc_dir))
+                                         isolation.account_files(sandbox.etc_dir),
+                                         job_env(job["env"], cwd, base_env))
     with open(sandbox.stdout, "wb") as out, open(sandbox.stderr, "wb") as err, \
             open(stdin or os.devnull, "rb") as inp:
         proc = subprocess.Popen(argv, cwd=sandbox.run_dir if isolation.kind == "uid" else "/",
-                                env=job_env(job["env"], cwd, base_env), stdin=inp,
-                                stdout=out, stderr=err, start_new_session=True, **extra)
+                                stdin=inp, stdout=out, stderr=err, start_new_session=True,
+                                **extra)
         reason, namespace = "", None
+        quota = DiskQuota(sandbox.run_dir, limits_for(wall).disk_bytes)
         try:
             while proc.poll() is None:
                 namespace = namespace or isolation.namespace(proc.pid)
                 if stop.is_set():
-                    reason = "stopped by the worker"
+                    reason = STOPPED
                 elif deadline and time.monotonic() > deadline:
                     reason = f"wall-clock limit of {wall} s exceeded"
+                else:
+                    reason = quota.exceeded()
                 if reason:
                     break
                 time.sleep(poll)
@@ -178,6 +184,42 @@ def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None
             isolation.reap(namespace)
         code = proc.wait()
     return Outcome(exit_code=code, reason=reason)
+
+
+class DiskQuota:
+    """What a job's files may take on the volunteer's disk, all together (RLIMIT_FSIZE
+    caps one file only). Measured every ``every_s`` by a walk that never follows links
+    and gives up past ``max_entries`` (so many files are a refusal of their own)."""
+
+    def __init__(self, top: Path, limit_bytes: int, every_s: float = 2.0,
+                 max_entries: int = 200_000) -> None:
+        self.top, self.limit, self.every_s, self.max_entries = top, limit_bytes, every_s, \
+            max_entries
+        self.next_at = 0.0
+
+    def exceeded(self) -> str:
+        """"" while within the quota, else why not."""
+        now = time.monotonic()
+        if now < self.next_at:
+            return ""
+        self.next_at = now + self.every_s
+        used, entries, stack = 0, 0, [str(self.top)]
+        while stack:
+            try:
+                with os.scandir(stack.pop()) as it:
+                    for entry in it:
+                        entries += 1
+                        if entries > self.max_entries:
+                            return f"the job made more than {self.max_entries} files"
+                        st = entry.stat(follow_symlinks=False)
+                        used += st.st_blocks * 512
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+            except OSError:
+                continue  # gone meanwhile, or not ours to read: counted next time
+        if used > self.limit:
+            return f"the job's files exceeded {self.limit // 2**20} MiB on disk"
+        return ""
 
 
 def _argv(isolation: Isolation, sandbox: Sandbox, program: Path,
@@ -222,8 +264,8 @@ def pack_results(sandbox: Sandbox, placed: dict[str, float], dest: Path,
             return dest  # the payload replaced its directory: nothing of it is packed
         try:
             for dir_fd, name, st, rel in _walk(top):
-                if not stat.S_ISREG(st.st_mode):
-                    continue
+                if not stat.S_ISREG(st.st_mode) or rel.startswith(f"{TMP_NAME}/"):
+                    continue  # the job's /tmp is scratch, not results
                 if rel in placed and st.st_mtime == placed[rel]:
                     continue
                 _add_at(tar, dir_fd, name, rel, owner)

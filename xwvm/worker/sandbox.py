@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from typing import Any
 
 JOB_USER = "xwvm-job"
 JOB_DIR = "/job/run"  # the job directory inside bubblewrap (as on the host, "run")
+TMP_NAME = ".tmp"  # the job's /tmp: a folder of its directory, bound over /tmp
 # Set XWVM_BWRAP to another path (or to a missing one) to choose, or disable, bubblewrap.
 BWRAP_ENV = "XWVM_BWRAP"
 # /usr holds the system's programs; Debian's /bin, /lib... are links into it. Nothing
@@ -41,6 +43,11 @@ BWRAP_ENV = "XWVM_BWRAP"
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
              "/etc/localtime", "/etc/nsswitch.conf", "/etc/mime.types")
+
+
+# What bubblewrap and setpriv run with (root's, for a root worker): nothing of the job's.
+HELPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
 
 class SandboxUnavailable(Exception):
@@ -56,6 +63,7 @@ class Limits:
     processes: int = 256
     file_bytes: int = 4 << 30
     open_files: int = 1024
+    disk_bytes: int = 10 << 30  # all the job's files together (native.DiskQuota)
 
     def prlimit(self) -> list[str]:
         return ["prlimit", f"--cpu={self.cpu_s}", f"--as={self.memory_bytes}",
@@ -66,12 +74,14 @@ class Limits:
 # The owner's ceilings, from the worker's environment (MiB, or a count).
 LIMIT_ENV = {"memory_bytes": ("XWVM_JOB_MEMORY_MB", 1 << 20),
              "processes": ("XWVM_JOB_MAX_PROCESSES", 1),
-             "file_bytes": ("XWVM_JOB_MAX_FILE_MB", 1 << 20)}
+             "file_bytes": ("XWVM_JOB_MAX_FILE_MB", 1 << 20),
+             "disk_bytes": ("XWVM_JOB_MAX_DISK_MB", 1 << 20)}
 
 
 def limits_for(wall_clock_s: int | None) -> Limits:
     """CPU seconds as the wall clock (per process); the rest from the owner's settings
-    (``XWVM_JOB_MEMORY_MB``, ``XWVM_JOB_MAX_PROCESSES``, ``XWVM_JOB_MAX_FILE_MB``)."""
+    (``XWVM_JOB_MEMORY_MB``, ``XWVM_JOB_MAX_PROCESSES``, ``XWVM_JOB_MAX_FILE_MB``,
+    ``XWVM_JOB_MAX_DISK_MB``)."""
     chosen: dict[str, int] = {}
     for field, (var, unit) in LIMIT_ENV.items():
         value = os.environ.get(var, "")
@@ -122,14 +132,26 @@ class Isolation:
     bwrap: str | None = None
 
     def command(self, run_dir: Path, argv: list[str], limits: Limits,
-                files: dict[str, Path]) -> tuple[list[str], str, dict[str, Any]]:
-        """(argv to start, the payload's working directory as it sees it, Popen keywords).
-        ``files``: read-only files to show inside at these paths (bwrap only)."""
+                files: dict[str, Path], env: dict[str, str] | None = None,
+                ) -> tuple[list[str], str, dict[str, Any]]:
+        """(argv to start, the payload's working directory as it sees it, Popen keywords,
+        its environment included). ``files``: read-only files to show inside at these
+        paths (bwrap only). ``env``: the payload's environment.
+
+        Under bubblewrap, what runs before the payload's account takes over (bwrap,
+        setpriv, as root for a root worker) gets an environment of ours alone: the job's
+        variables (LD_PRELOAD, say) are set by ``env -i`` only after the drop, so that no
+        code of the job ever runs with root's powers."""
+        env = dict(env or {})
         if self.kind == "uid":
-            return [*limits.prlimit(), *argv], str(run_dir), self._popen_user()
+            return ([*limits.prlimit(), *argv], str(run_dir),
+                    {**self._popen_user(), "env": env})
         assert self.bwrap is not None
-        return [self.bwrap, *self._bwrap_args(run_dir, files), "--",
-                *limits.prlimit(), *self._drop(), *argv], JOB_DIR, {}
+        assigned = [f"{k}={v}" for k, v in sorted(env.items())
+                    if ENV_NAME.match(k) and "\0" not in v]
+        return [self.bwrap, *self._bwrap_args(run_dir, files), "--", *self._drop(),
+                "env", "-i", *assigned, *limits.prlimit(), *argv], JOB_DIR, \
+            {"env": dict(HELPER_ENV)}
 
     def _popen_user(self) -> dict[str, Any]:
         if self.account is None:
@@ -147,8 +169,7 @@ class Isolation:
         args = ["--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-pid",
                 "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
                 "--hostname", "xwvm-job", "--proc", "/proc", "--dev", "/dev",
-                "--perms", "01777", "--tmpfs", "/tmp", "--perms", "0755", "--dir", "/etc",
-                "--perms", "0755", "--dir", "/var", "--perms", "01777", "--dir", "/var/tmp"]
+                "--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/var"]
         if self.account is None:  # unprivileged: a user namespace, another uid inside
             args += ["--unshare-user", "--uid", "1000", "--gid", "1000", "--disable-userns"]
         else:  # root: only what setpriv needs to drop to the job account
@@ -166,6 +187,13 @@ class Isolation:
         # bwrap makes missing parents 0700: the payload's account must pass through /job.
         args += ["--perms", "0755", "--dir", os.path.dirname(JOB_DIR),
                  "--bind", str(run_dir), JOB_DIR, "--chdir", JOB_DIR]
+        # /tmp and /var/tmp are the job's own folder on disk (counted with its files), not
+        # a tmpfs: bwrap 0.8's tmpfs has no size, and lived in the volunteer's memory.
+        tmp = run_dir / TMP_NAME
+        if tmp.is_dir() and not tmp.is_symlink():
+            args += ["--bind", str(tmp), "/tmp", "--bind", str(tmp), "/var/tmp"]
+        else:
+            args += ["--perms", "0755", "--dir", "/tmp"]
         return args
 
     def account_files(self, where: Path) -> dict[str, Path]:
