@@ -290,6 +290,22 @@ def test_input_name_with_traversal_is_refused(fake: FakeServer, tmp_path: Path) 
         assert "images/blobs" not in r["message"]
 
 
+def test_an_input_never_replaces_another_file_of_the_job(fake: FakeServer,
+                                                         tmp_path: Path) -> None:
+    """Found by review: an input named like the app, placed after it, replaced the program
+    file; an input named like the job's /tmp folder clashed with it."""
+    content = b"#!/bin/sh\necho replaced\n"
+    fake.routes[("GET", f"/api/v1/data/{DATA}/content")] = \
+        lambda h, m: (200, {}, content)
+    fake.jobs.append(_native_job(files=[_file("same.txt", content),
+                                        _file("same.txt", content)]))
+    fake.jobs.append(_native_job(files=[_file(".tmp/x", content)]))
+    out = _finish(_worker(fake, tmp_path / "w", "--max-jobs", "2"))
+    assert [r["status"] for r in fake.reports] == ["ERROR"] * 2, out
+    for r in fake.reports:
+        assert "same name" in r["message"], r["message"]
+
+
 def test_zero_periods_do_not_make_the_worker_spin(fake: FakeServer, tmp_path: Path) -> None:
     fake.idle = {"retry_after": 0}
     proc = _worker(fake, tmp_path / "w", "--max-idle", "4")

@@ -407,6 +407,10 @@ class Worker:
             executable = f["role"] == "app"
             name = check_file_name(job["app"], "app") if executable \
                 else check_relative_name(f["name"], "input")
+            if name in placed or name.split("/")[0] == native.TMP_NAME:
+                # one file must not replace another (an input over the signed program)
+                raise OSError("two of the job's files have the same name, or one is "
+                              "named like the job's /tmp folder")
             dest = sandbox.place(cached, name, executable=executable)
             placed[name] = dest.stat().st_mtime
             if executable:
