@@ -14,6 +14,7 @@ import requests
 from tests.support import appkeys
 from tests.support.postgres import free_port
 from xwvm.client.sdk import Client
+from xwvm.worker.credential import Credential
 
 XWVM = [sys.executable, "-m", "xwvm.client.cli"]
 ADMIN_PASSWORD = "admin-password-1"
@@ -107,6 +108,16 @@ class ServerProcess:
         c = Client(self.url, self.ca)
         c.login(login, password)
         return c
+
+
+def enrolled_credential(server: ServerProcess, path: Path, **enroll: object) -> Credential:
+    """A worker account enrolled by the server's admin (``enroll``: public, project),
+    saved to ``path`` as ``xwvm worker enroll`` would."""
+    cred = server.client().enroll_worker(**enroll)
+    c = Credential(server=server.url, login=cred["login"], password=cred["password"],
+                   ca_pem=server.ca.read_text())
+    c.save(path)
+    return c
 
 
 class WorkerProcess:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ServerProcess, run_cli
+from tests.support.processes import ServerProcess, enrolled_credential, run_cli
 from xwvm.client.sdk import Client
 from xwvm.worker import facts
 from xwvm.worker.agent import Worker, WorkerOptions
@@ -38,11 +38,7 @@ def native_job(server: ServerProcess, tmp: Path, marker: Path) -> dict:
 
 
 def credential(server: ServerProcess, path: Path) -> Credential:
-    cred = server.client().enroll_worker()
-    c = Credential(server=server.url, login=cred["login"], password=cred["password"],
-                   ca_pem=server.ca.read_text())
-    c.save(path)
-    return c
+    return enrolled_credential(server, path)
 
 
 def host_facts(name: str, native: bool) -> dict:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.support import appkeys
-from tests.support.processes import ServerProcess, WorkerProcess
+from tests.support.processes import ServerProcess, WorkerProcess, enrolled_credential
 from xwvm.client.sdk import Client
 from xwvm.worker import facts
 from xwvm.worker.credential import Credential
@@ -62,11 +62,7 @@ def sleeper_app(admin: Client, tmp: Path, pidfile: Path) -> str:
 
 
 def credential(server: ServerProcess, path: Path) -> Credential:
-    cred = server.client().enroll_worker()
-    c = Credential(server=server.url, login=cred["login"], password=cred["password"],
-                   ca_pem=server.ca.read_text())
-    c.save(path)
-    return c
+    return enrolled_credential(server, path)
 
 
 def test_the_worker_ends_a_job_without_a_limit_at_its_own_ceiling(tmp_path: Path) -> None:
