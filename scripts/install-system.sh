@@ -2,8 +2,10 @@
 # Installs the Debian packages xwvm needs (idempotent). Runs as root, or via sudo.
 set -euo pipefail
 # bubblewrap: the native-job sandbox (xwvm/worker/sandbox.py); a worker without it refuses
-# native jobs.
-PKGS=(postgresql socat cloud-init mmdebstrap e2fsprogs qemu-utils qemu-system-x86 packer bubblewrap)
+# native jobs. curl and gcc: the tests (the README tour waits on curl; a hostile payload's
+# library is built with gcc).
+PKGS=(postgresql socat cloud-init mmdebstrap e2fsprogs qemu-utils qemu-system-x86 packer bubblewrap
+      curl gcc)
 [ -n "${XWVM_EXTRA_PKGS:-}" ] && read -r -a extra <<<"$XWVM_EXTRA_PKGS" && PKGS+=("${extra[@]}")
 missing=()
 for p in "${PKGS[@]}"; do
