@@ -29,8 +29,11 @@ from xwvm.worker.agent import Worker, WorkerOptions
 from xwvm.worker.credential import Credential
 
 SECRET = "victim-private-input-7f3a"
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or sandbox.bwrap_path() is None,
-                                reason="needs root and bubblewrap")
+@pytest.fixture(autouse=True)
+def _root_and_bubblewrap() -> None:
+    """Not a skip: CI runs as root and scripts/install-system.sh installs bubblewrap."""
+    assert os.geteuid() == 0, "the sandbox tests run as root (as CI does)"
+    assert sandbox.bwrap_path() is not None, "bubblewrap missing: run scripts/install-system.sh"
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ class Forwarder:
     def allow(self, uid: int) -> None:
         """Let user ``uid`` (the QEMU process's) connect."""
         if uid != os.geteuid():
-            os.chown(self.path, uid, -1)
+            os.chown(self.path, uid, -1, follow_symlinks=False)
 
     def stop(self) -> None:
         """Close every relay and the socket. Idempotent."""
