@@ -1,0 +1,46 @@
+"""Vocabularies and constants that the server, the worker and the guest must agree on."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+try:
+    from enum import StrEnum
+except ImportError:  # Python < 3.11: guests may run an older Python (stdlib only here)
+    class StrEnum(str, Enum):  # type: ignore[no-redef]  # noqa: UP042
+        def __str__(self) -> str:
+            return str(self.value)
+
+
+class NetworkPolicy(StrEnum):
+    """What a VM job's guest may reach."""
+
+    NONE = "none"          # no NIC at all (inputs and results on an exchange disk)
+    SERVER = "server"      # the server endpoint only
+    INTERNET = "internet"  # the server and the internet, never the LAN or the host
+
+
+class JobStatus(StrEnum):
+    """A job's status; the transitions between them are the server's (server/states.py)."""
+
+    PENDING = "PENDING"
+    WAITING = "WAITING"              # held by its owner
+    DATAREQUEST = "DATAREQUEST"      # inputs not uploaded yet
+    RUNNING = "RUNNING"
+    RESULTREQUEST = "RESULTREQUEST"  # finished, results not uploaded yet
+    LOST = "LOST"                    # its worker went silent
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+    ABORTED = "ABORTED"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.ABORTED})
+
+#: How a guest names the server (the name is in the server certificate; the worker maps
+#: it to the forwarded endpoint).
+GUEST_SERVER_NAME = "xwvm-server"
+#: A job that names no wall-clock limit: what the worker allows it and how long its
+#: delegated credential lives (plus the server's grace).
+DEFAULT_WALL_CLOCK_S = 24 * 3600
+#: How long a pilot VM waits idle for work when its job names no limit.
+DEFAULT_PILOT_IDLE_S = 120
