@@ -81,7 +81,7 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     cfg = server_init.init(tmp_path_factory.mktemp("props") / "srv", "admin-password-1",
                            hostnames=["localhost"])
-    app = create_app(cfg, start_reaper=False)
+    app = create_app(cfg)
     ext = app.extensions["xwvm"]
     blobs = BlobStore(cfg.blob_dir)
     stored = blobs.put_stream(io.BytesIO(BLOB), length=len(BLOB), max_size=len(BLOB))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
 from flask import Flask, g, jsonify, request
@@ -18,13 +16,13 @@ from xwvm.server.blobs import BlobStore
 from xwvm.server.config import ServerConfig
 from xwvm.server.db.engine import make_engine, make_sessionmaker, read_only
 from xwvm.server.db.models import Setting
-from xwvm.server.scheduler import reaper
 
 log = logging.getLogger("xwvm.server")
-UPLOAD_SWEEP_S = 600
 
 
-def create_app(config: ServerConfig, *, start_reaper: bool = True) -> Flask:
+def create_app(config: ServerConfig) -> Flask:
+    """The application over ``config``'s initialized database. It starts no thread: the
+    serving entry starts the sweeper (``xwvm.server.sweeping.start``)."""
     app = Flask("xwvm.server")
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
     engine = make_engine(config.db_url)
@@ -58,8 +56,6 @@ def create_app(config: ServerConfig, *, start_reaper: bool = True) -> Flask:
     def health() -> Any:
         return jsonify(ok=True, version=_version())
 
-    if start_reaper:
-        _start_reaper(app)
     return app
 
 
@@ -120,29 +116,3 @@ def _log_refusal(app: Flask, err: XwvmError) -> None:
             db.commit()
     except sa_exc.SQLAlchemyError:  # the refusal itself is still answered
         log.exception("could not log a refused request")
-
-
-def _start_reaper(app: Flask) -> None:
-    cfg: ServerConfig = app.extensions["xwvm"]["config"]
-    sessions = app.extensions["xwvm"]["sessions"]
-    images = BlobStore(cfg.blob_dir / "images")
-
-    def loop() -> None:
-        while True:
-            time.sleep(cfg.reap_interval_s)
-            try:
-                with sessions() as db:
-                    if reaper.claim(db, "reaper", cfg.reap_interval_s * 0.9):
-                        counts = reaper.sweep(db, default_wall_clock_s=cfg.default_wall_clock_s,
-                                              grace_s=cfg.wall_clock_grace_s)
-                        if any(counts.values()):
-                            log.info("reaper: %s", counts)
-                    if reaper.claim(db, "uploads", UPLOAD_SWEEP_S):
-                        gone = reaper.sweep_uploads(db, images)
-                        if gone:
-                            log.info("removed %d abandoned uploads", gone)
-                    db.commit()
-            except Exception:  # keep sweeping whatever one round hit; it is logged
-                log.exception("reaper round failed")
-
-    threading.Thread(target=loop, name="xwvm-reaper", daemon=True).start()

@@ -31,8 +31,11 @@ class XwvmGunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from xwvm.server import sweeping
         from xwvm.server.app import create_app
-        return guard_bodies(create_app(self.config_obj), self.config_obj)
+        app = create_app(self.config_obj)
+        sweeping.start(app)  # in each gunicorn worker; the claims keep one sweep per interval
+        return guard_bodies(app, self.config_obj)
 
 
 def bounded_tls(bound_s: float) -> Callable[[Any, Callable[[], ssl.SSLContext]], Any]:

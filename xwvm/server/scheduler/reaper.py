@@ -12,7 +12,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from xwvm.server import events, states
-from xwvm.server.blobs import BlobStore
 from xwvm.server.db.models import Host, Maintenance, Work, utcnow
 
 MISSED_BEATS = 3
@@ -41,12 +40,6 @@ def lose_host_jobs(db: Session, host: Host, reason: str) -> int:
     for work in works:
         states.lose(db, work, reason=reason)
     return len(works)
-
-
-def sweep_uploads(db: Session, image_store: BlobStore) -> int:
-    """Abandoned resumable uploads (idle past their expiry) and their part files."""
-    from xwvm.server.services import uploads
-    return uploads.sweep_expired(db, image_store)
 
 
 def sweep(db: Session, now: dt.datetime | None = None,
