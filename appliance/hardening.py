@@ -8,6 +8,21 @@ from pathlib import Path
 
 SSHD_DIR = Path("/etc/ssh")
 
+# The one list of the privilege tools a guest must not have: each tool's Debian packages
+# and the programs they install. The image build refuses the packages and checks that no
+# program is left in the image; the agent checks the programs again at every boot.
+PRIVILEGE_TOOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # tool: (packages, programs)
+    "sudo": (("sudo", "sudo-ldap"), ("sudo",)),
+    "doas": (("doas", "opendoas"), ("doas",)),
+    "pkexec": (("pkexec", "policykit-1"), ("pkexec",)),
+}
+PROGRAM_DIRS = ("usr/bin", "bin", "usr/sbin", "sbin", "usr/local/bin")
+FORBIDDEN_PACKAGES = tuple(pkg for pkgs, _ in PRIVILEGE_TOOLS.values() for pkg in pkgs)
+#: Paths relative to the guest's root.
+FORBIDDEN_PROGRAMS = tuple(f"{d}/{prog}" for d in PROGRAM_DIRS
+                           for _, progs in PRIVILEGE_TOOLS.values() for prog in progs)
+
 
 def _shadow_locked(shadow: Path, account: str) -> bool:
     for line in shadow.read_text().splitlines():
@@ -43,9 +58,7 @@ def problems(root: Path = Path("/")) -> list[str]:
     shadow = root / "etc/shadow"
     if shadow.is_file() and not _shadow_locked(shadow, "root"):
         found.append("root has a usable password")
-    for sudo in ("usr/bin/sudo", "bin/sudo", "usr/sbin/sudo"):
-        if (root / sudo).exists():
-            found.append(f"/{sudo} exists")
+    found.extend(f"/{prog} exists" for prog in FORBIDDEN_PROGRAMS if (root / prog).exists())
     sudoers = root / "etc/sudoers.d"
     if sudoers.is_dir() and any(p.name != "README" for p in sudoers.iterdir()):
         found.append("/etc/sudoers.d is not empty")

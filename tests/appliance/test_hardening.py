@@ -51,3 +51,18 @@ def test_empty_root_password_is_not_locked(tmp_path: Path) -> None:
 def test_first_sshd_value_wins(tmp_path: Path) -> None:
     # The main file says yes, the drop-in read first says no: sshd keeps the first value.
     assert hardening.problems(guest(tmp_path)) == []
+
+
+def test_every_privilege_program_is_named_wherever_it_lies(tmp_path: Path) -> None:
+    root = guest(tmp_path)
+    for prog in ("usr/sbin/doas", "usr/local/bin/pkexec", "bin/sudo"):
+        (root / prog).parent.mkdir(parents=True, exist_ok=True)
+        (root / prog).write_text("")
+    assert {"/usr/sbin/doas exists", "/usr/local/bin/pkexec exists",
+            "/bin/sudo exists"} <= set(hardening.problems(root))
+
+
+def test_packages_and_programs_come_from_one_table() -> None:
+    for tool, (packages, programs) in hardening.PRIVILEGE_TOOLS.items():
+        assert tool in packages and set(packages) <= set(hardening.FORBIDDEN_PACKAGES)
+        assert all(f"usr/bin/{p}" in hardening.FORBIDDEN_PROGRAMS for p in programs)

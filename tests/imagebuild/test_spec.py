@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from appliance import hardening
 from tests.support.processes import run_cli
 from xwvm.client.imagebuild.spec import (
     SOURCE_ROOT,
@@ -83,6 +84,15 @@ def test_sudo_is_refused_and_hardening_cannot_be_turned_off() -> None:
     assert "no sudo" in issues[f"$.packages[{len(doc['packages']) - 1}]"]
     assert "cannot be turned off" in issues["$.hardening.ssh_password_auth"]
     assert issues["$.hardening.user"] == "must not be a system account"
+
+
+def test_every_privilege_package_of_the_guest_list_is_refused() -> None:
+    doc = base_doc()
+    first = len(doc["packages"])
+    doc["packages"].extend(hardening.FORBIDDEN_PACKAGES)
+    issues = issues_of(doc)
+    assert all("no sudo" in issues[f"$.packages[{first + i}]"]
+               for i in range(len(hardening.FORBIDDEN_PACKAGES)))
 
 
 def test_paths_and_cmdline() -> None:

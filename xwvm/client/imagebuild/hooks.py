@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.hardening import FORBIDDEN_PROGRAMS
 from xwvm.client.imagebuild.spec import SOURCE_ROOT, TemplateSpec, load_spec
 
 LIB_DIR = "/opt/xwvm/lib"
@@ -147,9 +148,9 @@ def harden(spec: TemplateSpec, root: Path) -> list[str]:
     if not any("PasswordAuthentication no" in p.read_text() for p in drop_ins):
         raise HookError(f"no /{SSHD_DROP_IN}/*.conf turns PasswordAuthentication off "
                         "(appliance/rootfs must provide it)")
-    for sudo in ("usr/bin/sudo", "usr/bin/doas", "usr/bin/pkexec"):
-        if (root / sudo).exists():
-            raise HookError(f"/{sudo} is in the image; no sudo in a guest")
+    for prog in FORBIDDEN_PROGRAMS:
+        if (root / prog).exists():
+            raise HookError(f"/{prog} is in the image; no sudo in a guest")
     shutil.rmtree(root / "etc/sudoers.d", ignore_errors=True)
     keep = {"usr/bin/su"} if spec.allow_su else set()
     return _drop_setuid(root, keep)

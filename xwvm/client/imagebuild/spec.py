@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from appliance.hardening import FORBIDDEN_PACKAGES  # would give the user a way to root
 from contextualizer.errors import ValidationIssue
 from contextualizer.validation import json_path
 from xwvm.errors import XwvmError
@@ -27,8 +28,6 @@ from xwvm.errors import XwvmError
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = SOURCE_ROOT / "templates" / "schema.json"
 ROOT_LABEL = "xwvm-root"
-#: Packages that would give the unprivileged user a way to root.
-FORBIDDEN_PACKAGES = ("sudo", "sudo-ldap", "doas", "opendoas", "pkexec", "policykit-1")
 MAX_EXTENDS_DEPTH = 8
 
 
