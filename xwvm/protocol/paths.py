@@ -1,0 +1,57 @@
+"""Every endpoint path the worker and the nested worker (in the guest) call, written once.
+
+Ids are put in as given: callers pass ids they checked (:func:`xwvm.ids.check_uid`)."""
+
+from __future__ import annotations
+
+HOSTS = "/hosts"
+
+
+def host_heartbeat(host_uid: str) -> str:
+    return f"/hosts/{host_uid}/heartbeat"
+
+
+def host_work(host_uid: str) -> str:
+    """Where a worker asks for its next job."""
+    return f"/hosts/{host_uid}/work"
+
+
+def work(uid: str) -> str:
+    return f"/works/{uid}"
+
+
+def work_result(uid: str) -> str:
+    """The job's results archive (PUT by the worker, GET by its owner)."""
+    return f"/works/{uid}/result"
+
+
+def work_report(uid: str) -> str:
+    """The outer worker's report of a job's status."""
+    return f"/works/{uid}/report"
+
+
+def work_progress(uid: str) -> str:
+    """A nested worker's sign of life; the answer says whether to stop."""
+    return f"/works/{uid}/progress"
+
+
+def work_payload(uid: str) -> str:
+    """The nested worker says the payload ended (exit code, or why it could not run)."""
+    return f"/works/{uid}/payload"
+
+
+def pilot_work(pilot_uid: str) -> str:
+    """A pilot VM's nested worker asks for its next job."""
+    return f"/works/{pilot_uid}/pilot-work"
+
+
+def data_content(uid: str) -> str:
+    return f"/data/{uid}/content"
+
+
+def template_artifact(uid: str, role: str, fmt: str | None = None) -> str:
+    return f"/templates/{uid}/artifacts/{role}" + (f"?format={fmt}" if fmt else "")
+
+
+def template_chunks(uid: str, role: str) -> str:
+    return f"/templates/{uid}/artifacts/{role}/chunks"
