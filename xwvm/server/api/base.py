@@ -18,6 +18,10 @@ from xwvm.server.services import users as user_service
 
 # Deeper JSON than this is refused: no schema of ours nests half as deep.
 MAX_DEPTH = 32
+# Shapes more than one schema uses. The schema owns a field's shape; services check only
+# what needs the database or the caller. (maxLength: "$" also matches before a final "\n".)
+SHA256 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "minLength": 64, "maxLength": 64}
+SIZE = {"type": "integer", "minimum": 0}
 
 
 def cfg() -> ServerConfig:

@@ -7,7 +7,17 @@ from flask import Blueprint, jsonify, request
 from xwvm.errors import Conflict
 from xwvm.server import policy
 from xwvm.server.api import views
-from xwvm.server.api.base import cfg, commit, db, json_body, principal, store, upload_length
+from xwvm.server.api.base import (
+    SHA256,
+    SIZE,
+    cfg,
+    commit,
+    db,
+    json_body,
+    principal,
+    store,
+    upload_length,
+)
 from xwvm.server.api.download import blob_response
 from xwvm.server.db.models import Data
 from xwvm.server.rights import PUBLIC, parse_mode
@@ -18,8 +28,7 @@ bp = Blueprint("data", __name__)
 
 NEW_DATA = {"type": "object", "additionalProperties": False, "required": ["name"],
             "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 255},
-                           "size": {"type": "integer", "minimum": 0},
-                           "sha256": {"type": "string"},
+                           "size": SIZE, "sha256": SHA256,
                            "access_rights": {"type": "string", "maxLength": 64}}}
 
 

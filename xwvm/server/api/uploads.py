@@ -6,7 +6,16 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from xwvm.server.api.base import cfg, commit, db, json_body, principal, upload_length
+from xwvm.server.api.base import (
+    SHA256,
+    SIZE,
+    cfg,
+    commit,
+    db,
+    json_body,
+    principal,
+    upload_length,
+)
 from xwvm.server.blobs import BlobStore
 from xwvm.server.db.models import UploadSession
 from xwvm.server.services import uploads as upload_service
@@ -14,8 +23,7 @@ from xwvm.server.services import uploads as upload_service
 bp = Blueprint("uploads", __name__)
 
 NEW_UPLOAD = {"type": "object", "additionalProperties": False, "required": ["size", "sha256"],
-              "properties": {"size": {"type": "integer", "minimum": 0},
-                             "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}}
+              "properties": {"size": SIZE, "sha256": SHA256}}
 
 
 def image_store() -> BlobStore:

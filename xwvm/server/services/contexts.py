@@ -35,8 +35,6 @@ def create(db: Session, p: Principal, name: str, document: dict[str, Any],
            access_rights: int = PRIVATE) -> Context:
     # A context is data the user supplies: the same level as inserting data.
     policy.require(p, "insert_data")
-    if not name or len(name) > 255:
-        raise BadRequest("context name must be 1-255 characters", code="bad_name")
     check_document(document)
     ctx = Context(name=name, document=document, owner_uid=p.uid, group_uid=p.group_uid,
                   access_rights=access_rights)
