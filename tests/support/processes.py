@@ -16,7 +16,7 @@ from tests.support.postgres import free_port
 from xwvm.client.sdk import Client
 from xwvm.worker.credential import Credential
 
-XWVM = [sys.executable, "-m", "xwvm.client.cli"]
+XWVM = [sys.executable, "-m", "xwvm.cli"]
 ADMIN_PASSWORD = "admin-password-1"
 
 

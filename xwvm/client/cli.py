@@ -1,9 +1,10 @@
-"""The `xwvm` command line."""
+"""The user's `xwvm` commands: login, apps, data, jobs, results, users and groups (the
+context, template and admin groups come from the other cli_* modules). The root command
+(:mod:`xwvm.cli`) adds them next to the server's and the worker's groups."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import shlex
 import sys
@@ -18,6 +19,7 @@ import click
 from xwvm.client import cli_auth
 from xwvm.client import cli_template_store as template_store
 from xwvm.client.cli_common import (
+    WALL_CLOCK,
     client,
     fail,
     handle_errors,
@@ -25,6 +27,7 @@ from xwvm.client.cli_common import (
     parse_env,
     path_refs,
     progress_bar,
+    read_secret,
 )
 from xwvm.client.cli_common import format_option as format_option_factory
 from xwvm.client.cli_context import context as context_group
@@ -33,6 +36,8 @@ from xwvm.client.cli_template import template_group
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session
 from xwvm.errors import XwvmError
+from xwvm.protocol import NetworkPolicy
+from xwvm.protocol.platforms import normalize_arch
 
 WORK_COLUMNS = ("uid", "status", "app", "label", "exit_code", "retries", "host", "error")
 HOST_COLUMNS = ("uid", "name", "status", "os", "arch", "cpus", "memory_mb", "shared_apps",
@@ -40,13 +45,6 @@ HOST_COLUMNS = ("uid", "name", "status", "os", "arch", "cpus", "memory_mb", "sha
 DATA_COLUMNS = ("uid", "name", "size", "sha256", "status", "access_rights")
 APP_COLUMNS = ("uid", "name", "kind", "binaries", "access_rights")
 USER_COLUMNS = ("uid", "login", "rights", "group", "enabled")
-
-
-def read_secret(path: str) -> str:
-    text = Path(path).read_text().strip()
-    if not text:
-        fail(f"{path} is empty")
-    return text
 
 
 def upload(c: Client, path: Path, access_rights: str = "755") -> dict[str, Any]:
@@ -58,62 +56,12 @@ format_option = format_option_factory()
 
 
 def this_platform() -> str:
-    from xwvm.worker.facts import normalize_arch
     return f"{platform.system().lower()}/{normalize_arch(platform.machine())}"
 
 
 @click.group()
-@click.version_option(package_name="xwvm")
 def main() -> None:
-    """xwvm: a VM-centric desktop grid (XtremWeb-HEP rebuilt)."""
-
-
-# --- server -----------------------------------------------------------------------------
-
-@main.group()
-def server() -> None:
-    """Initialize and run the server."""
-
-
-@server.command("init")
-@click.option("--data-dir", required=True, type=click.Path(path_type=Path))
-@click.option("--admin-password-file", required=True, type=click.Path(exists=True))
-@click.option("--admin-login", default="admin", show_default=True)
-@click.option("--db", "db_url", help="database URL (default: SQLite in the data dir)")
-@click.option("--public-name", help="host name in xw:// URIs (default: this host's name)")
-@click.option("--hostname", "hostnames", multiple=True,
-              help="names/addresses for the server certificate (repeatable)")
-@click.option("--alive-period", type=int, help="worker heartbeat period in seconds")
-@handle_errors
-def server_init(data_dir: Path, admin_password_file: str, admin_login: str, db_url: str | None,
-                public_name: str | None, hostnames: tuple[str, ...],
-                alive_period: int | None) -> None:
-    """Create the database, the CA (DATA_DIR/ca.pem), the server certificate and the admin."""
-    from xwvm.server.init import init
-    from xwvm.server.pki import fingerprint
-    cfg = init(data_dir, read_secret(admin_password_file), db_url=db_url,
-               admin_login=admin_login, hostnames=list(hostnames) or None,
-               public_name=public_name, alive_period_s=alive_period)
-    click.echo(f"initialized {data_dir}")
-    click.echo(f"  CA certificate: {cfg.ca_cert}")
-    click.echo(f"  CA SHA-256 fingerprint: {fingerprint(cfg.ca_cert.read_bytes())}")
-    click.echo(f"  admin login: {admin_login}")
-
-
-@server.command("run")
-@click.option("--data-dir", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--bind", default="127.0.0.1:4322", show_default=True)
-@click.option("--workers", type=int, help="server processes (default: number of CPUs, min 2)")
-@click.option("--threads", type=int, default=8, show_default=True)
-@click.option("--db", "db_url", help="database URL (overrides server.yaml)")
-@handle_errors
-def server_run(data_dir: Path, bind: str, workers: int | None, threads: int,
-               db_url: str | None) -> None:
-    """Serve the API over TLS with gunicorn."""
-    from xwvm.server import config as server_config
-    from xwvm.server.wsgi import run
-    cfg = server_config.load(data_dir, db_url=db_url)
-    run(cfg, bind, workers=workers, threads=threads)
+    """The user's commands; :mod:`xwvm.cli` adds them to the root command."""
 
 
 # --- login ------------------------------------------------------------------------------
@@ -332,27 +280,6 @@ def submit_jobs(app_name: str | None, args: tuple[str, ...], inputs: tuple[str, 
         sys.exit(1)
 
 
-class WallClock(click.ParamType):
-    name = "duration"
-    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
-        unit = self.UNITS.get(text[-1:]) if text else None
-        try:
-            seconds = int(float(text[:-1]) * unit) if unit else int(text)
-        except ValueError:
-            self.fail(f"{value!r} is not a duration (3600, 90s, 30m, 2h, 1d)", param, ctx)
-        if seconds <= 0:
-            self.fail("a duration must be positive", param, ctx)
-        return seconds
-
-
-WALL_CLOCK = WallClock()
-
-
 def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.argument("app_name", metavar="[APP]", required=False),
@@ -369,7 +296,7 @@ def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "shared apps (e.g. root) until idle"),
         click.option("--pilot-idle", "pilot_idle_s", type=int, default=120, show_default=True,
                      help="a pilot powers off after this many idle seconds"),
-        click.option("--network", type=click.Choice(["server", "none", "internet"]),
+        click.option("--network", type=click.Choice([p.value for p in NetworkPolicy]),
                      default="server", show_default=True,
                      help="VM jobs: what the guest may reach"),
         click.option("--input", "inputs", multiple=True,
@@ -557,125 +484,6 @@ def group_list(fmt: str) -> None:
     output(client().list_groups(), ("uid", "name", "owner"), fmt, "group")
 
 
-# --- workers ----------------------------------------------------------------------------
-
-@main.group()
-def worker() -> None:
-    """Enroll and run workers."""
-
-
-@worker.command("enroll")
-@click.option("-o", "--output", "dest", required=True, type=click.Path(path_type=Path))
-@click.option("--project", help="run only this usergroup's jobs")
-@click.option("--public", is_flag=True, help="run public jobs of anyone (super users)")
-@handle_errors
-def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
-    """Write a worker credential file (worker-user rights)."""
-    from xwvm.worker.credential import Credential
-    s = Session.load()
-    answer = s.client().enroll_worker(project, public)
-    ca_pem = Path(s.ca).read_text() if s.ca else None
-    Credential(server=s.server, login=answer["login"], password=answer["password"],
-               ca_pem=ca_pem).save(dest)
-    scope = project or ("public jobs" if public else f"jobs of {s.login}")
-    click.echo(f"wrote {dest}: worker {answer['login']} for {scope}")
-
-
-@worker.command("run")
-@click.option("--server", "url", help="default: the one in the credential")
-@click.option("--ca", type=click.Path(exists=True), help="default: the one in the credential")
-@click.option("--credential", type=click.Path(exists=True, path_type=Path),
-              help="worker credential file (xwvm worker enroll)")
-@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="log in with this certificate instead (with --key, --server and --ca)")
-@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="the certificate's private key")
-@click.option("--work-dir", required=True, type=click.Path(path_type=Path))
-@click.option("--name", help="host name shown in 'xwvm workers'")
-@click.option("--shared-app", "shared_apps", multiple=True, help="apps this host provides")
-@click.option("--max-jobs", type=int, help="exit after this many jobs")
-@click.option("--max-idle", type=float, help="exit after this many idle seconds")
-@click.option("--hypervisor", type=click.Choice(["auto", "libvirt", "virtualbox", "none"]),
-              default="auto", show_default=True,
-              help="VM jobs: libvirt if usable, else VirtualBox (auto); require one; or none")
-@click.option("--trusted-key", "trusted_keys", multiple=True,
-              type=click.Path(exists=True, path_type=Path),
-              help="Ed25519 public key (file or directory) trusted to sign templates and "
-                   "native apps")
-@click.option("--image-quota", "image_quota_mb", type=int, default=20 * 1024,
-              show_default=True, help="MB of cached templates")
-@click.option("--data-quota", "data_quota_mb", type=click.IntRange(1), default=10 * 1024,
-              show_default=True,
-              help="MB of cached job files (app binaries; inputs leave with their job)")
-@click.option("--vm-hang-timeout", type=float, default=600, show_default=True,
-              help="stop a VM that shows no progress for this many seconds")
-@click.option("--allow-native", is_flag=True,
-              help="also run native jobs on this host itself, outside any VM (implied by "
-                   "--hypervisor none)")
-@click.option("--max-wall-clock", "max_wall_clock_s", type=WALL_CLOCK, default="24h",
-              show_default=True,
-              help="the longest any job may run here (jobs without a limit get this one)")
-@click.option("--allow-unsigned-apps", is_flag=True,
-              help="run native apps that no trusted key signed (not recommended: the "
-                   "server alone then decides what runs on this host)")
-@click.option("--max-vm-memory", "max_vm_memory_mb", type=click.IntRange(64),
-              help="MiB of RAM any one VM gets at most [default: half of this host's]")
-@click.option("--max-vm-cpus", type=click.IntRange(1),
-              help="vCPUs any one VM gets at most [default: all CPUs but one]")
-@click.option("--max-vm-disk", "max_vm_disk_mb", type=click.IntRange(1),
-              help="MiB of disk any one VM may write [default: 20480, at most the free "
-                   "space]")
-@click.option("--vm-cpu-percent", type=click.IntRange(1, 100), default=100,
-              show_default=True, help="share of one host CPU each vCPU may use")
-@handle_errors
-def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: Path | None,
-               key: Path | None, work_dir: Path,
-               name: str | None, shared_apps: tuple[str, ...], max_jobs: int | None,
-               max_idle: float | None, hypervisor: str, trusted_keys: tuple[Path, ...],
-               image_quota_mb: int, data_quota_mb: int, vm_hang_timeout: float,
-               allow_native: bool,
-               max_wall_clock_s: int, allow_unsigned_apps: bool,
-               max_vm_memory_mb: int | None, max_vm_cpus: int | None,
-               max_vm_disk_mb: int | None, vm_cpu_percent: int) -> None:
-    """Pull and run jobs until stopped (SIGTERM gives the running job back)."""
-    from xwvm.worker.agent import Worker, WorkerOptions
-    from xwvm.worker.credential import Credential
-    if bool(cert) != bool(key):
-        fail("give both --cert and --key")
-    if bool(credential) == bool(cert):
-        fail("give either --credential or --cert and --key")
-    if cert and key:
-        if not url or not ca:
-            fail("a certificate login needs --server and --ca")
-        cred = Credential.x509(url, cert, key, Path(ca).read_text())
-    else:
-        assert credential is not None
-        cred = Credential.load(credential)
-    opts = WorkerOptions(work_dir=work_dir, name=name or platform.node(),
-                         shared_apps=list(shared_apps), max_jobs=max_jobs, max_idle=max_idle,
-                         hypervisor=hypervisor, trusted_keys=list(trusted_keys),
-                         image_quota_mb=image_quota_mb, data_quota_mb=data_quota_mb,
-                         vm_hang_timeout_s=vm_hang_timeout,
-                         allow_native=allow_native, max_wall_clock_s=max_wall_clock_s,
-                         allow_unsigned_apps=allow_unsigned_apps,
-                         max_vm_memory_mb=max_vm_memory_mb, max_vm_cpus=max_vm_cpus,
-                         max_vm_disk_mb=max_vm_disk_mb, vm_cpu_percent=vm_cpu_percent)
-    Worker(cred, opts, server=url, ca=ca).run()
-
-
-@worker.command("nested", context_settings={"ignore_unknown_options": True,
-                                            "help_option_names": []})
-@click.argument("agent_args", nargs=-1, type=click.UNPROCESSED)
-def worker_nested(agent_args: tuple[str, ...]) -> None:
-    """Inside a VM: the nested worker (the appliance's agent, run as root by its init).
-
-    Reads the context (--context, default /run/xwvm/context.json), checks the guest's
-    hardening, and runs the job's payload, or a pilot's jobs, as the unprivileged user
-    (--user, default xwvm). `xwvm worker nested --help` lists its options."""
-    from appliance.agent import main as agent_main
-    sys.exit(agent_main(list(agent_args)))
-
-
 main.add_command(context_group)
 main.add_command(cli_auth.login)  # and user passwd|disable|enable, admin issue-cert|...
 for _cmd in cli_auth.USER_COMMANDS:
@@ -683,7 +491,3 @@ for _cmd in cli_auth.USER_COMMANDS:
 main.add_command(template_group)
 main.add_command(template_store.admin_group)  # and the template push|pull|... commands
 
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()

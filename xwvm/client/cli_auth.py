@@ -25,20 +25,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from xwvm.client.cli_common import client, fail, format_option, handle_errors, output
+from xwvm.client.cli_common import (
+    client,
+    fail,
+    format_option,
+    handle_errors,
+    output,
+    read_secret,
+)
 from xwvm.client.cli_template_store import admin_group
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session, config_dir
 from xwvm.client.signer import signer
 
 CERT_COLUMNS = ("serial", "subject", "issued_at", "not_after", "revoked_at")
-
-
-def _read_secret(path: str) -> str:
-    text = Path(path).read_text().strip()
-    if not text:
-        fail(f"{path} is empty")
-    return text
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -187,7 +187,7 @@ def login(url: str, ca: str | None, ca_fingerprint: str | None, login: str | Non
         answer = c.x509_login(Path(cert).read_bytes(), signer(Path(key)))
     else:
         assert login is not None
-        password = (_read_secret(password_file) if password_file
+        password = (read_secret(password_file) if password_file
                     else click.prompt("password", hide_input=True))
         answer = c.login(login, password)
     user = answer["user"]
@@ -204,9 +204,9 @@ def login(url: str, ca: str | None, ca_fingerprint: str | None, login: str | Non
 @handle_errors
 def user_passwd(old_password_file: str | None, new_password_file: str | None) -> None:
     """Change your password (every token of your account is revoked; this one renewed)."""
-    old = (_read_secret(old_password_file) if old_password_file
+    old = (read_secret(old_password_file) if old_password_file
            else click.prompt("current password", hide_input=True))
-    new = (_read_secret(new_password_file) if new_password_file
+    new = (read_secret(new_password_file) if new_password_file
            else click.prompt("new password", hide_input=True, confirmation_prompt=True))
     session = Session.load()
     answer = session.client().change_password(old, new)

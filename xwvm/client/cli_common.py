@@ -1,5 +1,6 @@
-"""What every `xwvm` command module shares: error reporting, the logged-in client,
-output formats, progress bars and NAME=VALUE parsing."""
+"""What every `xwvm` command module shares (the user's, and the worker's): error reporting,
+the logged-in client, output formats, progress bars, secrets read from files, durations and
+NAME=VALUE parsing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +21,37 @@ from xwvm.errors import XwvmError
 
 def fail(message: str) -> None:
     raise click.ClickException(message)
+
+
+def read_secret(path: str) -> str:
+    """A password or token kept in a file (surrounding whitespace stripped); never empty."""
+    text = Path(path).read_text().strip()
+    if not text:
+        fail(f"{path} is empty")
+    return text
+
+
+class WallClock(click.ParamType):
+    """A duration in seconds: 3600, or with a unit: 90s, 30m, 2h, 1d."""
+
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        unit = self.UNITS.get(text[-1:]) if text else None
+        try:
+            seconds = int(float(text[:-1]) * unit) if unit else int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (3600, 90s, 30m, 2h, 1d)", param, ctx)
+        if seconds <= 0:
+            self.fail("a duration must be positive", param, ctx)
+        return seconds
+
+
+WALL_CLOCK = WallClock()
 
 
 def path_ref(ref: str) -> str:

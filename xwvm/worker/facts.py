@@ -12,14 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from xwvm import __version__
-
-_ARCH = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "i686": "x86",
-         "i386": "x86"}
-
-
-def normalize_arch(machine: str) -> str:
-    m = machine.lower()
-    return _ARCH.get(m, m)
+from xwvm.protocol.platforms import normalize_arch
 
 
 def memory_mb() -> int:
