@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from contextualizer import JobSpec, Limits, Payload, build_job_context, write_iso  # noqa: E402
 from tests.support.guest import build_guest  # noqa: E402
 from xwvm.client.imagebuild.cache import built_image  # noqa: E402
-from xwvm.worker.drivers import Network, VMSpec  # noqa: E402
+from xwvm.protocol.vocab import NetworkPolicy  # noqa: E402
+from xwvm.worker.drivers import VMSpec  # noqa: E402
 from xwvm.worker.drivers.libvirt import LibvirtDriver  # noqa: E402
 
 MARKERS = ("xwvm-init: start", "xwvm-init: context found", "xwvm-agent: hardening ok")
@@ -57,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    image = built_image("base")
+    image = built_image(Path(__file__).resolve().parent.parent / "templates" / "base.yaml")
     manifest = json.loads((image / "manifest.json").read_text())
     root = Path(tempfile.mkdtemp(prefix="xwvm-bench-boot-", dir="/var/tmp"))
     root.chmod(0o711)
@@ -85,7 +86,7 @@ def main() -> None:
             spec = VMSpec(job_uid=f"bench{i}", worker_id="bench",
                           base_image=work / "disk.qcow2", base_format="qcow2", memory_mb=512,
                           context_iso=iso, kernel=work / "vmlinuz", initrd=work / "initrd.img",
-                          cmdline=manifest["cmdline"], network=Network.SERVER,
+                          cmdline=manifest["cmdline"], network=NetworkPolicy.SERVER,
                           server_endpoint=("127.0.0.1", 9))
             for m, t in boot(drv, spec, MARKERS).items():
                 rows[m].append(t)

@@ -71,7 +71,7 @@ def root_image() -> Path:
     from xwvm.client.imagebuild.cache import built_image
     print("# the ROOT template image (built once, then reused):", flush=True)
     started = time.monotonic()
-    image = built_image("root")
+    image = built_image(ROOT / "templates" / "root.yaml")
     print(f"  {image} ({time.monotonic() - started:.0f} s)", flush=True)
     return image
 

@@ -21,12 +21,13 @@ fi
 # The appliance: static files, init, Python packages, agent wrapper.
 cp -a "$SRC/rootfs/." /
 install -D -m 0755 "$SRC/init" /opt/xwvm/init
+# The library is the guest's packages ($XWVM_PYTHON_PACKAGES, uploaded to $SRC/lib as
+# they lie there: xwvm/protocol with xwvm/__init__.py and nothing else of xwvm).
+rm -rf /opt/xwvm/lib
 mkdir -p /opt/xwvm/lib /opt/xwvm/bin
-for package in $XWVM_PYTHON_PACKAGES; do
-    rm -rf "/opt/xwvm/lib/$package"
-    cp -a "$SRC/lib/$package" /opt/xwvm/lib/
-done
-rm -rf /opt/xwvm/lib/appliance/rootfs /opt/xwvm/lib/appliance/init
+cp -a "$SRC/lib/." /opt/xwvm/lib/
+rm -rf /opt/xwvm/lib/appliance/rootfs /opt/xwvm/lib/appliance/init \
+    /opt/xwvm/lib/appliance/initramfs-init
 pythonpath=/opt/xwvm/lib
 path=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
 if [ -n "$XWVM_PIP_TARGET" ]; then

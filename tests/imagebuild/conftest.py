@@ -17,16 +17,15 @@ from pathlib import Path
 import pytest
 
 from xwvm.client.imagebuild import cache
-from xwvm.client.imagebuild.spec import SOURCE_ROOT
 
 CACHE_ROOT = Path(os.environ.get("XWVM_TEST_IMAGE_CACHE", str(cache.DEFAULT_CACHE)))
-TEMPLATES = SOURCE_ROOT / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 input_key = cache.input_key
 
 
 def built_image(name: str) -> Path:
     """The build output folder of ``templates/NAME.yaml``, building it if not cached."""
-    return cache.built_image(name, CACHE_ROOT)
+    return cache.built_image(TEMPLATES / f"{name}.yaml", CACHE_ROOT)
 
 
 @pytest.fixture(scope="session")

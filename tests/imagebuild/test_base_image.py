@@ -116,6 +116,8 @@ def test_appliance_is_installed(base_image: Path) -> None:
     assert exists(raw, "/opt/xwvm/lib/xwvm/__init__.py")
     assert exists(raw, "/opt/xwvm/lib/contextualizer/__init__.py")
     assert not exists(raw, "/opt/xwvm/lib/appliance/rootfs")
+    assert exists(raw, "/opt/xwvm/lib/xwvm/protocol/__init__.py")
+    assert not exists(raw, "/opt/xwvm/lib/xwvm/server")  # the guest package only
     agent = cat(raw, "/opt/xwvm/bin/xwvm-agent")
     assert mode(raw, "/opt/xwvm/bin/xwvm-agent") & 0o111 == 0o111
     assert "python3 -m appliance.agent" in agent

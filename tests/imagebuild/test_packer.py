@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from xwvm.client.imagebuild.packer import packer_template, provision_environment
-from xwvm.client.imagebuild.spec import SOURCE_ROOT, load_spec
+from xwvm.client.imagebuild.spec import load_spec
 
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout: packer/ lives there
 PACKER_DIR = SOURCE_ROOT / "packer"
 NAMES = ["base", "root"]
 

@@ -11,7 +11,6 @@ import yaml
 from appliance import hardening
 from tests.support.processes import run_cli
 from xwvm.client.imagebuild.spec import (
-    SOURCE_ROOT,
     SpecError,
     load_spec,
     merge,
@@ -19,7 +18,7 @@ from xwvm.client.imagebuild.spec import (
     validate_spec_file,
 )
 
-TEMPLATES = SOURCE_ROOT / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 def base_doc() -> dict[str, Any]:

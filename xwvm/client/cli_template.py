@@ -43,7 +43,7 @@ def template_group() -> None:
 @template_group.command("validate")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 def template_validate(specs: tuple[Path, ...]) -> None:
-    """Check SPECS against templates/schema.json (after `extends`), listing every problem."""
+    """Check SPECS against the template schema (after `extends`), listing every problem."""
     bad = 0
     for spec in specs:
         issues = validate_spec_file(spec)

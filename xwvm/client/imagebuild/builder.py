@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from xwvm.client.imagebuild import image, initramfs
+from xwvm.client.imagebuild import image, initramfs, sources
 from xwvm.client.imagebuild.hooks import DPKG_EXCLUDES, DPKG_INCLUDES, Plan
 from xwvm.client.imagebuild.manifest import MANIFEST_NAME, Artifact, Manifest, describe
-from xwvm.client.imagebuild.spec import ROOT_LABEL, SOURCE_ROOT, TemplateSpec
+from xwvm.client.imagebuild.spec import ROOT_LABEL, TemplateSpec
 from xwvm.errors import XwvmError
 
 #: The image's Python and C library, for choosing binary wheels on the host.
@@ -150,7 +150,7 @@ class Builder:
         # System tools first: mmdebstrap runs `python3` per package, and a user's
         # python3 shim (pyenv) costs seconds over a build.
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(self.epoch), "PATH": SYSTEM_PATH,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(SOURCE_ROOT),
+               "PYTHONPATH": os.pathsep.join(filter(None, [*_import_roots(),
                                                            os.environ.get("PYTHONPATH")]))}
         self.stream(cmd, env)
 
@@ -269,15 +269,23 @@ def apt_sources(release: str = "bookworm") -> list[Path]:
 
 
 def source_date_epoch() -> int:
-    """``$SOURCE_DATE_EPOCH``, else the source checkout's last commit time, else a constant."""
+    """``$SOURCE_DATE_EPOCH``, else the last commit time of the checkout xwvm is imported
+    from (if it is one), else a constant."""
     if env := os.environ.get("SOURCE_DATE_EPOCH"):
         return int(env)
     try:
-        out = subprocess.run(["git", "-C", str(SOURCE_ROOT), "log", "-1", "--format=%ct"],
+        checkout = sources.import_root("xwvm")
+        out = subprocess.run(["git", "-C", str(checkout), "log", "-1", "--format=%ct"],
                              capture_output=True, text=True, check=True, timeout=10).stdout
         return int(out.strip())
     except (OSError, ValueError, subprocess.SubprocessError):
         return DEFAULT_EPOCH
+
+
+def _import_roots() -> list[str]:
+    """Where the hooks' packages are imported from (the hooks run in a new interpreter)."""
+    return list(dict.fromkeys(str(sources.import_root(p))
+                              for p in ("xwvm", "appliance", "contextualizer")))
 
 
 def _platform_options(glibc: tuple[int, int]) -> list[str]:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance.hardening import FORBIDDEN_PROGRAMS
-from xwvm.client.imagebuild.spec import SOURCE_ROOT, TemplateSpec, load_spec
+from xwvm.client.imagebuild import sources
+from xwvm.client.imagebuild.spec import TemplateSpec, load_spec
 
 LIB_DIR = "/opt/xwvm/lib"
 AGENT = "/opt/xwvm/bin/xwvm-agent"
@@ -106,13 +107,11 @@ def customize(spec: TemplateSpec, plan: Plan, root: Path) -> None:
 
 
 def install_appliance(spec: TemplateSpec, plan: Plan, root: Path) -> None:
-    """The repo's Python packages, the init, the agent wrapper and the pip packages."""
+    """The guest's Python packages, the init, the agent wrapper and the pip packages."""
     lib = root / LIB_DIR.lstrip("/")
-    for package in spec.python_packages:
-        # appliance/ also holds the image's init and static files, installed elsewhere.
-        skip = ("rootfs", "init") if package == "appliance" else ()
-        _copy_tree(SOURCE_ROOT / package, lib / package, skip)
-    _install_file(SOURCE_ROOT / "appliance" / "init", root / INIT.lstrip("/"), 0o755)
+    for source, name in sources.guest_files(spec.python_packages):
+        _install_file(source, lib / name, stat.S_IMODE(source.stat().st_mode))
+    _install_file(sources.appliance_file("init"), root / INIT.lstrip("/"), 0o755)
     pythonpath = ":".join([LIB_DIR, *([spec.pip_target] if spec.pip_target else [])])
     path = f"{spec.pip_target}/bin:{CHECK_PATH}" if spec.pip_target else CHECK_PATH
     env = root / ENV_FILE.lstrip("/")
@@ -242,13 +241,8 @@ def _fix_shebangs(bin_dir: Path) -> None:
             script.write_bytes(b"#!/usr/bin/python3\n" + (body[1] if len(body) > 1 else b""))
 
 
-def _copy_tree(src: Path, dest: Path, skip_top: tuple[str, ...] = ()) -> None:
-    patterns = shutil.ignore_patterns("__pycache__", "*.pyc", ".gitkeep", ".git")
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        top = {n for n in names if n in skip_top} if Path(folder) == src else set()
-        return set(patterns(folder, names)) | top
-
+def _copy_tree(src: Path, dest: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".gitkeep", ".git")
     if src.is_dir():
         shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True, ignore=ignore)
     else:

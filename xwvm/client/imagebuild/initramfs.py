@@ -20,9 +20,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xwvm.client.imagebuild.spec import SOURCE_ROOT
+from xwvm.client.imagebuild import sources
 
-INIT_SCRIPT = SOURCE_ROOT / "appliance" / "initramfs-init"
+INIT_SCRIPT = sources.appliance_file("initramfs-init")
 BUSYBOX = "bin/busybox"
 PT_INTERP = 3
 

@@ -12,9 +12,11 @@ support is young).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from xwvm.client.imagebuild.spec import SOURCE_ROOT, TemplateSpec
+from xwvm.client.imagebuild import sources
+from xwvm.client.imagebuild.spec import TemplateSpec
 
 CLOUD_IMAGE = ("https://cloud.debian.org/images/cloud/bookworm/latest/"
                "debian-12-genericcloud-amd64.qcow2")
@@ -24,6 +26,7 @@ NETINST_ISO = ("https://cdimage.debian.org/cdimage/release/current/amd64/iso-cd/
 NETINST_SUMS = "file:https://cdimage.debian.org/cdimage/release/current/amd64/iso-cd/SHA256SUMS"
 BUILD_USER, BUILD_PASSWORD = "packer", "packer"
 SOURCE_VAR = "{{user `source_dir`}}"
+LIB_UPLOAD = "/tmp/xwvm-src/lib"
 
 
 def packer_template(spec: TemplateSpec) -> dict[str, Any]:
@@ -131,17 +134,37 @@ def _virtualbox(spec: TemplateSpec) -> dict[str, Any]:
     }
 
 
+def _library_folders(spec: TemplateSpec) -> list[str]:
+    """The folders of the image's library above a subpackage (``xwvm`` for xwvm/protocol)."""
+    return sorted({str(Path(p).parent) for p in spec.python_packages} - {"."})
+
+
+def _library_uploads(spec: TemplateSpec) -> list[dict[str, Any]]:
+    """The guest's packages into /tmp/xwvm-src/lib, laid out as in the image's library:
+    ``xwvm/protocol`` goes to ``lib/xwvm/protocol`` with ``xwvm/__init__.py`` beside it."""
+    uploads = [{"type": "file", "source": f"{SOURCE_VAR}/{f}/__init__.py",
+                "destination": f"{LIB_UPLOAD}/{f}/__init__.py"} for f in _library_folders(spec)]
+    for package in spec.python_packages:
+        parent = str(Path(package).parent)
+        uploads.append({"type": "file", "source": f"{SOURCE_VAR}/{package}",
+                        "destination": f"{LIB_UPLOAD}/" if parent == "." else
+                                       f"{LIB_UPLOAD}/{parent}/"})
+    return uploads
+
+
 def _provisioners(spec: TemplateSpec) -> list[dict[str, Any]]:
     uploads: list[dict[str, Any]] = [
-        {"type": "shell", "inline": ["mkdir -p /tmp/xwvm-src/lib /tmp/xwvm-src/rootfs"]},
+        {"type": "shell", "inline": [" ".join(["mkdir -p", LIB_UPLOAD, "/tmp/xwvm-src/rootfs",
+                                               *(f"{LIB_UPLOAD}/{f}"
+                                                 for f in _library_folders(spec))])]},
         {"type": "file", "source": "{{template_dir}}/scripts/finish.sh",
          "destination": "/tmp/xwvm-src/finish.sh"},
         {"type": "file", "source": "{{user `source_dir`}}/appliance/init",
          "destination": "/tmp/xwvm-src/init"},
-        *({"type": "file", "source": f"{SOURCE_VAR}/{c.source.relative_to(SOURCE_ROOT)}/",
+        *({"type": "file",
+           "source": f"{SOURCE_VAR}/{c.source.relative_to(sources.import_root())}/",
            "destination": "/tmp/xwvm-src/rootfs/"} for c in spec.files if c.dest == "/"),
-        *({"type": "file", "source": f"{SOURCE_VAR}/{package}",
-           "destination": "/tmp/xwvm-src/lib/"} for package in spec.python_packages),
+        *_library_uploads(spec),
     ]
     return [
         *uploads,

@@ -1,6 +1,6 @@
 """Owns template specs: loading ``templates/*.yaml``, resolving ``extends``, validation, typing.
 
-A spec is checked against ``templates/schema.json`` after its parents are
+A spec is checked against ``template-schema.json`` (this package's data) after its parents are
 merged in, so a child only writes what it changes. Every problem comes back as
 a ``ValidationIssue`` (JSON path, message), in the contextualizer's style;
 ``load_spec`` raises ``SpecError`` carrying all of them at once.
@@ -22,11 +22,9 @@ import yaml
 from appliance.hardening import FORBIDDEN_PACKAGES  # would give the user a way to root
 from contextualizer.errors import ValidationIssue
 from contextualizer.validation import json_path
+from xwvm.client.imagebuild import sources
 from xwvm.errors import XwvmError
 
-#: The repository checkout the builder copies the appliance and Python packages from.
-SOURCE_ROOT = Path(__file__).resolve().parents[3]
-SCHEMA_PATH = SOURCE_ROOT / "templates" / "schema.json"
 ROOT_LABEL = "xwvm-root"
 MAX_EXTENDS_DEPTH = 8
 
@@ -103,7 +101,7 @@ def spec_digest(document: dict[str, Any]) -> str:
 @cache
 def template_schema() -> dict[str, Any]:
     """The spec JSON Schema (draft 2020-12), checked once when first loaded."""
-    schema = json.loads(SCHEMA_PATH.read_text())
+    schema = json.loads(sources.schema_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return schema
 
@@ -262,9 +260,9 @@ def _semantic_issues(doc: dict[str, Any]) -> Iterator[ValidationIssue]:
     if isinstance(files, list):
         for i, item in enumerate(files):
             source = item.get("source") if isinstance(item, dict) else None
-            if isinstance(source, str) and not (SOURCE_ROOT / source).exists():
+            if isinstance(source, str) and not (sources.import_root() / source).exists():
                 yield ValidationIssue(json_path(["files", i, "source"]),
-                                      f"does not exist under {SOURCE_ROOT}")
+                                      f"does not exist under {sources.import_root()}")
     checks = doc.get("checks")
     if isinstance(checks, list):
         names = [c.get("name") for c in checks if isinstance(c, dict)]
@@ -293,7 +291,8 @@ def _typed(doc: dict[str, Any], path: Path) -> TemplateSpec:
         pip_target=pip.get("target"),
         pip_packages=tuple(pip.get("packages", ())),
         python_packages=tuple(doc.get("python_packages", ())),
-        files=tuple(FileCopy(SOURCE_ROOT / f["source"], f["dest"]) for f in doc.get("files", ())),
+        files=tuple(FileCopy(sources.import_root() / f["source"], f["dest"])
+                    for f in doc.get("files", ())),
         user=hardening["user"],
         allow_su=hardening.get("su", False),
         checks=tuple(Check(c["name"], tuple(c["command"])) for c in doc.get("checks", ())),
