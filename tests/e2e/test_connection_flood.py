@@ -23,7 +23,8 @@ import pytest
 from tests.support.guest import NET_UP, Guest, Kernel, build_guest
 from tests.support.lan import free_port, http_server, wait_listening
 from tests.worker.drivers.conftest import kernel, qcow2_template, vm_host, vm_root  # noqa: F401
-from xwvm.worker.drivers import Network, VMSpec, VMState
+from xwvm.protocol.vocab import NetworkPolicy
+from xwvm.worker.drivers import VMSpec, VMState
 from xwvm.worker.drivers.libvirt import LibvirtDriver
 from xwvm.worker.forwarder import MAX_CONNECTIONS
 
@@ -104,7 +105,7 @@ def test_a_connection_flood_from_the_guest_spawns_bounded_host_processes(
     work.chmod(0o711)
     driver = LibvirtDriver(f"fl{os.getpid()}", work)
     spec0 = VMSpec(job_uid="flood", worker_id=driver.worker_id, base_image=qcow2_template,
-                   memory_mb=256, network=Network.SERVER,
+                   memory_mb=256, network=NetworkPolicy.SERVER,
                    server_endpoint=("127.0.0.1", server_port))
     addr, port = driver.guest_endpoint(spec0) or ("", 0)
     gdir = vm_root / "guests"

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from xwvm.worker.drivers.base import (
+from xwvm.worker.drivers.console import (
     CONSOLE_TAIL_BYTES,
     console_size,
     read_console,

@@ -21,10 +21,10 @@ import pytest
 
 from tests.support.guest import Guest
 from tests.worker.drivers.conftest import LIBVIRT_ONLY, new_driver
-from xwvm.worker import exchange
+from xwvm.protocol import exchange
+from xwvm.protocol.vocab import NetworkPolicy
 from xwvm.worker.drivers import (
     Driver,
-    Network,
     ProbeResult,
     SpecError,
     Unsupported,
@@ -199,8 +199,8 @@ def test_guest_reads_and_writes_the_exchange_disk_in_place(
 
 
 def test_every_driver_enforces_network_none(driver: Driver) -> None:
-    assert Network.NONE in driver.networks()
-    assert Network.INTERNET not in driver.networks()  # no egress proxy yet
+    assert NetworkPolicy.NONE in driver.networks()
+    assert NetworkPolicy.INTERNET not in driver.networks()  # no egress proxy yet
 
 
 def test_stop_powers_off_a_guest_that_ignores_acpi(
@@ -258,7 +258,7 @@ def test_define_twice_is_refused(driver: Driver, spec_for: Callable[..., VMSpec]
 
 
 def test_refused_spec_leaves_nothing(driver: Driver, spec_for: Callable[..., VMSpec]) -> None:
-    spec = spec_for("inet-1", network=Network.INTERNET, server_endpoint=("127.0.0.1", 1))
+    spec = spec_for("inet-1", network=NetworkPolicy.INTERNET, server_endpoint=("127.0.0.1", 1))
     with pytest.raises(Unsupported, match="not supported yet"):
         driver.define(spec)
     assert driver.list_own() == []

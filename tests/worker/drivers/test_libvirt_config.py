@@ -11,7 +11,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from xwvm.worker.drivers import Network, SpecError, Unsupported, VMSpec
+from xwvm.protocol.vocab import NetworkPolicy
+from xwvm.worker.drivers import SpecError, Unsupported, VMSpec
 from xwvm.worker.drivers.libvirt import LibvirtDriver
 from xwvm.worker.drivers.libvirt.config import QEMU_NS, DomainConfig
 
@@ -23,7 +24,7 @@ SPECS = {
     "server": replace(BASE, vcpus=2, memory_mb=1024, cpu_quota_percent=50, disk_cap_mb=4096,
                       context_iso=Path("/tmp/ctx.iso"), kernel=Path("/boot/vmlinuz"),
                       initrd=Path("/boot/initrd.img"), cmdline="console=ttyS0 quiet",
-                      network=Network.SERVER, server_endpoint=("192.0.2.10", 8443)),
+                      network=NetworkPolicy.SERVER, server_endpoint=("192.0.2.10", 8443)),
     "offline": replace(BASE, context_iso=Path("/tmp/ctx.iso"), kernel=Path("/boot/vmlinuz"),
                        exchange_disk=Path("/var/lib/xwvm/vm/job-1-exchange.img")),
 }
@@ -163,7 +164,7 @@ def test_network_server_refuses_a_work_dir_qemu_would_misparse() -> None:
 
 
 def test_network_internet_is_refused() -> None:
-    spec = replace(SPECS["server"], network=Network.INTERNET)
+    spec = replace(SPECS["server"], network=NetworkPolicy.INTERNET)
     with pytest.raises(Unsupported, match="egress proxy that blocks LAN ranges"):
         _driver().domain_xml(spec)
 
@@ -176,8 +177,8 @@ def test_network_internet_is_refused() -> None:
     ({"base_format": "qed"}, "base_format"),
     ({"cpu_quota_percent": 0}, "cpu_quota_percent"),
     ({"memory_mb": 1}, "memory_mb"),
-    ({"network": Network.SERVER}, "server_endpoint"),
-    ({"network": Network.SERVER, "server_endpoint": ("h,ost", 1)}, "server_endpoint"),
+    ({"network": NetworkPolicy.SERVER}, "server_endpoint"),
+    ({"network": NetworkPolicy.SERVER, "server_endpoint": ("h,ost", 1)}, "server_endpoint"),
     ({"initrd": Path("/i")}, "need a kernel"),
 ])
 def test_spec_validation(change: dict[str, object], problem: str) -> None:

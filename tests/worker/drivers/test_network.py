@@ -19,7 +19,8 @@ from tests.support.guest import NET_UP, Guest
 from tests.support.lan import free_port, http_server, lan_host, wait_listening
 from tests.worker.drivers.conftest import LIBVIRT_ONLY
 from tests.worker.drivers.test_contract import run_to_poweroff
-from xwvm.worker.drivers import Driver, Network, VMSpec
+from xwvm.protocol.vocab import NetworkPolicy
+from xwvm.worker.drivers import Driver, VMSpec
 
 pytestmark = LIBVIRT_ONLY
 
@@ -64,7 +65,7 @@ try() {
 def test_server_network_reaches_the_server_only(
         driver: Driver, spec_for: Callable[..., VMSpec], make_guest: Callable[[str], Guest],
         net: Net) -> None:
-    spec = spec_for("net-1", network=Network.SERVER,
+    spec = spec_for("net-1", network=NetworkPolicy.SERVER,
                     server_endpoint=("127.0.0.1", net.server_port))
     endpoint = driver.guest_endpoint(spec)
     assert endpoint is not None
@@ -81,7 +82,7 @@ try {addr} {net.other_port} forward-address-other-port
 try 10.0.2.3 53 slirp-dns
 """)
     boot = {"kernel": guest.kernel, "initrd": guest.initrd, "cmdline": guest.cmdline}
-    console = run_to_poweroff(driver, spec_for("net-1", network=Network.SERVER,
+    console = run_to_poweroff(driver, spec_for("net-1", network=NetworkPolicy.SERVER,
                                                server_endpoint=("127.0.0.1", net.server_port),
                                                **boot))
     assert "NICS: eth0 lo" in console

@@ -23,11 +23,11 @@ from tests.support import fake_vboxapi
 from tests.support.fake_vboxapi import FakeService, FakeXPCOMError, vdi
 from tests.support.fake_vboxapi.constants import FakeConstants
 from tests.support.fake_vboxapi.guest import fake_guest_sector
-from xwvm.worker import exchange
+from xwvm.protocol import exchange
+from xwvm.protocol.vocab import NetworkPolicy
 from xwvm.worker.drivers import (
     DriverError,
     HypervisorUnavailable,
-    Network,
     SpecError,
     Unsupported,
     VMNotFound,
@@ -173,9 +173,9 @@ def test_fake_exchange_disk_of_odd_size_is_refused_and_leaves_nothing(
 
 def test_virtualbox_enforces_network_none_only_unless_lan_nat(svc: FakeService,
                                                              work_dir: Path) -> None:
-    assert VirtualBoxDriver(W, work_dir, api=fake_vboxapi).networks() == (Network.NONE,)
+    assert VirtualBoxDriver(W, work_dir, api=fake_vboxapi).networks() == (NetworkPolicy.NONE,)
     assert VirtualBoxDriver(W, work_dir, api=fake_vboxapi, lan_nat=True).networks() == \
-        (Network.NONE, Network.SERVER)
+        (NetworkPolicy.NONE, NetworkPolicy.SERVER)
 
 
 def test_fake_vm_files_stay_in_the_vm_folder(drv: VirtualBoxDriver, svc: FakeService,
@@ -308,7 +308,7 @@ def test_fake_without_hardware_virtualization_is_unusable(work_dir: Path,
 
 def test_fake_network_server_is_refused_without_lan_nat(drv: VirtualBoxDriver,
                                                         tmp_path: Path) -> None:
-    spec = VMSpec("n-2", W, _template(tmp_path), network=Network.SERVER,
+    spec = VMSpec("n-2", W, _template(tmp_path), network=NetworkPolicy.SERVER,
                   server_endpoint=("192.0.2.10", 8443))
     with pytest.raises(Unsupported, match="LAN"):
         drv.define(spec)
@@ -318,7 +318,7 @@ def test_fake_network_server_is_refused_without_lan_nat(drv: VirtualBoxDriver,
 def test_fake_lan_nat_gives_one_nat_adapter_and_nothing_else(svc: FakeService, work_dir: Path,
                                                              tmp_path: Path) -> None:
     d = VirtualBoxDriver(W, work_dir, api=fake_vboxapi, lan_nat=True)
-    spec = VMSpec("n-3", W, _template(tmp_path), network=Network.SERVER,
+    spec = VMSpec("n-3", W, _template(tmp_path), network=NetworkPolicy.SERVER,
                   server_endpoint=("192.0.2.10", 8443))
     d.define(spec)
     cfg = svc.find(f"xwvm_{W}_n-3").config  # type: ignore[union-attr]
@@ -329,7 +329,7 @@ def test_fake_lan_nat_gives_one_nat_adapter_and_nothing_else(svc: FakeService, w
     assert not any(n.enabled for n in cfg.nics[1:])
     assert d.guest_endpoint(spec) == ("192.0.2.10", 8443)
     with pytest.raises(Unsupported, match="loopback"):
-        d.define(VMSpec("n-4", W, _template(tmp_path), network=Network.SERVER,
+        d.define(VMSpec("n-4", W, _template(tmp_path), network=NetworkPolicy.SERVER,
                         server_endpoint=("127.0.0.1", 8443)))
     d.cleanup_leftovers()
 
@@ -396,7 +396,7 @@ def test_fake_vmjob_stops_a_guest_that_floods_its_console(drv: VirtualBoxDriver,
     (VirtualBox's raw console file has no rotation, unlike virtlogd's). The flood is
     written where the fake guest's COM1 goes."""
     from xwvm.client.sdk import Client
-    from xwvm.worker.drivers.base import CONSOLE_MAX_BYTES
+    from xwvm.worker.drivers.console import CONSOLE_MAX_BYTES
     from xwvm.worker.vmjob import VMJobRunner, VMOptions
     no_server = Client("https://127.0.0.1:9", timeout=1)
     runner = VMJobRunner(drv, images=None, client=no_server,  # type: ignore[arg-type]
@@ -409,7 +409,7 @@ def test_fake_vmjob_stops_a_guest_that_floods_its_console(drv: VirtualBoxDriver,
     assert runner._monitor({"uid": "f-1"}, threading.Event()) == "console_flood"
     assert drv.state("f-1") == VMState.SHUTOFF
     assert len(drv.console_log("f-1")) <= 64 * 1024  # only its end is ever read
-    outcome = runner._verdict({"uid": "f-1"}, "console_flood", drv.console_log("f-1"))
+    outcome = runner._stopped({"uid": "f-1"}, "console_flood", drv.console_log("f-1"))
     assert outcome.status == "ERROR" and "MiB to its console" in outcome.message
 
 

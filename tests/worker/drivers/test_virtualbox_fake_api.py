@@ -25,8 +25,9 @@ import pytest
 from tests.support import fake_vboxapi
 from tests.support.fake_vboxapi import api, vdi
 from tests.support.fake_vboxapi.constants import ENUMS, RESULTS, FakeConstants
+from xwvm.protocol.vocab import NetworkPolicy
+from xwvm.worker.drivers.probe import PROBE_SECTOR
 from xwvm.worker.drivers.virtualbox import config, driver, policy
-from xwvm.worker.drivers.virtualbox.driver import PROBE_SECTOR
 
 SOURCES = Path(driver.__file__).parent
 
@@ -115,12 +116,12 @@ def test_every_setting_the_profile_writes_is_a_vbox_sdk_enum_value(svc: object,
                                                                      tmp_path: Path) -> None:
     """Apply the whole profile onto a fake machine with vbox-sdk's own constants: an enum
     name VirtualBox does not have raises."""
-    from xwvm.worker.drivers import Network, VMSpec
+    from xwvm.worker.drivers import VMSpec
     real = _sdk_constants()
     vbox = api.FakeVirtualBox(fake_vboxapi.service())
     machine = vbox.createMachine(str(tmp_path / "m.vbox"), "m", 1, [], "Linux_64", "", "",
                                  "", "")
-    spec = VMSpec("j", "w", tmp_path / "t.vdi", network=Network.SERVER,
+    spec = VMSpec("j", "w", tmp_path / "t.vdi", network=NetworkPolicy.SERVER,
                   server_endpoint=("192.0.2.1", 443))
     settings = policy.settings_for(spec, policy.Placement("m", tmp_path, tmp_path / "c.log",
                                                           None, None, lan_nat=True))

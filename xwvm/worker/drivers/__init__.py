@@ -1,10 +1,11 @@
-"""Hypervisor drivers: one contract (base.py), one package per backend."""
+"""Hypervisor drivers: one contract and the behaviour every backend shares (base.py, with
+spec.py, console.py, probe.py, errors.py), one package per backend of small primitives."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from xwvm.worker.drivers.base import Driver, Network, ProbeResult, VMSpec, VMState
+from xwvm.worker.drivers.base import Driver, ProbeResult, VMSpec, VMState
 from xwvm.worker.drivers.errors import (
     DriverError,
     HypervisorUnavailable,
@@ -14,7 +15,7 @@ from xwvm.worker.drivers.errors import (
     VMNotFound,
 )
 
-__all__ = ["Driver", "DriverError", "HypervisorUnavailable", "Network", "ProbeResult",
+__all__ = ["Driver", "DriverError", "HypervisorUnavailable", "ProbeResult",
            "SpecError", "Unsupported", "VMExists", "VMNotFound", "VMSpec", "VMState",
            "make_driver"]
 

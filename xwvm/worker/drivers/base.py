@@ -1,87 +1,44 @@
-"""The hypervisor driver contract: one VM per job, named by job uid only.
+"""The hypervisor driver contract, and the behaviour every backend shares, written once.
 
-Every backend (libvirt now, VirtualBox later) implements :class:`Driver`; the
-worker above it speaks job uids and :class:`VMSpec` only. Hypervisor names,
-UUIDs and library errors never cross this interface: backends translate their
-library's errors into :mod:`xwvm.worker.drivers.errors` in one place.
+Every backend (libvirt, VirtualBox) subclasses :class:`Driver` and implements only small
+primitives: find one VM (a :class:`Guest`), list its VMs, make a job's disk, create the
+hardened VM, boot the probe guest. Naming, ownership, ``define``/``start``/``state``/
+``stop`` (graceful, then forced), ``destroy``, crash-safe cleanup, the disk-cap check,
+the unsupported-network refusal, console reading and the probe's boot-and-wait live
+here. The worker above speaks job uids and :class:`VMSpec` only: hypervisor names, UUIDs
+and library errors never cross this interface (each backend translates its library's
+errors into :mod:`xwvm.worker.drivers.errors` in one place).
 
 Lifecycle of one job's VM::
 
     prepare_disk(spec) -> define(spec) -> start(uid) -> state(uid)... -> stop(uid) -> destroy(uid)
-
-Shared behaviour (heartbeats, wall-clock limits, hang detection) lives above the
-drivers, written once.
 """
 
 from __future__ import annotations
 
 import abc
 import os
-import re
 import shutil
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from xwvm.worker.drivers.errors import ConsoleUnreadable, SpecError, VMNotFound
+from xwvm.protocol.vocab import NetworkPolicy
+from xwvm.worker.drivers.console import console_size, read_console, wait_for_marker
+from xwvm.worker.drivers.errors import (
+    DriverError,
+    HypervisorUnavailable,
+    SpecError,
+    VMExists,
+    VMNotFound,
+)
+from xwvm.worker.drivers.probe import PROBE_MARKER
+from xwvm.worker.drivers.spec import ID_RE, VMSpec, refuse_unenforced
 
-# Worker ids and job uids become parts of VM and file names: keep them to a safe alphabet.
-# No underscore: the backends join the two with one ("xwvm_<worker>_<job>"), unambiguously.
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
-HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
-DISK_FORMATS = ("qcow2", "raw", "vdi", "vmdk")  # template disk formats any driver knows
-# A console log is read from its end, this much at most (reports quote its tail); a guest
-# that writes more than CONSOLE_MAX_BYTES to it is stopped (VirtualBox's raw file has no
-# rotation, and the volunteer's disk is not the guest's to fill).
-CONSOLE_TAIL_BYTES = 64 * 1024
-CONSOLE_MAX_BYTES = 64 * 2**20
-
-def read_console(path: Path, limit: int = CONSOLE_TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of a console log ("" before it exists). A log the worker
-    may not read (virtlogd writes it root-owned 0600 under qemu:///system for a worker
-    that is not root) raises ConsoleUnreadable, which says what to do."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(0, size - limit))
-            text = f.read(limit).decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-    except PermissionError:
-        raise ConsoleUnreadable(
-            f"the VM console log {path} is not readable by this worker's account (uid "
-            f"{os.getuid()}): under qemu:///system virtlogd writes it as root; run the "
-            "worker as root or connect it to qemu:///session") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
-
-
-def console_size(path: Path) -> int:
-    """Bytes written to a console log so far (0 before it exists): progress, without
-    reading it."""
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def wait_for_marker(console: Path, markers: Iterable[str], active: Callable[[], bool],
-                    timeout_s: float) -> str:
-    """Wait until the console shows one of ``markers``: "" then, else why not (for the
-    hypervisor self-test of every backend)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            text = read_console(console)
-        except ConsoleUnreadable as e:
-            return e.message
-        if any(m in text for m in markers):
-            return ""
-        if not active():
-            return "the guest stopped before its marker"
-        time.sleep(0.05)
-    return f"no marker on the console within {timeout_s:.0f} s"
+__all__ = ["ACTIVE", "Driver", "Guest", "Owner", "ProbeResult", "VMSpec", "VMState"]
 
 
 class VMState(StrEnum):
@@ -94,10 +51,7 @@ class VMState(StrEnum):
     MISSING = "missing"    # no such VM: never defined, or destroyed
 
 
-class Network(StrEnum):
-    NONE = "none"          # no NIC at all
-    SERVER = "server"      # the server endpoint only
-    INTERNET = "internet"  # the server and the internet, never the LAN or the host
+ACTIVE = (VMState.RUNNING, VMState.PAUSED, VMState.STOPPING)  # a VM process is there
 
 
 @dataclass(frozen=True)
@@ -115,63 +69,47 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
-class VMSpec:
-    """One job's VM, hypervisor-neutral. Hardening is not optional and not in here:
-    each backend's policy module applies the same profile to every spec."""
+class Owner:
+    """The tag every VM carries from its first moment: which worker made it, for which
+    job, where its files are. Ownership is decided from it, never from names alone."""
 
-    job_uid: str
     worker_id: str
-    base_image: Path            # the cached template; never written
-    base_format: str = "qcow2"  # one of DISK_FORMATS, and of the driver's disk_formats
-    vcpus: int = 1
-    memory_mb: int = 512
-    cpu_quota_percent: int = 100   # share of one host CPU each vCPU may use, 1..100
-    disk_cap_mb: int = 0           # the guest's disk size; 0 = the template's own size
-    context_iso: Path | None = None
-    # network=none jobs: a raw disk the guest reads its inputs from and writes its results
-    # to (xwvm.worker.exchange). Attached writable, in place; it belongs to the caller,
-    # who reads it after the guest powered off: destroy() never removes it.
-    exchange_disk: Path | None = None
-    kernel: Path | None = None     # direct kernel boot (the appliance) when set
-    initrd: Path | None = None
-    cmdline: str | None = None
-    network: Network = Network.NONE
-    server_endpoint: tuple[str, int] | None = None  # (host, port) the guest may reach
-    extra: dict[str, str] = field(default_factory=dict)  # free-form labels, unused by drivers
+    job_uid: str
+    vm_dir: str
 
-    def validate(self) -> None:
-        """Raise SpecError with every problem found."""
-        problems = []
-        for name in ("job_uid", "worker_id"):
-            if not ID_RE.match(getattr(self, name)):
-                problems.append(f"{name} must match {ID_RE.pattern}")
-        if self.base_format not in DISK_FORMATS:
-            problems.append(f"base_format must be one of {', '.join(DISK_FORMATS)}")
-        if not self.base_image.is_absolute():
-            problems.append("base_image must be an absolute path")
-        if not 1 <= self.vcpus <= 64:
-            problems.append("vcpus must be 1..64")
-        if not 64 <= self.memory_mb <= 1 << 20:
-            problems.append("memory_mb must be 64..1048576")
-        if not 1 <= self.cpu_quota_percent <= 100:
-            problems.append("cpu_quota_percent must be 1..100")
-        if self.disk_cap_mb < 0:
-            problems.append("disk_cap_mb must be >= 0")
-        if (self.initrd or self.cmdline) and not self.kernel:
-            problems.append("initrd and cmdline need a kernel")
-        for name in ("kernel", "initrd", "context_iso", "exchange_disk"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_absolute():
-                problems.append(f"{name} must be an absolute path")
-        if self.network != Network.NONE:
-            if self.server_endpoint is None:
-                problems.append(f"network={self.network} needs a server_endpoint")
-            else:
-                host, port = self.server_endpoint
-                if not HOST_RE.match(host) or not 1 <= port <= 65535:
-                    problems.append("server_endpoint must be (host, port 1..65535)")
-        if problems:
-            raise SpecError("invalid VM spec: " + "; ".join(problems), details=problems)
+
+class Guest(abc.ABC):
+    """One VM as its backend wraps it: the primitives the shared lifecycle uses. Every
+    method raises DriverError subclasses only."""
+
+    name: str
+
+    @abc.abstractmethod
+    def owner(self) -> Owner | None:
+        """The VM's owner tag; None when it has none (not ours) or is gone."""
+
+    @abc.abstractmethod
+    def state(self) -> VMState:
+        """The VM's state now; MISSING when it disappeared meanwhile."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Boot the defined VM."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Press the ACPI power button (the guest decides whether to obey)."""
+
+    @abc.abstractmethod
+    def power_off(self) -> None:
+        """Power the VM off now; not running is fine."""
+
+    @abc.abstractmethod
+    def undefine(self) -> None:
+        """Remove the (powered-off) VM and what the hypervisor keeps of it; gone is fine."""
+
+    def is_active(self) -> bool:
+        return self.state() in ACTIVE
 
 
 class Driver(abc.ABC):
@@ -184,15 +122,22 @@ class Driver(abc.ABC):
     """
 
     name: str = "abstract"
+    label: str = "abstract"  # the hypervisor, as messages name it
     # The template disk formats this backend boots, preferred first: the worker asks its
     # image cache for a template's disk in one of them.
     disk_formats: tuple[str, ...] = ()
+    probe_memory_mb = 128
+    # Why a host of this backend may not enforce network=server (when networks() lacks it).
+    server_refusal = "network=server is not enforced on this host"
 
     def __init__(self, worker_id: str, work_dir: Path) -> None:
         if not ID_RE.match(worker_id):
             raise SpecError(f"worker_id must match {ID_RE.pattern}")
         self.worker_id = worker_id
         self.work_dir = Path(work_dir).resolve()
+        self.prefix = f"xwvm_{worker_id}_"
+
+    # -- the contract: what the worker calls ------------------------------------------------
 
     @abc.abstractmethod
     def probe(self, refresh: bool = False) -> ProbeResult:
@@ -204,7 +149,6 @@ class Driver(abc.ABC):
         host. The result is cached for the life of the worker process.
         """
 
-    @abc.abstractmethod
     def prepare_disk(self, spec: VMSpec) -> Path:
         """Create the job's copy-on-write overlay on ``spec.base_image`` and return its path.
 
@@ -213,8 +157,17 @@ class Driver(abc.ABC):
         write more than that), or the template's size when 0. Raises SpecError if
         the cap is smaller than the template.
         """
+        self._check(spec)
+        if self._guest(spec.job_uid) is not None:
+            raise VMExists(f"job {spec.job_uid} already has a VM")
+        vm_dir = self._vm_dir(spec.job_uid)
+        self._make_vm_dir(vm_dir)
+        try:
+            return self._make_disk(spec, vm_dir)
+        except BaseException:
+            self._remove_folder(vm_dir)
+            raise
 
-    @abc.abstractmethod
     def define(self, spec: VMSpec) -> None:
         """Define the hardened VM for ``spec`` (overlay prepared if not already).
 
@@ -222,40 +175,80 @@ class Driver(abc.ABC):
         spec this driver refuses (for example a network policy it cannot enforce).
         On failure nothing of this job is left defined or on disk.
         """
+        self._check(spec)
+        accel = self._usable_accel()
+        if self._guest(spec.job_uid) is not None:
+            raise VMExists(f"job {spec.job_uid} already has a VM")
+        self._refuse(spec)  # before any file is made
+        self._define(spec, accel)
 
-    @abc.abstractmethod
     def start(self, job_uid: str) -> None:
         """Boot the job's defined VM. On failure the VM stays defined (destroy removes it)."""
+        self._require(job_uid).start()
 
-    @abc.abstractmethod
     def state(self, job_uid: str) -> VMState:
         """The VM's state now; MISSING (never an error) when there is none."""
+        guest = self._guest(job_uid)
+        return VMState.MISSING if guest is None else guest.state()
 
-    @abc.abstractmethod
     def stop(self, job_uid: str, grace_s: float = 30.0) -> VMState:
         """Ask the guest to shut down (ACPI), and power it off after ``grace_s``.
 
         The VM stays defined and its console log readable; returns the final
         state. Stopping a VM that is not running (or is missing) is not an error.
         """
+        guest = self._guest(job_uid)
+        if guest is None:
+            return VMState.MISSING
+        if guest.state() in ACTIVE:
+            if grace_s > 0:
+                # The guest may have powered off meanwhile; power_off settles it.
+                with suppress(DriverError):
+                    guest.shutdown()
+                deadline = time.monotonic() + grace_s
+                while time.monotonic() < deadline and guest.is_active():
+                    time.sleep(0.1)
+            guest.power_off()
+        return guest.state()
 
-    @abc.abstractmethod
     def destroy(self, job_uid: str) -> None:
         """Power off and remove the VM and every file made for it (overlay, console log).
 
         Idempotent: destroying a missing VM succeeds.
         """
+        self._release(job_uid)
+        guest = self._guest(job_uid)
+        folders = [self._vm_dir(job_uid)]
+        if guest is not None:
+            owner = guest.owner()
+            # The folder the VM recorded (an earlier run's work dir), if it is named as ours.
+            if owner is not None and owner.vm_dir and \
+                    Path(owner.vm_dir).name == folders[0].name:
+                folders.append(Path(owner.vm_dir))
+            guest.power_off()
+            guest.undefine()
+        for folder in dict.fromkeys(folders):
+            self._remove_folder(folder)
 
     @abc.abstractmethod
-    def networks(self) -> tuple[Network, ...]:
+    def networks(self) -> tuple[NetworkPolicy, ...]:
         """The network policies this backend enforces for its guests, as the host record
         advertises them: the scheduler sends a VM job only to a host that enforces the
         job's policy. Every backend enforces ``none`` (no NIC; inputs and results on the
         exchange disk)."""
 
-    @abc.abstractmethod
     def list_own(self) -> list[str]:
         """Job uids of every VM this worker id has defined on this host (any state)."""
+        jobs = []
+        for guest in self._guests():
+            try:
+                owner = guest.owner()
+            except DriverError:
+                continue  # inaccessible, or removed meanwhile
+            if owner is not None and owner.worker_id == self.worker_id and owner.job_uid \
+                    and guest.name == self.prefix + owner.job_uid:
+                jobs.append(owner.job_uid)
+        return sorted(jobs)
 
     def console_log(self, job_uid: str) -> str:
         """The end of the guest's serial console output (at most CONSOLE_TAIL_BYTES; ""
@@ -271,11 +264,13 @@ class Driver(abc.ABC):
         job has no VM."""
         return console_size(self._console_path(job_uid))
 
-    def _console_path(self, job_uid: str) -> Path:
-        path = self._vm_dir(job_uid) / "console.log"
-        if self._guest(job_uid) is None and not path.parent.exists():
-            raise VMNotFound(f"job {job_uid} has no VM of worker {self.worker_id}")
-        return path
+    def guest_endpoint(self, spec: VMSpec) -> tuple[str, int] | None:
+        """The (address, port) at which the guest reaches ``spec.server_endpoint``, for the
+        context ISO (the appliance maps the server's host name to it, so TLS names still
+        match); None for network=none."""
+        if spec.network == NetworkPolicy.NONE or spec.server_endpoint is None:
+            return None
+        return self._server_address(spec.server_endpoint)
 
     def cleanup_leftovers(self) -> list[str]:
         """Destroy every VM and remove every file a previous run of this worker left.
@@ -287,33 +282,153 @@ class Driver(abc.ABC):
         for job in cleaned:
             self.destroy(job)
         if self.work_dir.is_dir():
-            prefix = self._vm_dir("").name
             for entry in self.work_dir.iterdir():
-                if entry.is_dir() and entry.name.startswith(prefix):
-                    job = entry.name.removeprefix(prefix)
+                if entry.is_dir() and entry.name.startswith(self.prefix):
+                    job = entry.name.removeprefix(self.prefix)
                     if ID_RE.match(job) and self._guest(job) is None:
-                        self._remove_files(job)
+                        self._remove_folder(entry)
                         cleaned.add(job)
         return sorted(cleaned)
 
-    # -- what the shared methods above need from a backend ---------------------------------
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the hypervisor connection (VMs keep running)."""
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    def _name(self, job_uid: str) -> str:
+        """The hypervisor's name for the job's VM: ``xwvm_<worker>_<job>``."""
+        if not ID_RE.match(job_uid):
+            raise SpecError(f"job_uid must match {ID_RE.pattern}")
+        return self.prefix + job_uid
 
     def _vm_dir(self, job_uid: str) -> Path:
         """The folder of one job's VM files (overlay, console log): tagged by name."""
-        return self.work_dir / f"xwvm_{self.worker_id}_{job_uid}"
+        return self.work_dir / f"{self.prefix}{job_uid}"
+
+    def _console_path(self, job_uid: str) -> Path:
+        path = self._vm_dir(job_uid) / "console.log"
+        if self._guest(job_uid) is None and not path.parent.exists():
+            raise VMNotFound(f"job {job_uid} has no VM of worker {self.worker_id}")
+        return path
+
+    def _guest(self, job_uid: str) -> Guest | None:
+        """This worker's VM for the job, or None (a VM of that name that is not tagged as
+        ours is never touched)."""
+        guest = self._lookup(self._name(job_uid))
+        if guest is None:
+            return None
+        owner = guest.owner()
+        if owner is None or owner.worker_id != self.worker_id or owner.job_uid != job_uid:
+            return None
+        return guest
+
+    def _require(self, job_uid: str) -> Guest:
+        guest = self._guest(job_uid)
+        if guest is None:
+            raise VMNotFound(f"job {job_uid} has no VM of worker {self.worker_id}")
+        return guest
+
+    def _check(self, spec: VMSpec) -> None:
+        spec.validate()
+        if spec.worker_id != self.worker_id:
+            raise SpecError(f"spec is for worker {spec.worker_id}, driver is {self.worker_id}")
+
+    def _refuse(self, spec: VMSpec) -> None:
+        """Refuse, before any file is made, what this host cannot enforce."""
+        refuse_unenforced(spec, self.networks(), self.server_refusal)
+
+    def _usable_accel(self) -> str:
+        result = self.probe()
+        if not result.usable or result.accel is None:
+            raise HypervisorUnavailable(f"{self.label} cannot run VMs here: {result.reason}")
+        return result.accel
+
+    def _define(self, spec: VMSpec, accel: str) -> None:
+        """Make the job's files and VM; on any failure remove whatever was made."""
+        vm_dir = self._vm_dir(spec.job_uid)
+        try:
+            self._make_vm_dir(vm_dir)
+            self._create(spec, vm_dir, accel)
+        except BaseException:
+            self._discard(spec.job_uid)
+            raise
+
+    def _discard(self, job_uid: str) -> None:
+        """Remove what a failed or finished attempt left (best effort)."""
+        with suppress(DriverError):
+            self.destroy(job_uid)
+        self._remove_folder(self._vm_dir(job_uid))
+
+    def _make_vm_dir(self, vm_dir: Path) -> None:
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        # The hypervisor's process may run as another user (libvirt-qemu): it must traverse
+        # this folder (it is handed each file), but needs no listing.
+        vm_dir.chmod(0o711)
+
+    def _copy_context(self, spec: VMSpec, vm_dir: Path) -> Path | None:
+        """A copy of the context ISO that the VM owns (the hypervisor may relabel or hold
+        it; destroy() removes it), 0600 from the start: it holds the delegated token."""
+        if spec.context_iso is None:
+            return None
+        iso = vm_dir / "context.iso"
+        os.close(os.open(iso, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        shutil.copyfile(spec.context_iso, iso)
+        return iso
+
+    def _boot_probe(self, accel: str, timeout_s: float,
+                    markers: Iterable[str] = (PROBE_MARKER,)) -> str:
+        """Boot the probe guest under ``accel``; "" if its console showed one of
+        ``markers`` within ``timeout_s``, else why not. Always removes what it made."""
+        job = f"probe-{accel}"
+        vm_dir = self._vm_dir(job)
+        self._discard(job)
+        self._make_vm_dir(vm_dir)
+        guest = None
+        try:
+            guest = self._launch_probe(self._probe_spec(job, vm_dir), vm_dir, accel)
+            return wait_for_marker(vm_dir / "console.log", markers, guest.is_active,
+                                   timeout_s)
+        except DriverError as e:
+            return e.message
+        finally:
+            if guest is not None:
+                with suppress(DriverError):
+                    guest.power_off()
+            self._discard(job)
+
+    def _remove_folder(self, folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def _release(self, job_uid: str) -> None:  # noqa: B027 - optional hook
+        """Release what this process holds for the job's VM (before destroy removes it)."""
+
+    # -- what a backend implements -------------------------------------------------------
 
     @abc.abstractmethod
-    def _guest(self, job_uid: str) -> object | None:
-        """The backend's handle on this worker's VM for the job, or None."""
-
-    def _remove_files(self, job_uid: str) -> None:
-        shutil.rmtree(self._vm_dir(job_uid), ignore_errors=True)
+    def _lookup(self, name: str) -> Guest | None:
+        """The VM called ``name`` on this host, whoever made it; None if there is none."""
 
     @abc.abstractmethod
-    def guest_endpoint(self, spec: VMSpec) -> tuple[str, int] | None:
-        """The (address, port) at which the guest reaches ``spec.server_endpoint``, for the
-        context ISO (the appliance maps the server's host name to it, so TLS names still
-        match); None for network=none."""
+    def _guests(self) -> Iterable[Guest]:
+        """This host's VMs whose names start with this worker's prefix (at least)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release the hypervisor connection (VMs keep running)."""
+    @abc.abstractmethod
+    def _make_disk(self, spec: VMSpec, vm_dir: Path) -> Path:
+        """The job's disk over its template in ``vm_dir`` (the one already there, if any),
+        sized by :func:`~xwvm.worker.drivers.spec.disk_size`."""
+
+    @abc.abstractmethod
+    def _create(self, spec: VMSpec, vm_dir: Path, accel: str) -> None:
+        """Make the job's disk, copy its context ISO and define its hardened VM."""
+
+    @abc.abstractmethod
+    def _server_address(self, server: tuple[str, int]) -> tuple[str, int]:
+        """Where a guest with network=server reaches ``server`` (host, port)."""
+
+    @abc.abstractmethod
+    def _probe_spec(self, job: str, vm_dir: Path) -> VMSpec:
+        """Write the probe guest's files into ``vm_dir``; its spec."""
+
+    @abc.abstractmethod
+    def _launch_probe(self, spec: VMSpec, vm_dir: Path, accel: str) -> Guest:
+        """Create and boot the probe guest; its handle."""

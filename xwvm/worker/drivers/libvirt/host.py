@@ -83,8 +83,8 @@ class Host:
     def version(self) -> str:
         with translated("libvirt version"):
             c = self.conn()
-            lib, hyp = c.getLibVersion(), c.getVersion()
-        return f"libvirt {_v(lib)}, {c.getType()} {_v(hyp)}"
+            lib, hyp, kind = c.getLibVersion(), c.getVersion(), c.getType()
+        return f"libvirt {_v(lib)}, {kind} {_v(hyp)}"
 
     def domain_types(self, arch: str = "x86_64") -> set[str]:
         """The domain types libvirt offers for ``arch`` ("qemu" = TCG, "kvm" when /dev/kvm

@@ -24,18 +24,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from xwvm.worker.drivers.base import Network, VMSpec
+from xwvm.protocol.vocab import NetworkPolicy
 from xwvm.worker.drivers.errors import Unsupported
+from xwvm.worker.drivers.spec import VMSpec, refuse_unenforced
 
 GUEST_SERVER_ADDR = "10.0.2.100"  # where the guest finds the server (inside SLIRP's 10.0.2.0/24)
 NIC_PCI_SLOT = "0x1f"             # the last slot of pc's bus 0; libvirt allocates from 0x2 up
+NO_SOCAT = "network=server needs socat on the host (scripts/install-vm-host.sh)"
 
 
-def guest_endpoint(spec: VMSpec) -> tuple[str, int] | None:
+def guest_address(server: tuple[str, int]) -> tuple[str, int]:
     """Where the guest reaches the server: GUEST_SERVER_ADDR on the server's own port."""
-    if spec.network == Network.NONE or spec.server_endpoint is None:
-        return None
-    return GUEST_SERVER_ADDR, spec.server_endpoint[1]
+    return GUEST_SERVER_ADDR, server[1]
 
 
 # The forwarder socket's path goes into QEMU's option syntax (commas separate values), a
@@ -45,14 +45,10 @@ SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9/._-]+$")
 
 def qemu_args(spec: VMSpec, socat: str | None, forward_socket: Path | None) -> list[str]:
     """The QEMU arguments that give ``spec`` its network, or [] for no NIC."""
-    if spec.network == Network.NONE:
+    refuse_unenforced(spec, enforced(socat), NO_SOCAT)
+    if spec.network == NetworkPolicy.NONE:
         return []  # libvirt runs QEMU with -nodefaults: no NIC unless we add one
-    if spec.network == Network.INTERNET:
-        raise Unsupported("network=internet is not supported yet: it needs an egress proxy "
-                          "that blocks LAN ranges (RFC 1918, link-local, CGNAT, ULA, loopback)")
-    if socat is None:
-        raise Unsupported("network=server needs socat on the host (scripts/install-vm-host.sh)")
-    assert spec.server_endpoint is not None  # VMSpec.validate
+    assert socat is not None and spec.server_endpoint is not None  # enforced, validate
     port = spec.server_endpoint[1]
     if forward_socket is None or not SOCKET_PATH_RE.match(str(forward_socket)):
         raise Unsupported("network=server needs a work dir whose path has only letters, "
@@ -66,11 +62,11 @@ def qemu_args(spec: VMSpec, socat: str | None, forward_socket: Path | None) -> l
     return ["-netdev", netdev, "-device", device]
 
 
-def enforced(socat: str | None) -> tuple[Network, ...]:
+def enforced(socat: str | None) -> tuple[NetworkPolicy, ...]:
     """What this host enforces: no NIC always; the server only when socat is there."""
-    return (Network.NONE, Network.SERVER) if socat else (Network.NONE,)
+    return (NetworkPolicy.NONE, NetworkPolicy.SERVER) if socat else (NetworkPolicy.NONE,)
 
 
 def needs_spawn(spec: VMSpec) -> bool:
     """Whether QEMU must be allowed to start processes (guestfwd's socat) for this spec."""
-    return spec.network != Network.NONE
+    return spec.network != NetworkPolicy.NONE

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xwvm.worker.drivers.base import VMSpec
 from xwvm.worker.drivers.libvirt import network
 from xwvm.worker.drivers.libvirt.config import (
     BackingStore,
@@ -30,6 +29,7 @@ from xwvm.worker.drivers.libvirt.config import (
     OwnerTag,
     SerialFile,
 )
+from xwvm.worker.drivers.spec import VMSpec
 
 CPU_PERIOD_US = 100_000
 MACHINE = "pc"  # i440fx: fewest built-in devices; the Debian cloud kernel has no AHCI driver

@@ -208,15 +208,6 @@ def template_size(template: Any, host: Host) -> int:
         return int(template.logicalSize)
 
 
-def check_cap(spec_cap_mb: int, size: int) -> int:
-    """The job disk's size in bytes: the cap, or the template's size when 0."""
-    cap = spec_cap_mb * 1024 * 1024
-    if cap and cap < size:
-        raise SpecError(f"disk_cap_mb {spec_cap_mb} is smaller than the template "
-                        f"({size // (1024 * 1024)} MiB)")
-    return cap or size
-
-
 def forget_under(host: Host, folder: Path) -> None:
     """Delete or close every registered medium whose file is inside ``folder`` (a VM's
     folder), children first; a parent left without children is closed when it lies

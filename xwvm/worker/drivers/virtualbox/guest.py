@@ -1,12 +1,14 @@
-"""One VirtualBox machine: its owner tags, state, start, power button, power off, removal."""
+"""One VirtualBox machine: its owner tags, state, start, power button, power off, removal
+(with the media that belong to it alone)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from xwvm.worker.drivers.base import VMState
+from xwvm.worker.drivers.base import ACTIVE, Owner, VMState
+from xwvm.worker.drivers.base import Guest as GuestBase
 from xwvm.worker.drivers.errors import DriverError, VMNotFound
+from xwvm.worker.drivers.virtualbox.disk import release_template
 from xwvm.worker.drivers.virtualbox.host import Host
 from xwvm.worker.drivers.virtualbox.policy import (
     EXTRA_DIR,
@@ -27,7 +29,6 @@ _STATES = {
     "Aborted": VMState.CRASHED, "AbortedSaved": VMState.CRASHED, "Stuck": VMState.CRASHED,
     "Saved": VMState.CRASHED,
 }
-ACTIVE = (VMState.RUNNING, VMState.PAUSED, VMState.STOPPING)
 
 
 def map_state(name: str, started: bool) -> VMState:
@@ -37,7 +38,7 @@ def map_state(name: str, started: bool) -> VMState:
     return _STATES.get(name, VMState.CRASHED)
 
 
-class Guest:
+class Guest(GuestBase):
     """A wrapper over one IMachine; every call's API error is translated."""
 
     def __init__(self, host: Host, machine: Any) -> None:
@@ -49,9 +50,9 @@ class Guest:
         with self.host.translated(f"extra data of {self.name}"):
             return str(self.machine.getExtraData(key) or "")
 
-    def owner(self) -> tuple[str, str, str]:
-        """(worker id, job uid, VM folder) from the machine's extra data."""
-        return self.tag(EXTRA_WORKER), self.tag(EXTRA_JOB), self.tag(EXTRA_DIR)
+    def owner(self) -> Owner | None:
+        """Worker id, job uid and VM folder from the machine's extra data."""
+        return Owner(self.tag(EXTRA_WORKER), self.tag(EXTRA_JOB), self.tag(EXTRA_DIR))
 
     def state(self) -> VMState:
         try:
@@ -67,8 +68,7 @@ class Guest:
             self.machine.setExtraData(EXTRA_STARTED, "1")
         self.host.launch(self.machine, f"start {self.name}")
 
-    def power_button(self) -> None:
-        """Press the ACPI power button (the guest decides whether to obey)."""
+    def shutdown(self) -> None:
         with self.host.session(self.machine, False, f"shut down {self.name}") as s:
             s.console.powerButton()
 
@@ -84,11 +84,6 @@ class Guest:
             if self.state() in ACTIVE:
                 raise
 
-    def wait_inactive(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.state() in ACTIVE:
-            time.sleep(0.1)
-
     def templates(self) -> list[Any]:
         """The parents of the machine's hard disks (the templates under its disks)."""
         with self.host.translated(f"disks of {self.name}"):
@@ -96,9 +91,16 @@ class Guest:
                      if a.type == self.host.c.DeviceType_HardDisk and a.medium is not None]
             return [d.parent for d in disks if d.parent is not None]
 
-    def remove(self) -> None:
+    def undefine(self) -> None:
         """Unregister the machine and delete its settings, logs and media that belong to it
-        alone (its differencing disk, its context ISO copy); the template is untouched."""
+        alone (its differencing disk, its context ISO copy); the template is untouched,
+        and closed once no job's disk hangs off it."""
+        templates = self.templates()
+        self._remove()
+        for template in templates:
+            release_template(self.host, template)
+
+    def _remove(self) -> None:
         c = self.host.c
         media = self.host._retrying(
             f"unregister {self.name}",

@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import ipaddress
 
-from xwvm.worker.drivers.base import Network, VMSpec
+from xwvm.protocol.vocab import NetworkPolicy
 from xwvm.worker.drivers.errors import Unsupported
+from xwvm.worker.drivers.spec import VMSpec, refuse_unenforced
 from xwvm.worker.drivers.virtualbox.config import NIC, NIC_SLOTS, NATRule
 
 PROXY_BIND = "127.0.0.1"
+NAT_REACHES_LAN = ("network=server is not supported yet by the VirtualBox driver: VirtualBox "
+                   "NAT lets the guest reach the LAN, and its API has no per-VM filter to "
+                   "stop it (see docs/vm-execution.md)")
 
 
 def port_forwards(ports: list[tuple[int, int]]) -> list[NATRule]:
@@ -34,25 +38,19 @@ def port_forwards(ports: list[tuple[int, int]]) -> list[NATRule]:
     return [NATRule(f"xwvm-{guest}", PROXY_BIND, host, guest) for host, guest in ports]
 
 
-def enforced(lan_nat: bool) -> tuple[Network, ...]:
+def enforced(lan_nat: bool) -> tuple[NetworkPolicy, ...]:
     """``none`` always; ``server`` only on a host whose admin chose lan_nat."""
-    return (Network.NONE, Network.SERVER) if lan_nat else (Network.NONE,)
+    return (NetworkPolicy.NONE, NetworkPolicy.SERVER) if lan_nat else (NetworkPolicy.NONE,)
 
 
 def nics(spec: VMSpec, lan_nat: bool, proxied: list[tuple[int, int]] | None = None
          ) -> list[NIC]:
     """Every adapter slot's setting for ``spec``; raises Unsupported for what cannot be
     enforced."""
+    refuse_unenforced(spec, enforced(lan_nat), NAT_REACHES_LAN)
     off = [NIC(slot) for slot in range(NIC_SLOTS)]
-    if spec.network == Network.NONE:
+    if spec.network == NetworkPolicy.NONE:
         return off
-    if spec.network == Network.INTERNET:
-        raise Unsupported("network=internet is not supported yet: it needs an egress proxy "
-                          "that blocks LAN ranges (RFC 1918, link-local, CGNAT, ULA, loopback)")
-    if not lan_nat:
-        raise Unsupported("network=server is not supported yet by the VirtualBox driver: "
-                          "VirtualBox NAT lets the guest reach the LAN, and its API has no "
-                          "per-VM filter to stop it (see docs/vm-execution.md)")
     assert spec.server_endpoint is not None  # VMSpec.validate
     if _is_loopback(spec.server_endpoint[0]):
         raise Unsupported("a server on the host's loopback would need NAT's "
@@ -60,13 +58,6 @@ def nics(spec: VMSpec, lan_nat: bool, proxied: list[tuple[int, int]] | None = No
     off[0] = NIC(0, "NAT", localhost_reachable=False, dns_pass_domain=False,
                  rules=port_forwards(proxied or []))
     return off
-
-
-def guest_endpoint(spec: VMSpec) -> tuple[str, int] | None:
-    """With NAT the guest reaches the server at its own address."""
-    if spec.network == Network.NONE or spec.server_endpoint is None:
-        return None
-    return spec.server_endpoint
 
 
 def _is_loopback(host: str) -> bool:

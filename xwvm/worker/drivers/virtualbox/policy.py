@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xwvm.worker.drivers.base import VMSpec
+from xwvm.worker.drivers.spec import VMSpec
 from xwvm.worker.drivers.virtualbox import network
 from xwvm.worker.drivers.virtualbox.config import Controller, Drive, MachineSettings
 
