@@ -62,7 +62,7 @@ def test_pilot_credential_ends_when_its_job_moves_to_another_host(
     inp = owner.upload_data(secret, access_rights="700")
     job = owner.submit("root", command="root -b -q secret.C", access_rights="700",
                        inputs=[{"data": inp["uid"], "name": "secret.C"}])
-    taken = nested.post(f"/works/{pilot['uid']}/pilot-work")["work"]
+    taken = nested.pilot_work(pilot["uid"])
     assert taken["uid"] == job["uid"]
     # While the pilot holds it, its credential reads the job's input (the legitimate case).
     nested.download_data(inp["uid"], world["tmp"] / f"ok-{tag}.C")
@@ -86,7 +86,7 @@ def test_pilot_credential_ends_when_its_job_moves_to_another_host(
         lambda: nested.upload_result(job["uid"], forged),
         lambda: nested.report(job["uid"], "ERROR", 1, "forged"),
         lambda: nested.report(job["uid"], "PENDING"),
-        lambda: nested.post(f"/works/{job['uid']}/progress", {"phase": "running"}),
+        lambda: nested.progress(job["uid"], "running"),
         lambda: nested.download_data(inp["uid"], world["tmp"] / f"stolen-{tag}.C"),
     ]
     for attack in attacks:

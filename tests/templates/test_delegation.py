@@ -68,7 +68,7 @@ def test_single_vm_job_credential(shared_server: ServerProcess, world: dict) -> 
     assert nested.get_work(job["uid"])["uid"] == job["uid"]
     path = nested.download_data(inp["uid"], world["tmp"] / "got.txt")
     assert path.read_text() == "input for the VM"
-    assert nested.post(f"/works/{job['uid']}/progress", {"phase": "running"})["stop"] is False
+    assert nested.progress(job["uid"], "running")["stop"] is False
     for call in (lambda: nested.get_work(other["uid"]), lambda: nested.list_works(),
                  lambda: nested.submit(template="deleg-tpl", command="x"),
                  lambda: nested.report(job["uid"], "COMPLETED", 0),
@@ -81,7 +81,6 @@ def test_single_vm_job_credential(shared_server: ServerProcess, world: dict) -> 
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(data, arcname="stdout.txt")
     nested.upload_result(job["uid"], archive)
-    nested.post(f"/works/{job['uid']}/payload", {"exit_code": 0})
     assert worker.report(job["uid"], "COMPLETED", 0)["status"] == "COMPLETED"
     with pytest.raises(ApiError) as e:
         nested.get_work(job["uid"])
@@ -97,9 +96,9 @@ def test_pilot_takes_only_its_owners_shared_app_jobs(shared_server: ServerProces
     desc = worker.request_work(host)["work"]
     assert desc["uid"] == pilot["uid"] and desc["pilot"] is True and desc["pilot_idle_s"] == 30
     nested = as_token(shared_server, desc["delegated_token"])
-    assert nested.post(f"/works/{pilot['uid']}/pilot-work")["work"] is None, "bob's is not"
+    assert nested.pilot_work(pilot["uid"]) is None, "bob's is not"
     mine = [alice.submit("root", command=f"root -b -q a{i}.C")["uid"] for i in range(3)]
-    taken = [nested.post(f"/works/{pilot['uid']}/pilot-work")["work"] for _ in range(3)]
+    taken = [nested.pilot_work(pilot["uid"]) for _ in range(3)]
     assert [t["uid"] for t in taken] == mine
     assert all(t["command"].startswith("root -b -q") for t in taken)
     assert nested.report(mine[0], "ERROR", None, "macro failed")["status"] == "ERROR"
@@ -109,7 +108,7 @@ def test_pilot_takes_only_its_owners_shared_app_jobs(shared_server: ServerProces
     # The pilot ends: its credential with it, and the jobs it still ran go back to the queue.
     worker.report(pilot["uid"], "ERROR", None, "VM crashed")
     with pytest.raises(ApiError) as e:
-        nested.post(f"/works/{pilot['uid']}/pilot-work")
+        nested.pilot_work(pilot["uid"])
     assert e.value.code == "token_revoked"
     back = alice.list_works(mine[1:])
     assert [(w["status"], w["retries"]) for w in back] == [("PENDING", 1), ("PENDING", 1)]

@@ -1,5 +1,6 @@
 """The Python SDK: one `Client` over the server's REST API (requests), used by the CLI and
-by the worker."""
+by the worker; a method for every endpoint they call (paths from :mod:`xwvm.protocol.paths`),
+one resumable downloader, and the retry policy of :mod:`xwvm.protocol.retry` for its errors."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from xwvm.errors import XwvmError
+from xwvm.protocol import paths, retry
+from xwvm.protocol.retry import Backoff
 
 CHUNK = 1024 * 1024
 UPLOAD_CHUNK = 8 * 1024 * 1024  # one resumable-upload request
@@ -24,6 +27,9 @@ EVENT_PAGE = 1000
 Progress = Callable[[int], None]
 MAX_MESSAGE = 2000
 DEFAULT_PORTS = {"https": 443, "http": 80}
+#: ApiError codes of a request that got no answer at all (retried as transient).
+NO_ANSWER = ("unreachable", "timeout")
+T = TypeVar("T")
 
 
 class ApiError(XwvmError):
@@ -81,6 +87,20 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _partial(part: Path, size: int | None) -> tuple[Any, int]:
+    """(the sha256 so far, the length) of an earlier download's partial file; one longer
+    than the declared ``size`` is bogus and removed."""
+    digest, have = hashlib.sha256(), 0
+    if part.exists() and size is not None and part.stat().st_size > size:
+        part.unlink()
+    if part.exists():
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(DOWNLOAD_BLOCK), b""):
+                digest.update(block)
+                have += len(block)
+    return digest, have
 
 
 def _room(size: int | None, have: int) -> int | None:
@@ -274,40 +294,45 @@ class Client:
                                          "Content-Length": str(size)}).json()
 
     def download(self, route: str, dest: Path, *, sha256: str | None = None,
-                 progress: Progress | None = None, size: int | None = None) -> Path:
+                 progress: Progress | None = None, size: int | None = None) -> int:
         """Download to ``dest`` through ``dest.part``, resuming a partial file with Range,
-        and verify the sha256 (from the argument or the server's header). ``size``: the
-        declared size; a server sending more is cut off there (``too_large``)."""
+        hashing while it writes (the file is read once). The sha256 comes from the argument
+        or else the server's header; a mismatch removes the partial file and raises
+        ``checksum_mismatch``. ``size``: the declared size; a server sending more is cut off
+        there (``too_large``). Returns the bytes this call transferred."""
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
-        have = part.stat().st_size if part.exists() else 0
-        if size is not None and have > size:
-            part.unlink()
-            have = 0
+        digest, have = _partial(part, size)
         headers = {"Range": f"bytes={have}-"} if have else {}
+        if have and sha256:
+            headers["If-Range"] = f'"{sha256}"'
         resp = self.request("GET", route, expect=(200, 206, 416), headers=headers,
                             stream=True)
-        if resp.status_code == 416:  # the partial file is already complete (or bogus)
+        if resp.status_code == 416:  # the partial file is already whole (or bogus)
             resp.close()
+            expected = sha256 or resp.headers.get("X-Content-SHA256")
+            if expected and digest.hexdigest() == expected:
+                os.replace(part, dest)
+                return 0
             part.unlink()
             return self.download(route, dest, sha256=sha256, progress=progress, size=size)
-        mode = "ab" if resp.status_code == 206 else "wb"
-        if progress and mode == "ab":
+        if resp.status_code == 200:
+            digest, have = hashlib.sha256(), 0
+        if progress and have:
             progress(have)
-        with resp, open(part, mode) as out:
-            _receive(resp, out, None, _room(size, have if mode == "ab" else 0), progress,
-                     part)
+        with resp, open(part, "ab" if have else "wb") as out:
+            got = _receive(resp, out, digest, _room(size, have), progress, part)
         expected = sha256 or resp.headers.get("X-Content-SHA256")
-        if expected and sha256_file(part) != expected:
+        if expected and digest.hexdigest() != expected:
             part.unlink()
-            raise ApiError(f"downloaded file does not match sha256 {expected}; "
-                           "the partial file was removed, retry", code="checksum_mismatch",
-                           status=0)
+            raise ApiError(f"downloaded file does not match sha256 {expected}; the partial "
+                           "file was removed, retry", code="checksum_mismatch", status=0)
         os.replace(part, dest)
-        return dest
+        return got
 
     def download_data(self, uid: str, dest: Path, **kw: Any) -> Path:
-        return self.download(f"/data/{uid}/content", dest, **kw)
+        self.download(paths.data_content(uid), dest, **kw)
+        return Path(dest)
 
     def list_data(self) -> list[dict[str, Any]]:
         return self.get("/data")
@@ -395,7 +420,8 @@ class Client:
             delay = min(delay * 1.5, 5.0)
 
     def download_result(self, uid: str, dest: Path, **kw: Any) -> Path:
-        return self.download(f"/works/{uid}/result", dest, **kw)
+        self.download(paths.work_result(uid), dest, **kw)
+        return Path(dest)
 
     def chmod(self, uid: str, mode: str) -> dict[str, Any]:
         return self.post(f"/objects/{uid}/chmod", {"mode": mode})
@@ -497,68 +523,54 @@ class Client:
     def delete_template(self, ref: str) -> None:
         self.request("DELETE", f"/templates/{ref}")
 
-    def download_verified(self, route: str, dest: Path, *, sha256: str,
-                          progress: Progress | None = None, size: int | None = None) -> int:
-        """Like :meth:`download` (resumes ``dest.part`` with Range), but hashes while it
-        writes, so the file is read once; returns the bytes transferred. A mismatch
-        removes the partial file and raises ``checksum_mismatch``; more than ``size``
-        bytes (the signed size) removes it and raises ``too_large``."""
-        dest = Path(dest)
-        part = dest.with_name(dest.name + ".part")
-        digest = hashlib.sha256()
-        have = 0
-        if part.exists() and size is not None and part.stat().st_size > size:
-            part.unlink()
-        if part.exists():
-            with open(part, "rb") as f:
-                for block in iter(lambda: f.read(DOWNLOAD_BLOCK), b""):
-                    digest.update(block)
-                    have += len(block)
-        headers = {"Range": f"bytes={have}-", "If-Range": f'"{sha256}"'} if have else {}
-        resp = self.request("GET", route, expect=(200, 206, 416), headers=headers,
-                            stream=True)
-        if resp.status_code == 416:  # the partial file is already whole (or bogus)
-            resp.close()
-            if digest.hexdigest() == sha256:
-                os.replace(part, dest)
-                return 0
-            part.unlink()
-            return self.download_verified(route, dest, sha256=sha256, progress=progress,
-                                          size=size)
-        if resp.status_code == 200:
-            digest, have = hashlib.sha256(), 0
-        if progress and have:
-            progress(have)
-        with resp, open(part, "ab" if have else "wb") as out:
-            got = _receive(resp, out, digest, _room(size, have), progress, part)
-        if digest.hexdigest() != sha256:
-            part.unlink()
-            raise ApiError(f"downloaded file does not match sha256 {sha256}; the partial "
-                           "file was removed, retry", code="checksum_mismatch", status=0)
-        os.replace(part, dest)
-        return got
-
-    # --- the worker's side ----------------------------------------------------------------
+    # --- the worker's side --------------------------------------------------------------
 
     def register_host(self, facts: dict[str, Any]) -> dict[str, Any]:
-        return self.post("/hosts", facts)
+        return self.post(paths.HOSTS, facts)
 
     def heartbeat(self, host: str, running: list[str],
                   templates_held: list[str] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"running": running}
         if templates_held is not None:
             body["templates_held"] = templates_held
-        return self.post(f"/hosts/{host}/heartbeat", body)
+        return self.post(paths.host_heartbeat(host), body)
 
     def request_work(self, host: str) -> dict[str, Any]:
-        return self.post(f"/hosts/{host}/work")
+        return self.post(paths.host_work(host))
 
     def upload_result(self, uid: str, path: Path) -> dict[str, Any]:
         path = Path(path)
-        return self._put_file(f"/works/{uid}/result", path, path.stat().st_size,
+        return self._put_file(paths.work_result(uid), path, path.stat().st_size,
                               sha256_file(path), None)
 
     def report(self, uid: str, status: str, exit_code: int | None = None,
                message: str | None = None) -> dict[str, Any]:
-        return self.post(f"/works/{uid}/report", {"status": status, "exit_code": exit_code,
+        return self.post(paths.work_report(uid), {"status": status, "exit_code": exit_code,
                                                   "message": message})
+
+    # --- the nested worker's side (a VM job's delegated token) ----------------------------
+
+    def progress(self, uid: str, phase: str = "running") -> dict[str, Any]:
+        """A sign of life of job ``uid``'s payload; the answer's ``stop`` says to end it."""
+        return self.post(paths.work_progress(uid), {"phase": phase})
+
+    def pilot_work(self, pilot_uid: str) -> dict[str, Any] | None:
+        """The next job for pilot ``pilot_uid`` (its description), or None when none waits."""
+        return self.post(paths.pilot_work(pilot_uid)).get("work")
+
+
+def status_of(e: Exception) -> int | None:
+    """For :func:`xwvm.protocol.retry.retrying`: an ApiError's HTTP status, 0 when no
+    answer came (unreachable, timed out); None for anything else (never retried)."""
+    if not isinstance(e, ApiError):
+        return None
+    if e.status:
+        return e.status
+    return 0 if e.code in NO_ANSWER else None
+
+
+def retrying(fn: Callable[[], T], backoff: Backoff = Backoff(),
+             sleep: Callable[[float], bool | None] | None = None,
+             on_retry: Callable[[Exception, float], None] | None = None) -> T | None:
+    """Call ``fn`` (an SDK call) under the one retry policy for transient HTTP failures."""
+    return retry.retrying(fn, status_of, backoff, sleep, on_retry)
