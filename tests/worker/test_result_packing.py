@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from xwvm.worker import native, sandbox
+from appliance import isolation, runner
+from xwvm.worker import sandbox
 
 SECRET = b"root-only-secret-5d1c"
 TEST_USER = "xwvm-test-payload"
@@ -49,7 +50,7 @@ while time.monotonic() < end:
 
 
 @pytest.fixture(scope="module")
-def account() -> sandbox.JobAccount:
+def account() -> isolation.JobAccount:
     """A throw-away account of these tests' own: the guest's reaper kills every process
     of the payload's account, so it must not be one that other workers' jobs use here."""
     return sandbox.job_account(TEST_USER)
@@ -72,33 +73,33 @@ def secret(tmp_path: Path) -> Path:
     return path
 
 
-def box_in(tmp_path: Path) -> native.Sandbox:
+def box_in(tmp_path: Path) -> runner.Sandbox:
     jobs = tmp_path / "jobs"
     jobs.mkdir(exist_ok=True)
     jobs.chmod(0o755)
-    box = native.Sandbox(jobs / "task")
+    box = runner.Sandbox(jobs / "task")
     box.create()
     return box
 
 
 def test_a_payload_swapping_results_for_links_never_gets_roots_files(
-        tmp_path: Path, account: sandbox.JobAccount, secret: Path) -> None:
+        tmp_path: Path, account: isolation.JobAccount, secret: Path) -> None:
     box = box_in(tmp_path)
     swapper = box.run_dir / "swap.py"
     swapper.write_text(SWAPPER)
     placed = {"swap.py": swapper.stat().st_mtime}
     job = {"args": [str(swapper), str(secret)], "env": {}, "wall_clock_s": 60}
-    iso = sandbox.guest_isolation(account.name)
-    outcome = native.run(job, box, Path("/usr/bin/python3"), None, threading.Event(), iso)
+    iso = isolation.guest_isolation(account.name)
+    outcome = runner.run(job, box, Path("/usr/bin/python3"), None, threading.Event(), iso)
     assert outcome.exit_code == 0, box.stderr.read_text()
     time.sleep(0.5)  # the swapper would be at work now, had it survived
-    assert sandbox.uid_pids(account.uid) == [], "a payload process survived its job"
-    archive = native.pack_results(box, placed, tmp_path / "r.tgz", account.uid)
+    assert isolation.uid_pids(account.uid) == [], "a payload process survived its job"
+    archive = runner.pack_results(box, placed, tmp_path / "r.tgz", account.uid)
     assert SECRET not in _all_bytes(archive)
 
 
 def test_planted_links_fifos_and_hard_links_are_not_packed(
-        tmp_path: Path, account: sandbox.JobAccount, secret: Path) -> None:
+        tmp_path: Path, account: isolation.JobAccount, secret: Path) -> None:
     box = box_in(tmp_path)
     (box.run_dir / "out.txt").write_text("result\n")
     (box.run_dir / "sub").mkdir()
@@ -109,7 +110,7 @@ def test_planted_links_fifos_and_hard_links_are_not_packed(
     box.give_to(account)
     box.stdout.write_text("")
     box.stderr.write_text("")
-    archive = native.pack_results(box, {}, tmp_path / "r.tgz", account.uid)
+    archive = runner.pack_results(box, {}, tmp_path / "r.tgz", account.uid)
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
     assert names == {"stdout.txt", "stderr.txt", "out.txt"}, names
@@ -117,7 +118,7 @@ def test_planted_links_fifos_and_hard_links_are_not_packed(
 
 
 def test_give_to_changes_no_owner_through_planted_links(
-        tmp_path: Path, account: sandbox.JobAccount, secret: Path) -> None:
+        tmp_path: Path, account: isolation.JobAccount, secret: Path) -> None:
     """The next task's directory holds links a payload planted: give_to hands over the
     directory's own files and nothing a link points at."""
     victim_dir = tmp_path / "etc"
@@ -137,7 +138,7 @@ def test_give_to_changes_no_owner_through_planted_links(
 
 
 def test_a_left_behind_process_cannot_plant_links_in_the_next_task(
-        tmp_path: Path, account: sandbox.JobAccount) -> None:
+        tmp_path: Path, account: isolation.JobAccount) -> None:
     """Task 1 leaves a process that waits for task 2's directory and swaps it for one
     holding a link (to have root chown what it points at), as it could when the jobs
     lived in the payload user's home; it is gone before task 2 exists."""
@@ -146,7 +147,7 @@ def test_a_left_behind_process_cannot_plant_links_in_the_next_task(
     home = tmp_path / "home"
     home.mkdir()
     os.chown(home, account.uid, account.gid)
-    first = native.Sandbox(home / "jobs" / "task1")
+    first = runner.Sandbox(home / "jobs" / "task1")
     first.create()
     planter = first.run_dir / "plant.sh"
     planter.write_text(f"""\
@@ -159,12 +160,12 @@ cd {home}
     fi
   done' </dev/null >/dev/null 2>&1 &)
 """)
-    iso = sandbox.guest_isolation(account.name)
-    outcome = native.run({"args": [str(planter)], "env": {}, "wall_clock_s": 30}, first,
+    iso = isolation.guest_isolation(account.name)
+    outcome = runner.run({"args": [str(planter)], "env": {}, "wall_clock_s": 30}, first,
                          Path("/bin/sh"), None, threading.Event(), iso)
     assert outcome.exit_code == 0, first.stderr.read_text()
     first.remove()
-    second = native.Sandbox(home / "jobs" / "task2")
+    second = runner.Sandbox(home / "jobs" / "task2")
     second.create()
     time.sleep(1)
     second.give_to(account)

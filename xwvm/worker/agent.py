@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from appliance import runner
 from xwvm import signing
 from xwvm.client.sdk import ApiError, Client
 from xwvm.errors import XwvmError
 from xwvm.ids import BadId, check_file_name, check_relative_name, check_uid
-from xwvm.worker import facts, native, sandbox
+from xwvm.worker import facts, sandbox
 from xwvm.worker.apps import AppRefused, FileFilter, binary_filter
 from xwvm.worker.cache import DEFAULT_QUOTA_BYTES, DataCache
 from xwvm.worker.credential import Credential
@@ -306,7 +307,7 @@ class Worker:
         jobs = self.work_dir / "jobs"  # no local user reaches a job's files through here
         jobs.mkdir(mode=0o700, parents=True, exist_ok=True)
         jobs.chmod(0o700)
-        sandbox = native.Sandbox(jobs / uid)
+        sandbox = runner.Sandbox(jobs / uid)
 
         def on_stop(stopped: str) -> None:
             if stopped == uid:
@@ -327,7 +328,7 @@ class Worker:
                               if isinstance(files, list) else [])
         return True
 
-    def _execute(self, job: dict[str, Any], sandbox: native.Sandbox) -> None:
+    def _execute(self, job: dict[str, Any], sandbox: runner.Sandbox) -> None:
         uid = job["uid"]
         # One hard limit for VM and native jobs alike, enforced by the code below (the VM
         # monitor or the native runner), and told to the guest through its context.
@@ -363,14 +364,14 @@ class Worker:
         if job.get("command"):  # a shared app this host provides: run the job's command
             job = {**job, "args": ["-c", f'{job["command"]} "$@"', "xwvm-payload",
                                    *job["args"]]}
-        outcome = native.run(job, sandbox, program, stdin, self.job_stop, isolation)
+        outcome = runner.run(job, sandbox, program, stdin, self.job_stop, isolation)
         if outcome.stopped and self.stopping.is_set():
             self._report(uid, "PENDING", message="worker stopping: job given back")
             return
-        if outcome.reason == native.STOPPED:
+        if outcome.reason == runner.STOPPED:
             return  # the server took the job away; there is nobody to report to
         with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
-            archive = native.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz",
+            archive = runner.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz",
                                           isolation.account.uid if isolation.account else None)
             if not self._upload(uid, archive, outcome.exit_code):
                 return
@@ -392,7 +393,7 @@ class Worker:
         if outcome.status:
             self._report(uid, outcome.status, outcome.exit_code, outcome.message or None)
 
-    def _prepare(self, job: dict[str, Any], sandbox: native.Sandbox,
+    def _prepare(self, job: dict[str, Any], sandbox: runner.Sandbox,
                  accept: FileFilter) -> tuple[Path, Path | None, dict[str, float]]:
         program: Path | None = None
         stdin: Path | None = None
@@ -407,7 +408,7 @@ class Worker:
             executable = f["role"] == "app"
             name = check_file_name(job["app"], "app") if executable \
                 else check_relative_name(f["name"], "input")
-            if name in placed or name.split("/")[0] == native.TMP_NAME:
+            if name in placed or name.split("/")[0] == runner.TMP_NAME:
                 # one file must not replace another (an input over the signed program)
                 raise OSError("two of the job's files have the same name, or one is "
                               "named like the job's /tmp folder")

@@ -1,19 +1,17 @@
 """The native-job sandbox: who a payload runs as, what it sees, what it may use, and making
 sure none of its processes outlives it.
 
-Two isolations, one interface (``Isolation.command``):
-
-* ``bwrap`` (every worker on the host): bubblewrap gives the payload private mount, pid,
-  IPC, UTS and network namespaces. Only the job's own directory is bound writable (at
-  ``/job/run``); /usr and a few pieces of /etc are bound read-only; /tmp is a tmpfs; the
-  worker's work dir, data cache, credential and home are simply not there. No network
-  at all (a native job is never given the server only: bubblewrap cannot filter, and
-  ``--share-net`` would be the volunteer's LAN). A root worker runs the payload as the
-  dedicated account ``xwvm-job`` (bubblewrap as root, then ``setpriv`` drops to it with
-  no capabilities and no new privileges); an unprivileged worker uses bubblewrap's user
-  namespace with another uid inside.
-* ``uid`` (the appliance guest, which has no bubblewrap): the payload runs as the guest's
-  unprivileged user; the VM itself is the sandbox.
+Bubblewrap, on every worker's host, extends the guest's isolation
+(appliance.isolation.Isolation: there the payload runs as the guest's unprivileged user
+and the VM itself is the sandbox). Bubblewrap gives the payload private mount, pid, IPC,
+UTS and network namespaces. Only the job's own directory is bound writable (at
+``/job/run``); /usr and a few pieces of /etc are bound read-only; /tmp is the job's own
+folder; the worker's work dir, data cache, credential and home are simply not there. No
+network at all (a native job is never given the server only: bubblewrap cannot filter,
+and ``--share-net`` would be the volunteer's LAN). A root worker runs the payload as the
+dedicated account ``xwvm-job`` (bubblewrap as root, then ``setpriv`` drops to it with no
+capabilities and no new privileges); an unprivileged worker uses bubblewrap's user
+namespace with another uid inside.
 
 Both: resource limits (``prlimit``: CPU time, address space, processes, file size, open
 files), a new session, and ``kill_uid`` before root touches the job's files again.
@@ -21,21 +19,26 @@ files), a new session, and ``kill_uid`` before root touches the job's files agai
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from appliance.isolation import (
+    TMP_NAME,
+    Isolation,
+    JobAccount,
+    Limits,
+    SandboxUnavailable,
+    kill_uid,
+)
 
 JOB_USER = "xwvm-job"
 JOB_DIR = "/job/run"  # the job directory inside bubblewrap (as on the host, "run")
-TMP_NAME = ".tmp"  # the job's /tmp: a folder of its directory, bound over /tmp
 # Set XWVM_BWRAP to another path (or to a missing one) to choose, or disable, bubblewrap.
 BWRAP_ENV = "XWVM_BWRAP"
 # /usr holds the system's programs; Debian's /bin, /lib... are links into it. Nothing
@@ -48,53 +51,6 @@ ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/a
 # What bubblewrap and setpriv run with (root's, for a root worker): nothing of the job's.
 HELPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
-
-
-class SandboxUnavailable(Exception):
-    """This host cannot sandbox native jobs; the message says why."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one payload may use (``prlimit``'s names); every process of it gets these."""
-
-    cpu_s: int
-    memory_bytes: int = 4 << 30
-    processes: int = 256
-    file_bytes: int = 4 << 30
-    open_files: int = 1024
-    disk_bytes: int = 10 << 30  # all the job's files together (native.DiskQuota)
-
-    def prlimit(self) -> list[str]:
-        return ["prlimit", f"--cpu={self.cpu_s}", f"--as={self.memory_bytes}",
-                f"--nproc={self.processes}", f"--fsize={self.file_bytes}",
-                f"--nofile={self.open_files}", "--"]
-
-
-# The owner's ceilings, from the worker's environment (MiB, or a count).
-LIMIT_ENV = {"memory_bytes": ("XWVM_JOB_MEMORY_MB", 1 << 20),
-             "processes": ("XWVM_JOB_MAX_PROCESSES", 1),
-             "file_bytes": ("XWVM_JOB_MAX_FILE_MB", 1 << 20),
-             "disk_bytes": ("XWVM_JOB_MAX_DISK_MB", 1 << 20)}
-
-
-def limits_for(wall_clock_s: int | None) -> Limits:
-    """CPU seconds as the wall clock (per process); the rest from the owner's settings
-    (``XWVM_JOB_MEMORY_MB``, ``XWVM_JOB_MAX_PROCESSES``, ``XWVM_JOB_MAX_FILE_MB``,
-    ``XWVM_JOB_MAX_DISK_MB``)."""
-    chosen: dict[str, int] = {}
-    for field, (var, unit) in LIMIT_ENV.items():
-        value = os.environ.get(var, "")
-        if value.isdigit() and int(value) > 0:
-            chosen[field] = int(value) * unit
-    return Limits(cpu_s=max(1, int(wall_clock_s or 24 * 3600)), **chosen)
-
-
-@dataclass(frozen=True)
-class JobAccount:
-    uid: int
-    gid: int
-    name: str
 
 
 def job_account(name: str = JOB_USER, create: bool = True) -> JobAccount:
@@ -123,40 +79,31 @@ def bwrap_path() -> str | None:
 
 
 @dataclass(frozen=True)
-class Isolation:
-    """How payloads run on this machine; ``account`` is who they run as (None: a user
-    namespace of an unprivileged worker, whose processes the pid namespace confines)."""
+class BwrapIsolation(Isolation):
+    """Bubblewrap; ``account`` is who payloads run as (None: a user namespace of an
+    unprivileged worker, whose processes the pid namespace confines)."""
 
-    kind: str  # "bwrap" | "uid"
-    account: JobAccount | None
-    bwrap: str | None = None
+    bwrap: str = "bwrap"
+    kind: ClassVar[str] = "bwrap"
 
     def command(self, run_dir: Path, argv: list[str], limits: Limits,
                 files: dict[str, Path], env: dict[str, str] | None = None,
                 ) -> tuple[list[str], str, dict[str, Any]]:
-        """(argv to start, the payload's working directory as it sees it, Popen keywords,
-        its environment included). ``files``: read-only files to show inside at these
-        paths (bwrap only). ``env``: the payload's environment.
-
-        Under bubblewrap, what runs before the payload's account takes over (bwrap,
-        setpriv, as root for a root worker) gets an environment of ours alone: the job's
-        variables (LD_PRELOAD, say) are set by ``env -i`` only after the drop, so that no
-        code of the job ever runs with root's powers."""
-        env = dict(env or {})
-        if self.kind == "uid":
-            return ([*limits.prlimit(), *argv], str(run_dir),
-                    {**self._popen_user(), "env": env})
-        assert self.bwrap is not None
-        assigned = [f"{k}={v}" for k, v in sorted(env.items())
+        """What runs before the payload's account takes over (bwrap, setpriv, as root for
+        a root worker) gets an environment of ours alone: the job's variables
+        (LD_PRELOAD, say) are set by ``env -i`` only after the drop, so that no code of
+        the job ever runs with root's powers."""
+        assigned = [f"{k}={v}" for k, v in sorted((env or {}).items())
                     if ENV_NAME.match(k) and "\0" not in v]
         return [self.bwrap, *self._bwrap_args(run_dir, files), "--", *self._drop(),
                 "env", "-i", *assigned, *limits.prlimit(), *argv], JOB_DIR, \
             {"env": dict(HELPER_ENV)}
 
-    def _popen_user(self) -> dict[str, Any]:
-        if self.account is None:
-            return {}
-        return {"user": self.account.uid, "group": self.account.gid, "extra_groups": []}
+    def program(self, run_dir: Path, program: Path) -> tuple[str, str]:
+        """Inside bubblewrap, the job's directory is /job/run."""
+        if program.is_relative_to(run_dir):
+            return f"{JOB_DIR}/{program.relative_to(run_dir).as_posix()}", JOB_DIR
+        return str(program), str(run_dir)
 
     def _drop(self) -> list[str]:
         """As root inside the namespaces, become the job account for good."""
@@ -198,8 +145,6 @@ class Isolation:
 
     def account_files(self, where: Path) -> dict[str, Path]:
         """A minimal /etc/passwd and /etc/group for inside (the host's are not shown)."""
-        if self.kind != "bwrap":
-            return {}
         uid, gid, name = (self.account.uid, self.account.gid, self.account.name) \
             if self.account else (1000, 1000, JOB_USER)
         passwd, group = where / "passwd", where / "group"
@@ -213,8 +158,6 @@ class Isolation:
 
     def namespace(self, pid: int) -> str | None:
         """The pid namespace of ``pid``'s child (bubblewrap's init inside the sandbox)."""
-        if self.kind != "bwrap":
-            return None
         try:
             child = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0]
             return os.readlink(f"/proc/{child}/ns/pid")
@@ -223,18 +166,14 @@ class Isolation:
 
     def reap(self, namespace: str | None = None, timeout: float = 10.0) -> None:
         """No process of the payload survives this (called before root packs anything).
-        In the guest: every process of the payload user. Under bubblewrap the pid
-        namespace dies with its init; what is still in it (``namespace``) is killed too,
-        and nothing else: another sandbox of the same account is not this job's."""
-        if self.account is None:
-            return
-        if self.kind == "uid":
-            kill_uid(self.account.uid, timeout)
-        elif namespace is not None:
+        The pid namespace dies with its init; what is still in it (``namespace``) is
+        killed too, and nothing else: another sandbox of the same account is not this
+        job's."""
+        if self.account is not None and namespace is not None:
             kill_uid(self.account.uid, timeout, namespace)
 
 
-def host_isolation(account_name: str = JOB_USER) -> Isolation:
+def host_isolation(account_name: str = JOB_USER) -> BwrapIsolation:
     """The sandbox this host gives native jobs, after a self-test that proves it confines;
     raises SandboxUnavailable with the reason when it cannot."""
     bwrap = bwrap_path()
@@ -242,17 +181,9 @@ def host_isolation(account_name: str = JOB_USER) -> Isolation:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed: native jobs need it "
                                  "(Debian package bubblewrap)")
     account = job_account(account_name) if os.geteuid() == 0 else None
-    iso = Isolation("bwrap", account, bwrap)
+    iso = BwrapIsolation(account, bwrap)
     self_test(iso)
     return iso
-
-
-def guest_isolation(user: str | None) -> Isolation:
-    """Inside the appliance VM: the payload user, no bubblewrap (the VM is the sandbox)."""
-    if user is None:
-        return Isolation("uid", None)
-    entry = pwd.getpwnam(user)
-    return Isolation("uid", JobAccount(entry.pw_uid, entry.pw_gid, user))
 
 
 def self_test(iso: Isolation) -> None:
@@ -260,7 +191,7 @@ def self_test(iso: Isolation) -> None:
     neither this process's files nor a network."""
     import tempfile
     with tempfile.TemporaryDirectory(prefix="xwvm-sandbox-test-") as tmp:
-        from xwvm.worker.native import Sandbox  # the job directory exactly as jobs get it
+        from appliance.runner import Sandbox  # the job directory exactly as jobs get it
         box = Sandbox(Path(tmp) / "box")
         box.create()
         run_dir = box.run_dir
@@ -284,49 +215,3 @@ def self_test(iso: Isolation) -> None:
                                      f"{detail})")
         if proc.stdout.strip() == str(os.geteuid()) and iso.account is not None:
             raise SandboxUnavailable("bubblewrap self-test: the payload ran as the worker")
-
-
-def uid_pids(uid: int) -> list[int]:
-    """Live processes with ``uid`` as any of their uids (read from status: a process that
-    made itself non-dumpable shows a root-owned /proc entry); zombies are left out."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = Path(entry.path, "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        uids = {int(u) for u in fields.get("Uid", "").split()}
-        if uid in uids and not fields.get("State", "").strip().startswith(("Z", "X")):
-            pids.append(int(entry.name))
-    return pids
-
-
-def _in_namespace(pid: int, namespace: str | None) -> bool:
-    if namespace is None:
-        return True
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid") == namespace
-    except OSError:
-        return False
-
-
-def kill_uid(uid: int, timeout: float = 10.0, namespace: str | None = None) -> None:
-    """SIGKILL every process of ``uid`` (in pid ``namespace`` only, when given) until none
-    is left (a fork loop cannot outrun it: each pass also stops the new ones, and killed
-    processes cannot fork)."""
-    if uid == 0 or uid == os.geteuid():
-        raise ValueError("refusing to kill every process of the caller or root")
-    deadline = time.monotonic() + timeout
-    while True:
-        pids = [p for p in uid_pids(uid) if _in_namespace(p, namespace)]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            raise SandboxUnavailable(f"processes of uid {uid} survive SIGKILL: {pids[:5]}")
-        time.sleep(0.05)

@@ -2,10 +2,13 @@
 
 Template (verified, cached) → overlay → context ISO → define → start → monitor → destroy.
 The lifecycle, wall-clock limit and hang detection are written once here; drivers only
-create, run and remove VMs. The nested worker inside the VM uploads the results with its
-delegated credential; this side reports the job's final status once the VM is off. A
-network=none job has no NIC and no credential: its inputs go in and its results come back
-on an exchange disk (xwvm.worker.exchange), and this side uploads them.
+create, run and remove VMs. Every VM gets an exchange disk (xwvm.protocol.exchange): the
+guest leaves its verdict there (the payload's exit code, or why it could not run), which
+this side reads once the VM is off and reports as the job's final status. The nested
+worker inside the VM uploads the results with its delegated credential; a network=none
+job has no NIC and no credential: its inputs go in and its results come back on the
+exchange disk too, and this side uploads them. Hang detection watches the console, where
+the guest writes its progress beats.
 """
 
 from __future__ import annotations
@@ -33,16 +36,15 @@ from contextualizer import (
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.ids import check_relative_name, check_uid
-from xwvm.worker import exchange
+from xwvm.protocol import exchange, vocab
+from xwvm.protocol.vocab import DEFAULT_PILOT_IDLE_S, DEFAULT_WALL_CLOCK_S, GUEST_SERVER_NAME
 from xwvm.worker.cache import DataCache
-from xwvm.worker.drivers.base import CONSOLE_MAX_BYTES, Driver, Network, VMSpec, VMState
+from xwvm.worker.drivers.base import Driver, VMSpec, VMState
+from xwvm.worker.drivers.console import CONSOLE_MAX_BYTES
 from xwvm.worker.facts import MIN_VM_MEMORY_MB, VMCeilings
 from xwvm.worker.images import select_artifacts
 
 log = logging.getLogger("xwvm.worker.vm")
-GUEST_SERVER_NAME = "xwvm-server"
-DEFAULT_WALL_CLOCK_S = 24 * 3600
-DEFAULT_PILOT_IDLE_S = 120
 STOP_GRACE_S = 5.0
 
 
@@ -117,12 +119,11 @@ class VMJobRunner:
             return VMOutcome("PENDING", message=f"given back: {e.message}")
         except XwvmError as e:
             return VMOutcome("ERROR", message=f"template refused: {e.message}")
-        offline = job.get("network", "server") == Network.NONE
         with contextlib.ExitStack() as stack:
             try:
                 paths = stack.enter_context(
                     self.images.use(self.client, job["template"], self.driver.disk_formats))
-                disk = stack.enter_context(self._exchange(job)) if offline else None
+                disk = stack.enter_context(self._exchange(job))
                 spec = self._spec(job, paths, disk)
                 self._context_iso(job, spec)
                 with self._vm(spec):
@@ -133,9 +134,9 @@ class VMJobRunner:
             if stop.is_set():
                 return VMOutcome("PENDING" if shutting_down.is_set() else "",
                                  message="worker stopping: VM job given back")
-            if disk is not None and state == "off":
-                return self._offline_verdict(job, disk, console)
-            return self._verdict(job, state, console)
+            if state == "off":
+                return self._verdict(job, disk, console)
+            return self._stopped(job, state, console)
 
     def _upload_once(self, uid: str, archive: Path, exit_code: int | None) -> bool:
         self.client.upload_result(uid, archive)
@@ -145,14 +146,18 @@ class VMJobRunner:
 
     @contextlib.contextmanager
     def _exchange(self, job: dict[str, Any]) -> Iterator[Path]:
-        """network=none: the job's inputs, fetched here, on an exchange disk for the VM."""
+        """The VM's exchange disk, for the guest's verdict; network=none: also the job's
+        inputs, fetched here, and room for its results."""
         uid = job["uid"]
         disk = (self.vm_dir / f"{uid}-exchange.img").resolve()
         try:
-            with self.data.holding():
-                inputs = [(f["name"], self.data.job_file(self.client, f), f["sha256"])
-                          for f in job["files"] if f["role"] == "input"]
-            exchange.create(disk, uid, inputs, self.opts.results_capacity_mb * 2**20)
+            if job.get("network", "server") == vocab.NetworkPolicy.NONE:
+                with self.data.holding():
+                    inputs = [(f["name"], self.data.job_file(self.client, f), f["sha256"])
+                              for f in job["files"] if f["role"] == "input"]
+                exchange.create(disk, uid, inputs, self.opts.results_capacity_mb * 2**20)
+            else:  # the nested worker fetches and uploads: only the verdict comes here
+                exchange.create(disk, uid, [], results_capacity=0)
             yield disk
         finally:
             disk.unlink(missing_ok=True)
@@ -190,7 +195,8 @@ class VMJobRunner:
                       context_iso=(self.vm_dir / f"{job['uid']}-context.iso").resolve(),
                       exchange_disk=exchange_disk,
                       kernel=paths.get("kernel"), initrd=paths.get("initrd"),
-                      cmdline=tpl.get("cmdline"), network=Network(job.get("network", "server")),
+                      cmdline=tpl.get("cmdline"),
+                      network=vocab.NetworkPolicy(job.get("network", "server")),
                       server_endpoint=(server.hostname or "127.0.0.1",
                                        server.port or 443))
 
@@ -229,11 +235,11 @@ class VMJobRunner:
 
     def _monitor(self, job: dict[str, Any], stop: threading.Event) -> str:
         """Wait for the guest to power off; stop it on request, at its wall-clock limit, or
-        when it makes no progress (no console output and no nested-worker beat)."""
+        when it makes no progress (no console output: the nested worker beats there)."""
         uid = job["uid"]
         wall = job.get("wall_clock_s")
         started = time.monotonic()
-        last_progress, last_console, last_seen = started, -1, None
+        last_progress, last_console = started, -1
         next_check = started
         while True:
             state = self.driver.state(uid)
@@ -254,19 +260,12 @@ class VMJobRunner:
                 if size > CONSOLE_MAX_BYTES:
                     self.driver.stop(uid, 0)
                     return "console_flood"
-                seen = self._nested_seen(uid)
-                if size != last_console or seen != last_seen:
-                    last_progress, last_console, last_seen = now, size, seen
+                if size != last_console:
+                    last_progress, last_console = now, size
                 elif now - last_progress > self.opts.hang_timeout_s:
                     self.driver.stop(uid, 0)
                     return "hung"
             time.sleep(self.opts.poll_s)
-
-    def _nested_seen(self, uid: str) -> str | None:
-        try:
-            return self.client.get_work(uid).get("nested_seen_at")
-        except XwvmError:
-            return None
 
     def _console(self, uid: str) -> str:
         try:
@@ -274,28 +273,30 @@ class VMJobRunner:
         except XwvmError:
             return ""
 
-    def _offline_verdict(self, job: dict[str, Any], disk: Path, console: str) -> VMOutcome:
-        """network=none: the results the guest left on its exchange disk, uploaded from
-        here with the worker's own credential."""
+    def _verdict(self, job: dict[str, Any], disk: Path, console: str) -> VMOutcome:
+        """The guest's verdict from its exchange disk: the results are the server's already
+        (uploaded by the nested worker) or on the disk (network=none), uploaded from here
+        with the worker's own credential."""
         uid = job["uid"]
         tail = console[-1500:].strip()
         archive = disk.with_name(f"{uid}-results.tar.gz")
         try:
             try:
                 got = exchange.read_results(disk, uid, archive)
-            except (XwvmError, OSError) as e:
-                message = e.message if isinstance(e, XwvmError) else str(e)
+            except (exchange.ExchangeError, OSError) as e:
+                message = e.message if isinstance(e, exchange.ExchangeError) else str(e)
                 return VMOutcome("ERROR", message=f"{message}; console:\n{tail}")
-            if got.archive is None:
+            if got.archive is None and not got.uploaded:
                 return VMOutcome("ERROR", exit_code=got.exit_code,
                                  message=f"{got.message}; console:\n{tail}")
-            if not self.upload(uid, archive, got.exit_code):
+            if got.archive is not None and not self.upload(uid, archive, got.exit_code):
                 return VMOutcome("", message="results not taken: the job is no longer ours")
         finally:
             archive.unlink(missing_ok=True)
         return VMOutcome("COMPLETED", exit_code=got.exit_code, message=got.message)
 
-    def _verdict(self, job: dict[str, Any], state: str, console: str) -> VMOutcome:
+    def _stopped(self, job: dict[str, Any], state: str, console: str) -> VMOutcome:
+        """Why this side stopped the VM (or why it crashed)."""
         tail = console[-1500:].strip()
         if state == "wall_clock":
             return VMOutcome("ERROR", message=f"wall-clock limit of {job['wall_clock_s']} s "
@@ -304,19 +305,8 @@ class VMJobRunner:
             return VMOutcome("ERROR", message=f"the VM made no progress for "
                                               f"{self.opts.hang_timeout_s:.0f} s; console:\n"
                                               f"{tail}")
-        if state == "crashed":
-            return VMOutcome("ERROR", message=f"the VM crashed; console:\n{tail}")
         if state == "console_flood":
             return VMOutcome("ERROR", message=f"the VM wrote more than "
                                               f"{CONSOLE_MAX_BYTES // 2**20} MiB to its console "
                                               f"and was stopped; console:\n{tail}")
-        try:
-            now = self.client.get_work(job["uid"])
-        except XwvmError as e:
-            return VMOutcome("ERROR", message=f"could not read the job after the VM: {e}")
-        if now.get("result"):
-            return VMOutcome("COMPLETED", exit_code=now.get("exit_code"),
-                             message=now.get("error") or "")
-        reason = now.get("error") or "the VM powered off without uploading results"
-        return VMOutcome("ERROR", exit_code=now.get("exit_code"),
-                         message=f"{reason}; console:\n{tail}")
+        return VMOutcome("ERROR", message=f"the VM crashed; console:\n{tail}")

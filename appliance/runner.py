@@ -1,4 +1,6 @@
-"""Running a native job in its sandbox directory and packing its results.
+"""Running a payload in its job directory and packing its results: the one runner of the
+guest's nested worker and of the outer worker's native jobs (which give it bubblewrap,
+xwvm.worker.sandbox, as its isolation).
 
 Root (the worker, or the agent in a guest) handles a directory the payload controls: it
 never follows the payload's links there. Every walk below is fd-relative with
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xwvm.worker.sandbox import TMP_NAME, Isolation, JobAccount, limits_for
+from appliance.isolation import TMP_NAME, Isolation, JobAccount, limits_for
 
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 STOPPED = "stopped by the worker"  # the only end that is not the payload's own doing
@@ -73,7 +75,7 @@ class Sandbox:
         self.root.mkdir(mode=0o711)
         self.root.chmod(0o711)  # the payload user passes through to run/, reads nothing
         self.run_dir.mkdir(mode=0o700)
-        (self.run_dir / TMP_NAME).mkdir(mode=0o700)  # the job's /tmp (see sandbox.py)
+        (self.run_dir / TMP_NAME).mkdir(mode=0o700)  # the job's /tmp (see isolation.py)
         self.etc_dir.mkdir(mode=0o755)
 
     def place(self, cached: Path, name: str, executable: bool = False) -> Path:
@@ -156,7 +158,8 @@ def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None
     deadline = time.monotonic() + wall if wall else None
     if isolation.account is not None:
         sandbox.give_to(isolation.account)
-    argv, cwd = _argv(isolation, sandbox, program, job["args"])
+    inside, cwd = isolation.program(sandbox.run_dir, program)
+    argv = [inside, *job["args"]]
     argv, cwd, extra = isolation.command(sandbox.run_dir, argv, limits_for(wall),
                                          isolation.account_files(sandbox.etc_dir),
                                          job_env(job["env"], cwd, base_env))
@@ -220,16 +223,6 @@ class DiskQuota:
         if used > self.limit:
             return f"the job's files exceeded {self.limit // 2**20} MiB on disk"
         return ""
-
-
-def _argv(isolation: Isolation, sandbox: Sandbox, program: Path,
-          args: list[str]) -> tuple[list[str], str]:
-    """The program as the payload sees it (inside bubblewrap, its directory is /job)."""
-    if isolation.kind == "bwrap" and program.is_relative_to(sandbox.run_dir):
-        from xwvm.worker.sandbox import JOB_DIR
-        inside = f"{JOB_DIR}/{program.relative_to(sandbox.run_dir).as_posix()}"
-        return [inside, *args], JOB_DIR
-    return [str(program), *args], str(sandbox.run_dir)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

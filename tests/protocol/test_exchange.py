@@ -1,6 +1,6 @@
-"""The exchange disk of network=none VM jobs, both sides on real files: the worker writes
-inputs, the guest side (the same functions the in-VM agent calls, on a file standing in
-for its block device) reads them and writes results, the worker reads those back. Every
+"""The exchange disk of VM jobs, both sides on real files: the worker writes inputs, the
+guest side (the same functions the in-VM agent calls, on a file standing in for its
+block device) reads them and writes its verdict and results, the worker reads those back. Every
 damage a disk can suffer is refused with a reason, and nothing unverified is returned."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from xwvm.worker import exchange
-from xwvm.worker.exchange import ExchangeError
+from appliance.exchange import find_device
+from xwvm.protocol import exchange
+from xwvm.protocol.exchange import ExchangeError
 
 JOB = "job-1"
 
@@ -68,6 +69,20 @@ def test_a_refusal_travels_without_an_archive(disk: Path, tmp_path: Path) -> Non
     got = exchange.read_results(disk, JOB, tmp_path / "r.tgz")
     assert got.archive is None and got.exit_code is None
     assert got.message == "guest hardening check failed: sudo"
+
+
+def test_a_verdict_only_disk_says_the_guest_uploaded_the_results(tmp_path: Path) -> None:
+    """network=server/internet: no inputs, no room for an archive; the guest uploaded the
+    results itself and leaves the exit code and whether it did here."""
+    small = tmp_path / "verdict.img"
+    layout = exchange.create(small, JOB, [], results_capacity=0)
+    assert small.stat().st_size == layout.size <= 2 * exchange.DISK_ALIGN
+    exchange.write_results(small, JOB, None, 7, "exit 7", uploaded=True)
+    got = exchange.read_results(small, JOB, tmp_path / "r.tgz")
+    assert (got.exit_code, got.message, got.archive, got.uploaded) == (7, "exit 7", None, True)
+    exchange.write_results(small, JOB, None, None, "")
+    got = exchange.read_results(small, JOB, tmp_path / "r.tgz")
+    assert (got.uploaded, got.message) == (False, "the guest wrote no results")
 
 
 def test_results_larger_than_the_capacity_are_replaced_by_the_reason(
@@ -163,6 +178,6 @@ def test_the_guest_finds_its_disk_among_others(disk: Path, tmp_path: Path) -> No
     (dev / "vda").write_bytes(b"\0" * 4096)
     exchange.create(dev / "vdb", "other-job", [])
     (dev / "vdc").symlink_to(disk)
-    assert exchange.find_device(JOB, sys_block, dev) == dev / "vdc"
+    assert find_device(JOB, sys_block, dev) == dev / "vdc"
     with pytest.raises(ExchangeError, match=r"no exchange disk for job job-9; found .*vdb"):
-        exchange.find_device("job-9", sys_block, dev)
+        find_device("job-9", sys_block, dev)

@@ -1,9 +1,12 @@
-"""The exchange disk of a network=none VM job: inputs in, results out, no NIC at all.
+"""The exchange disk's format (a wire format: the worker and the guest both import it).
 
-The outer worker writes one raw disk per job and the hypervisor attaches it writable
-beside the overlay; the in-VM agent finds it by its header (any bus: virtio ``vdb``
-under libvirt, SATA ``sdb`` under VirtualBox), copies the inputs out, and writes the
-results archive back. The worker reads the results after the guest powered off.
+Every VM job gets one: the outer worker writes a raw disk per job and the hypervisor
+attaches it writable beside the overlay; the guest finds it by its header (any bus:
+virtio ``vdb`` under libvirt, SATA ``sdb`` under VirtualBox, see appliance.exchange).
+A network=none job's inputs come in on it and its results archive goes back on it; in
+every network mode the guest writes its verdict there (the payload's exit code, why it
+could not run, whether it uploaded the results to the server itself), which the worker
+reads after the guest powered off: the one path from the guest's payload to the worker.
 
 Layout (all offsets from the start of the disk; the file is sparse)::
 
@@ -12,10 +15,11 @@ Layout (all offsets from the start of the disk; the file is sparse)::
     R            the results header (RESULTS_MAGIC + JSON), RESULTS_HEADER bytes,
                  written last by the guest, so a guest that died half-way leaves none
     R + 4 KiB    the results archive (results.tar.gz), at most ``capacity`` bytes
+                 (0 when the guest uploads the results to the server itself)
 
 Both sides check everything they read: the job uid, the format, that every region
-lies inside the disk, the sha256 of every input and of the archive. Nothing in here
-needs more than the standard library (the guest imports it).
+lies inside the disk, the sha256 of every input and of the archive. Standard library
+only (it goes into VM images).
 """
 
 from __future__ import annotations
@@ -28,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from xwvm.errors import XwvmError
-
 FORMAT = 1
 MAGIC = b"XWVM-EXCHANGE\n"
 RESULTS_MAGIC = b"XWVM-RESULTS\n"
@@ -41,11 +43,14 @@ COPY_CHUNK = 1 << 20
 DEFAULT_RESULTS_CAPACITY = 1 << 30  # sparse: costs nothing until the guest writes
 
 
-class ExchangeError(XwvmError):
+class ExchangeError(Exception):
     """The exchange disk is missing, foreign, damaged, or its contents do not verify."""
 
-    status = 400
     code = "bad_exchange_disk"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,12 @@ class Layout:
 
 @dataclass(frozen=True)
 class Results:
+    """The guest's verdict on its payload."""
+
     exit_code: int | None
     message: str
-    archive: Path | None  # None: the guest could not run the payload (message says why)
+    archive: Path | None  # None: not on the disk (uploaded, or the payload could not run)
+    uploaded: bool = False  # the guest uploaded the results archive to the server itself
 
 
 def check_name(name: str) -> str:
@@ -124,7 +132,7 @@ def _align(n: int, to: int = ALIGN) -> int:
     return (n + to - 1) // to * to
 
 
-def _read_block(f: BinaryIO, offset: int, size: int, magic: bytes) -> dict[str, Any] | None:
+def read_header(f: BinaryIO, offset: int, size: int, magic: bytes) -> dict[str, Any] | None:
     f.seek(offset)
     block = f.read(size)
     if not block.startswith(magic):
@@ -190,24 +198,18 @@ def create(path: Path, job_uid: str, inputs: Iterable[tuple[str, Path, str]],
 
 
 def read_results(path: Path, job_uid: str, dest: Path) -> Results:
-    """The guest's results from a powered-off VM's exchange disk, the archive copied to
-    ``dest`` and verified. ExchangeError when there are none or they do not verify."""
+    """The guest's verdict from a powered-off VM's exchange disk, its archive (if any)
+    copied to ``dest`` and verified. ExchangeError when there is none or it does not
+    verify."""
     with Path(path).open("rb") as f:
         layout = read_layout(f, job_uid)
-        doc = _read_block(f, layout.results_offset, RESULTS_HEADER, RESULTS_MAGIC)
+        doc = read_header(f, layout.results_offset, RESULTS_HEADER, RESULTS_MAGIC)
         if doc is None:
             raise ExchangeError("the VM powered off without writing results to its "
                                 "exchange disk")
-        try:
-            if doc["job"] != job_uid:
-                raise ExchangeError(f"results on the exchange disk are for job {doc['job']}")
-            length, sha = int(doc["length"]), doc["sha256"]
-            exit_code = doc["exit_code"] if isinstance(doc["exit_code"], int) else None
-            message = str(doc.get("message") or "")
-        except (KeyError, TypeError, ValueError) as e:
-            raise ExchangeError(f"results header is malformed: {e!r}") from None
+        verdict, length, sha = _verdict(doc, job_uid)
         if sha is None:
-            return Results(exit_code, message or "the guest wrote no results", None)
+            return verdict
         if not 0 <= length <= layout.results_capacity:
             raise ExchangeError(f"results of {length} bytes exceed the exchange disk's "
                                 f"capacity of {layout.results_capacity}")
@@ -218,11 +220,29 @@ def read_results(path: Path, job_uid: str, dest: Path) -> Results:
         Path(dest).unlink(missing_ok=True)
         raise ExchangeError("the results archive on the exchange disk does not match its "
                             f"sha256 ({got} != {sha})")
-    return Results(exit_code, message, Path(dest))
+    return Results(verdict.exit_code, verdict.message, Path(dest))
+
+
+def _verdict(doc: dict[str, Any], job_uid: str) -> tuple[Results, int, str | None]:
+    """(the verdict without its archive, the archive's length, its sha256 or None)."""
+    try:
+        if doc["job"] != job_uid:
+            raise ExchangeError(f"results on the exchange disk are for job {doc['job']}")
+        length, sha = int(doc["length"]), doc["sha256"]
+        exit_code = doc["exit_code"] if isinstance(doc["exit_code"], int) else None
+        message = str(doc.get("message") or "")
+        uploaded = doc.get("uploaded") is True
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExchangeError(f"results header is malformed: {e!r}") from None
+    if sha is not None and not isinstance(sha, str):
+        raise ExchangeError("results header is malformed: sha256 is not a string")
+    if sha is None and not uploaded and not message:
+        message = "the guest wrote no results"
+    return Results(exit_code, message, None, uploaded and sha is None), length, sha
 
 
 def read_layout(f: BinaryIO, job_uid: str) -> Layout:
-    doc = _read_block(f, 0, HEADER_SIZE, MAGIC)
+    doc = read_header(f, 0, HEADER_SIZE, MAGIC)
     if doc is None:
         raise ExchangeError("not an xwvm exchange disk (no header)")
     layout = Layout.from_json(doc, _size(f))
@@ -231,28 +251,7 @@ def read_layout(f: BinaryIO, job_uid: str) -> Layout:
     return layout
 
 
-# --- the guest's side ----------------------------------------------------------------------
-
-def find_device(job_uid: str, sys_block: Path = Path("/sys/class/block"),
-                dev: Path = Path("/dev")) -> Path:
-    """The block device holding this job's exchange disk (whole disks only)."""
-    seen = []
-    for entry in sorted(sys_block.glob("*")):
-        if (entry / "partition").exists() or not entry.name.startswith(("vd", "sd", "xvd")):
-            continue
-        device = dev / entry.name
-        try:
-            with device.open("rb") as f:
-                doc = _read_block(f, 0, HEADER_SIZE, MAGIC)
-        except (OSError, ExchangeError):
-            continue
-        if doc is not None:
-            if doc.get("job") == job_uid:
-                return device
-            seen.append(f"{device} (job {doc.get('job')})")
-    raise ExchangeError("no exchange disk for job " + job_uid +
-                        (f"; found {', '.join(seen)}" if seen else ""))
-
+# --- the guest's side (appliance.exchange finds the disk) ---------------------------------
 
 def extract_inputs(device: Path, job_uid: str, dest_dir: Path) -> list[Path]:
     """Copy every input into ``dest_dir`` (verified); returns the files written."""
@@ -273,10 +272,12 @@ def extract_inputs(device: Path, job_uid: str, dest_dir: Path) -> list[Path]:
 
 
 def write_results(device: Path, job_uid: str, archive: Path | None, exit_code: int | None,
-                  message: str) -> None:
-    """Write the results archive, then its header (last), and flush them to the disk.
-    ``archive`` None: no results, only why (the payload could not run). An archive larger
-    than the disk's capacity is replaced by that reason (ExchangeError raised after)."""
+                  message: str, uploaded: bool = False) -> None:
+    """The guest's verdict: the results archive, then its header (last), flushed to the
+    disk. ``archive`` None: no results here, because ``uploaded`` (to the server, by the
+    guest itself) or because the payload could not run (``message`` says why). An archive
+    larger than the disk's capacity is replaced by that reason (ExchangeError raised after).
+    """
     length, sha, too_big = 0, None, None
     with Path(device).open("r+b") as f:
         layout = read_layout(f, job_uid)
@@ -290,12 +291,16 @@ def write_results(device: Path, job_uid: str, archive: Path | None, exit_code: i
                 f.seek(layout.results_offset + RESULTS_HEADER)
                 with Path(archive).open("rb") as src:
                     sha = _copy(src, f, length)
-                f.flush()
-                os.fsync(f.fileno())
+                _sync(f)
         _write_block(f, layout.results_offset, RESULTS_HEADER, RESULTS_MAGIC,
                      {"format": FORMAT, "job": job_uid, "length": length, "sha256": sha,
-                      "exit_code": exit_code, "message": message})
-        f.flush()
-        os.fsync(f.fileno())
+                      "exit_code": exit_code, "message": message,
+                      "uploaded": bool(uploaded and archive is None)})
+        _sync(f)
     if too_big:
         raise ExchangeError(too_big)
+
+
+def _sync(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())

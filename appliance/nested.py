@@ -1,11 +1,16 @@
 """The nested worker: runs inside the VM, with a credential delegated for one VM job.
 
 Single-job mode: fetch the payload's inputs, run the payload as the unprivileged user,
-upload the results and the payload's exit code for the VM job, and return.
-Pilot mode: keep taking the owner's jobs of the template's shared app (e.g. ``root``),
-run and report each, until idle for the pilot's idle limit or out of wall-clock time.
-Progress beats for the VM job go to the server over the nested worker's own connection.
-Offline (network=none, no NIC): one job, inputs and results on the exchange disk.
+deliver the results, and leave the verdict (exit code, why it could not run) on the
+job's exchange disk. Pilot mode: keep taking the owner's jobs of the template's shared
+app (e.g. ``root``), run and report each, until idle for the pilot's idle limit or out of
+wall-clock time.
+
+Every VM job has an exchange disk (xwvm.protocol.exchange), and the outer worker reads the
+verdict from it after the VM powered off; progress beats go to the console, whose growth
+is the outer worker's hang detection. With network=none (no NIC) the inputs come from
+that disk and the results archive goes back on it; otherwise the nested worker fetches
+and uploads them itself, and tells the server it is alive (whose answer may say stop).
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from appliance import runner
+from appliance.errors import GuestError
+from appliance.http import Server
+from appliance.isolation import guest_isolation
 from contextualizer.model import JobContext
-from xwvm.errors import XwvmError
-from xwvm.worker import exchange, native, sandbox
-
-if TYPE_CHECKING:  # requests is not imported by an offline (network=none) guest
-    from xwvm.client.sdk import Client
+from xwvm.protocol import exchange, paths
+from xwvm.protocol.exchange import ExchangeError
+from xwvm.protocol.messages import JobDescription
 
 log = logging.getLogger("xwvm.nested")
 T = TypeVar("T")
@@ -34,6 +41,13 @@ BEAT_S = 10.0
 # The appliance's environment (/opt/xwvm/env: ROOT's PYTHONPATH and PATH) reaches payloads.
 INHERITED_ENV = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "ROOTSYS", "LANG", "LC_ALL")
 WALL_CLOCK_MARGIN_S = 60
+#: What a payload that could not be run raises (the pilot reports it and goes on).
+TASK_ERRORS = (GuestError, ExchangeError, OSError)
+
+
+def say(message: str) -> None:
+    """One line on the console, where the outer worker's logs and hang detection see it."""
+    print(f"xwvm-agent: {message}", flush=True)
 
 
 @dataclass
@@ -48,61 +62,52 @@ class Task:
     wall_clock_s: int | None
 
 
-def retrying(fn: Callable[[], T], attempts: int = 5, delay: float = 1.0) -> T:
-    """Retry a call that failed in transit (no answer, a broken TLS stream through the
-    VM's forwarded port, a 502/503/504): the server's answers are idempotent here."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except XwvmError as e:
-            if e.status not in (0, 502, 503, 504) or attempt == attempts - 1:
-                raise
-            log.warning("%s; retrying in %.0f s", e.message, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
-
-
 class NestedWorker:
-    """``exchange_disk`` set (network=none): no server at all; the inputs come from that
-    block device, the results and exit code go back onto it, and progress beats go to the
-    console, where the outer worker's hang detection sees them."""
+    """``server`` None (network=none): no server at all; the inputs come from the
+    exchange disk and the results archive goes back onto it."""
 
-    def __init__(self, ctx: JobContext, client: Client | None, work_dir: Path,
-                 user: str | None, exchange_disk: Path | None = None) -> None:
-        self.ctx, self.client, self.work_dir, self.user = ctx, client, Path(work_dir), user
+    def __init__(self, ctx: JobContext, server: Server | None, work_dir: Path,
+                 user: str | None, exchange_disk: Path) -> None:
+        self.ctx, self.server, self.work_dir, self.user = ctx, server, Path(work_dir), user
         self.exchange_disk = exchange_disk
         self.stop = threading.Event()
         self.base_env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
         # The appliance has no bubblewrap: the VM is the sandbox, and inside it the payload
         # runs as the unprivileged user, every one of whose processes is killed before root
         # touches the job's files again.
-        self.isolation = sandbox.guest_isolation(user)
+        self.isolation = guest_isolation(user)
 
-    @property
-    def server(self) -> Client:
-        if self.client is None:
-            raise XwvmError("this nested worker has no server (network=none)")
-        return self.client
+    def online(self) -> Server:
+        if self.server is None:
+            raise GuestError("a pilot needs the server: network=none cannot serve one")
+        return self.server
+
+    # --- the verdict, for the outer worker ---------------------------------------------------
+
+    def verdict(self, exit_code: int | None, message: str, archive: Path | None = None,
+                uploaded: bool = False) -> None:
+        """On the exchange disk: the outer worker's one source for how the payload ended."""
+        exchange.write_results(self.exchange_disk, self.ctx.job_uid, archive, exit_code,
+                               message, uploaded)
 
     # --- progress ---------------------------------------------------------------------------
 
     def _beat(self, phase: str) -> None:
-        if self.exchange_disk is not None:
-            print(f"xwvm-agent: beat {phase}", flush=True)
+        say(f"beat {phase}")
+        if self.server is None:
             return
         try:
-            answer = self.server.post(f"/works/{self.ctx.job_uid}/progress", {"phase": phase})
-            if answer.get("stop"):
+            answer = self.server.post(paths.work_progress(self.ctx.job_uid), {"phase": phase})
+            if isinstance(answer, dict) and answer.get("stop"):
                 self.stop.set()
-        except XwvmError as e:
+        except GuestError as e:
             log.warning("progress beat failed: %s", e.message)
 
     def _beats(self, done: threading.Event) -> None:
         while not done.wait(BEAT_S):
             self._beat("running")
 
-    def _with_beats(self, fn: Any) -> Any:
+    def _with_beats(self, fn: Callable[[], T]) -> T:
         done = threading.Event()
         threading.Thread(target=self._beats, args=(done,), daemon=True).start()
         try:
@@ -112,12 +117,13 @@ class NestedWorker:
 
     # --- one payload --------------------------------------------------------------------------
 
-    def run_task(self, task: Task) -> native.Outcome:
-        """Fetch the inputs, run the command as the payload user, upload the results.
+    def run_task(self, task: Task, deliver: Callable[[Task, Path, runner.Outcome], None]
+                 ) -> runner.Outcome:
+        """Fetch the inputs, run the command as the payload user, ``deliver`` the results.
         The job's directory is root's (never inside the payload user's home), its run/
         is given to the payload only once the inputs are in."""
         self.isolation.reap()  # nothing the previous task (or a login) left may race root
-        box = native.Sandbox(self.work_dir / task.uid)
+        box = runner.Sandbox(self.work_dir / task.uid)
         box.create()
         try:
             self._fetch_inputs(task, box.run_dir)
@@ -126,31 +132,35 @@ class NestedWorker:
             # The job's arguments follow the command, as "$@" (never pasted into the string).
             job = {"args": ["-c", f'{task.command} "$@"', "xwvm-payload", *task.args],
                    "env": task.env, "wall_clock_s": task.wall_clock_s}
-            outcome = native.run(job, box, Path("/bin/sh"), None, self.stop, self.isolation,
+            outcome = runner.run(job, box, Path("/bin/sh"), None, self.stop, self.isolation,
                                  base_env=self.base_env)
             owner = self.isolation.account.uid if self.isolation.account else None
             with tempfile.TemporaryDirectory() as tmp:
-                archive = native.pack_results(box, placed, Path(tmp) / "results.tar.gz", owner)
-                self._deliver(task, archive, outcome)
+                archive = runner.pack_results(box, placed, Path(tmp) / "results.tar.gz", owner)
+                deliver(task, archive, outcome)
             return outcome
         finally:
             box.remove()
 
     def _fetch_inputs(self, task: Task, run_dir: Path) -> None:
-        if self.exchange_disk is not None:
+        if self.server is None:
             exchange.extract_inputs(self.exchange_disk, task.uid, run_dir)
             return
         for data_uid, name, sha in task.inputs:
             dest = run_dir / name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            retrying(lambda d=data_uid, p=dest, h=sha: self.server.download_data(d, p, sha256=h))
+            self.server.download(data_uid, dest, sha)
 
-    def _deliver(self, task: Task, archive: Path, outcome: native.Outcome) -> None:
-        if self.exchange_disk is not None:
-            exchange.write_results(self.exchange_disk, task.uid, archive, outcome.exit_code,
-                                   outcome.reason or "")
-        else:
-            retrying(lambda: self.server.upload_result(task.uid, archive))
+    def _deliver_own(self, task: Task, archive: Path, outcome: runner.Outcome) -> None:
+        """The VM job's own results: on the exchange disk, or uploaded and said so there."""
+        if self.server is None:
+            self.verdict(outcome.exit_code, outcome.reason, archive)
+            return
+        self.server.upload_result(task.uid, archive)
+        self.verdict(outcome.exit_code, outcome.reason, uploaded=True)
+
+    def _upload(self, task: Task, archive: Path, outcome: runner.Outcome) -> None:
+        self.online().upload_result(task.uid, archive)
 
     # --- modes --------------------------------------------------------------------------------
 
@@ -161,22 +171,18 @@ class NestedWorker:
                     env={**dict(ctx.env), **dict(ctx.payload.env)},
                     inputs=[(r.uid, r.name, r.sha256) for r in ctx.payload.inputs],
                     wall_clock_s=ctx.limits.wall_clock_seconds)
-        outcome = self._with_beats(lambda: self.run_task(task))
-        if self.exchange_disk is None:  # offline, the exit code went onto the disk
-            retrying(lambda: self.server.post(f"/works/{ctx.job_uid}/payload", {
-                "exit_code": outcome.exit_code, "message": outcome.reason or None}))
+        outcome = self._with_beats(lambda: self.run_task(task, self._deliver_own))
         return outcome.exit_code
 
     def run_pilot(self) -> int:
         """Serve jobs until idle or out of time; returns how many ran."""
-        ctx = self.ctx
+        server, ctx = self.online(), self.ctx
         idle_s = ctx.limits.idle_seconds or 60
         deadline = time.monotonic() + ctx.limits.wall_clock_seconds - WALL_CLOCK_MARGIN_S
         served: list[dict[str, Any]] = []
         idle_since, delay = time.monotonic(), 1.0
         while not self.stop.is_set() and time.monotonic() < deadline:
-            desc = retrying(lambda: self.server.post(f"/works/{ctx.job_uid}/pilot-work")
-                            ).get("work")
+            desc = server.post(paths.pilot_work(ctx.job_uid)).get("work")
             if desc is None:
                 if time.monotonic() - idle_since > idle_s:
                     break
@@ -184,20 +190,20 @@ class NestedWorker:
                 self.stop.wait(delay)
                 delay = min(delay * 1.5, 5.0)
                 continue
-            served.append(self._serve(desc))
+            served.append(self._serve(JobDescription.from_json(desc, "work")))
             idle_since, delay = time.monotonic(), 1.0
         self._pilot_results(served)
         return len(served)
 
-    def _serve(self, desc: dict[str, Any]) -> dict[str, Any]:
-        task = Task(uid=desc["uid"], command=desc.get("command") or "true",
-                    args=list(desc["args"]), env={**dict(self.ctx.env), **desc["env"]},
-                    inputs=[(f["data"], f["name"], f["sha256"]) for f in desc["files"]
-                            if f["role"] == "input"], wall_clock_s=desc.get("wall_clock_s"))
+    def _serve(self, desc: JobDescription) -> dict[str, Any]:
+        task = Task(uid=desc.uid, command=desc.command or "true", args=list(desc.args),
+                    env={**dict(self.ctx.env), **desc.env},
+                    inputs=[(f.data, f.name, f.sha256) for f in desc.files
+                            if f.role == "input"], wall_clock_s=desc.wall_clock_s)
         started = time.monotonic()
         try:
-            outcome = self._with_beats(lambda: self.run_task(task))
-        except (XwvmError, OSError) as e:
+            outcome = self._with_beats(lambda: self.run_task(task, self._upload))
+        except TASK_ERRORS as e:
             self._report(task.uid, "ERROR", None, f"the pilot could not run it: {e}")
             return {"uid": task.uid, "error": str(e)}
         if outcome.stopped:
@@ -210,19 +216,19 @@ class NestedWorker:
     def _report(self, uid: str, status: str, exit_code: int | None,
                 message: str | None) -> None:
         try:
-            retrying(lambda: self.server.report(uid, status, exit_code, message))
-        except XwvmError as e:
+            self.online().report(uid, status, exit_code, message)
+        except GuestError as e:
             log.warning("report of %s refused: %s", uid, e.message)
 
     def _pilot_results(self, served: list[dict[str, Any]]) -> None:
         """The pilot VM job's own results: what it served."""
+        message = f"pilot served {len(served)} job(s)"
         with tempfile.TemporaryDirectory() as tmp:
-            sandbox = native.Sandbox(Path(tmp) / "pilot")
-            sandbox.create()
-            sandbox.stdout.write_text(f"pilot served {len(served)} job(s)\n")
-            sandbox.stderr.write_text("")
-            (sandbox.run_dir / "served.json").write_text(json.dumps(served, indent=2))
-            archive = native.pack_results(sandbox, {}, Path(tmp) / "results.tar.gz")
-            retrying(lambda: self.server.upload_result(self.ctx.job_uid, archive))
-        retrying(lambda: self.server.post(f"/works/{self.ctx.job_uid}/payload", {
-            "exit_code": 0, "message": f"pilot served {len(served)} job(s)"}))
+            box = runner.Sandbox(Path(tmp) / "pilot")
+            box.create()
+            box.stdout.write_text(message + "\n")
+            box.stderr.write_text("")
+            (box.run_dir / "served.json").write_text(json.dumps(served, indent=2))
+            archive = runner.pack_results(box, {}, Path(tmp) / "results.tar.gz")
+            self.online().upload_result(self.ctx.job_uid, archive)
+        self.verdict(0, message, uploaded=True)
