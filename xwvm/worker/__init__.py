@@ -1,1 +1,2 @@
-"""The outer worker: pull loop, job sandboxes, data cache (and, later, hypervisor drivers)."""
+"""The outer worker: the pull loop, job sandboxes, the data and image caches, VM jobs and the
+hypervisor drivers (drivers/)."""

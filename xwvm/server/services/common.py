@@ -35,10 +35,6 @@ def get_or_404(db: Session, model: type[T], uid: str, what: str) -> T:
     return obj
 
 
-def xw_uri(public_name: str, uid: str) -> str:
-    return f"xw://{public_name}/{uid}"
-
-
 # --- names and ids (issue 12, hole 7) ----------------------------------------------------
 # An id always means that one object; a name means what the user trusts it to mean.
 
