@@ -9,7 +9,6 @@ def test_paths_name_the_servers_routes() -> None:
     assert paths.host_heartbeat("h1") == "/hosts/h1/heartbeat"
     assert paths.host_work("h1") == "/hosts/h1/work"
     assert paths.work_progress("w1") == "/works/w1/progress"
-    assert paths.work_payload("w1") == "/works/w1/payload"
     assert paths.pilot_work("w1") == "/works/w1/pilot-work"
     assert paths.work_result("w1") == "/works/w1/result"
     assert paths.work_report("w1") == "/works/w1/report"
@@ -29,7 +28,7 @@ def test_every_path_is_a_route_of_the_server() -> None:
             ("POST", paths.HOSTS), ("POST", paths.host_heartbeat("X")),
             ("POST", paths.host_work("X")), ("GET", paths.work("X")),
             ("PUT", paths.work_result("X")), ("POST", paths.work_report("X")),
-            ("POST", paths.work_progress("X")), ("POST", paths.work_payload("X")),
+            ("POST", paths.work_progress("X")),
             ("POST", paths.pilot_work("X")), ("GET", paths.data_content("X")),
             ("GET", paths.template_artifact("X", "disk")),
             ("GET", paths.template_chunks("X", "disk"))):

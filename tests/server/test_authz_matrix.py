@@ -197,11 +197,6 @@ def delegated_only(actor: str, mode: str) -> Outcome:
     return NO_TOKEN if actor == "anon" else DELEGATED
 
 
-def nested_only(actor: str, mode: str) -> Outcome:
-    """services/works.payload_ended: only a VM job's delegated credential (forbidden_level)."""
-    return NO_TOKEN if actor == "anon" else LEVEL
-
-
 def upload_owner(allowed: Outcome = OK) -> Callable[[str, str], Outcome]:
     """services/uploads.get_owned: an upload session is its uploader's alone, not even a
     super user's."""
@@ -410,8 +405,6 @@ OBJECT_ENDPOINTS = [
        lambda w, obj: {"data": b"not a result"}, fresh=True),
     Ep("job-progress", "job", "POST", "/works/{uid}/progress", worker_route(OK),
        _json({"phase": "booting"})),
-    Ep("job-payload", "job", "POST", "/works/{uid}/payload", nested_only,
-       _json({"exit_code": 0})),
     Ep("job-pilot-work", "job", "POST", "/works/{uid}/pilot-work", delegated_only),
     # apps (api/apps.py, services/apps.py)
     Ep("app-show", "app", "GET", "/apps/{uid}", read(ACCESS)),

@@ -35,11 +35,6 @@ def work_progress(uid: str) -> str:
     return f"/works/{uid}/progress"
 
 
-def work_payload(uid: str) -> str:
-    """The nested worker says the payload ended (exit code, or why it could not run)."""
-    return f"/works/{uid}/payload"
-
-
 def pilot_work(pilot_uid: str) -> str:
     """A pilot VM's nested worker asks for its next job."""
     return f"/works/{pilot_uid}/pilot-work"

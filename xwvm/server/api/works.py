@@ -104,9 +104,6 @@ def upload_result(uid: str):
 
 PROGRESS = {"type": "object", "additionalProperties": False,
             "properties": {"phase": {"type": "string", "maxLength": 64}}}
-PAYLOAD = {"type": "object", "additionalProperties": False, "required": ["exit_code"],
-           "properties": {"exit_code": {"type": ["integer", "null"]},
-                          "message": {"type": ["string", "null"], "maxLength": 65536}}}
 
 
 @bp.post("/works/<uid>/progress")
@@ -115,15 +112,6 @@ def progress(uid: str):
     answer = work_service.progress(db(), principal(), uid, body.get("phase", "running"))
     commit()
     return jsonify(answer)
-
-
-@bp.post("/works/<uid>/payload")
-def payload_ended(uid: str):
-    body = json_body(PAYLOAD)
-    work = work_service.payload_ended(db(), principal(), uid, body["exit_code"],
-                                      body.get("message"))
-    commit()
-    return jsonify(_view(work))
 
 
 @bp.post("/works/<uid>/pilot-work")

@@ -306,24 +306,6 @@ def progress(db: Session, p: Principal, uid: str, phase: str) -> dict[str, Any]:
     return {"stop": False, "status": work.status, "phase": phase}
 
 
-def payload_ended(db: Session, p: Principal, uid: str, exit_code: int | None,
-                  message: str | None) -> Work:
-    """The nested worker says the payload ended (results already uploaded, or a reason
-    why it could not run). The outer worker reports the final status when the VM is off."""
-    work = get_or_404(db, Work, uid, "job")
-    if not p.is_delegated:
-        raise Forbidden("only the VM job's nested worker reports its payload's end",
-                        code="forbidden_level")
-    policy.check_worker_holds(db, p, work)
-    work.exit_code = exit_code
-    work.nested_seen_at = utcnow()
-    if message:
-        work.error_message = message[:2000]
-    events.record(db, "payload_ended", object_uid=uid, actor_uid=p.uid,
-                  detail=f"exit code {exit_code}" + (f": {message}" if message else ""))
-    return work
-
-
 def description_for_worker(db: Session, work: Work) -> dict[str, Any]:
     """What a worker needs to run the job: the app, the files to fetch, the limits."""
     rows = db.execute(select(WorkData, Data).join(Data, Data.uid == WorkData.data_uid)
