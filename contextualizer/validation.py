@@ -14,8 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from contextualizer.errors import ContextError, ValidationIssue
 from contextualizer.model import GuestFile, NetworkPolicy, UserContext
+from contextualizer.schema_errors import RULES, Wording, json_path, schema_issues
 
 #: Largest accepted user context, as compact UTF-8 JSON.
 MAX_DOCUMENT_BYTES = 256 * 1024
@@ -41,7 +41,6 @@ ALLOWED_KEY_TYPES = (
     "ecdsa-sha2-nistp521",
     "ssh-rsa",
 )
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @cache
@@ -94,57 +93,23 @@ def parse_user_context(doc: Any) -> UserContext:
     )
 
 
-def json_path(parts: Iterable[str | int]) -> str:
-    """``["env", "1X"]`` -> ``$.env["1X"]``; ``["files", 0, "path"]`` -> ``$.files[0].path``."""
-    out = "$"
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif _IDENTIFIER.match(part):
-            out += f".{part}"
-        else:
-            out += f"[{json.dumps(part)}]"
-    return out
+#: The context's wording: the document defaults, plus its one ``not`` rule (file paths).
+_WORDING = Wording(rules={**RULES, "not": "must not contain '.' or '..' path segments"})
+
+
+def _property_name(error: jsonschema.ValidationError) -> ValidationIssue | None:
+    """jsonschema reports a bad property name at the parent object: name the property."""
+    if "propertyNames" not in error.absolute_schema_path:
+        return None
+    return ValidationIssue(
+        json_path([*error.absolute_path, error.instance]),
+        "is not a valid name (letters, digits and _, not starting with a digit; "
+        "at most 128 characters)",
+    )
 
 
 def _schema_issues(doc: Any) -> Iterator[ValidationIssue]:
-    for error in _validator().iter_errors(doc):
-        path = list(error.absolute_path)
-        if "propertyNames" in error.absolute_schema_path:
-            # jsonschema reports a bad property name at the parent object.
-            yield ValidationIssue(
-                json_path([*path, error.instance]),
-                "is not a valid name (letters, digits and _, not starting with a digit; "
-                "at most 128 characters)",
-            )
-        elif error.validator == "additionalProperties":
-            known = set(error.schema.get("properties", {}))
-            for name in sorted(set(error.instance) - known):
-                yield ValidationIssue(json_path([*path, name]), "unknown field")
-        elif error.validator == "required":
-            for name in error.validator_value:
-                if name not in error.instance:
-                    yield ValidationIssue(json_path([*path, name]), "missing required field")
-        else:
-            yield ValidationIssue(json_path(path), _message(error))
-
-
-def _message(error: jsonschema.ValidationError) -> str:
-    value = error.validator_value
-    kind = str(error.validator)
-    if kind == "enum":
-        return f"must be one of: {', '.join(map(str, value))}"
-    messages = {
-        "type": "must be of type {}",
-        "pattern": "does not match the pattern {}",
-        "maxLength": "is longer than {} characters",
-        "minLength": "is shorter than {} characters",
-        "maxItems": "has more than {} items",
-        "maxProperties": "has more than {} entries",
-        "uniqueItems": "has duplicate items",
-        "not": "must not contain '.' or '..' path segments",
-    }
-    return messages.get(kind, "is invalid ({})").format(value if kind in messages else kind)
+    return schema_issues(_validator().iter_errors(doc), _WORDING, _property_name)
 
 
 def _key_issues(keys: Any) -> Iterator[ValidationIssue]:

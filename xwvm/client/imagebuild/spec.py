@@ -21,7 +21,7 @@ import yaml
 
 from appliance.hardening import FORBIDDEN_PACKAGES  # would give the user a way to root
 from contextualizer.errors import ValidationIssue
-from contextualizer.validation import json_path
+from contextualizer.schema_errors import Wording, json_path, schema_issues
 from xwvm.client.imagebuild import sources
 from xwvm.errors import XwvmError
 
@@ -178,20 +178,15 @@ def validate_document(doc: Any) -> list[ValidationIssue]:
     return sorted(issues)
 
 
+_TYPE_NAMES = {"string": "a string", "integer": "an integer", "array": "a list",
+               "object": "a mapping", "boolean": "true or false"}
+_WORDING = Wording().with_rules(
+    type=lambda e: f"must be {_TYPE_NAMES.get(str(e.validator_value), e.validator_value)}")
+
+
 def _schema_issues(doc: Any) -> Iterator[ValidationIssue]:
     validator = jsonschema.Draft202012Validator(template_schema())
-    for error in validator.iter_errors(doc):
-        path = list(error.absolute_path)
-        if error.validator == "additionalProperties":
-            known = set(error.schema.get("properties", {}))
-            for name in sorted(set(error.instance) - known):
-                yield ValidationIssue(json_path([*path, name]), "unknown field")
-        elif error.validator == "required":
-            for name in error.validator_value:
-                if name not in error.instance:
-                    yield ValidationIssue(json_path([*path, name]), "missing required field")
-        else:
-            yield ValidationIssue(json_path(path), _message(error, path))
+    return schema_issues(validator.iter_errors(doc), _WORDING, _special)
 
 
 _PATTERN_MEANING = {
@@ -204,34 +199,20 @@ _PATTERN_MEANING = {
 }
 
 
-def _message(error: jsonschema.ValidationError, path: list[Any]) -> str:
-    value = error.validator_value
-    kind = str(error.validator)
-    ref = _defined_as(error)
-    if kind in ("pattern", "not") and ref in _PATTERN_MEANING:
-        return _PATTERN_MEANING[ref]
-    if kind == "const" and path and path[0] == "hardening":
-        return f"must be {json.dumps(value)}: the guest hardening of the security model " \
-               "cannot be turned off"
-    if kind == "not" and path == ["hardening", "user"]:
-        return "must not be a system account"
-    if kind == "enum":
-        return f"must be one of: {', '.join(map(str, value))}"
-    type_names = {"string": "a string", "integer": "an integer", "array": "a list",
-                  "object": "a mapping", "boolean": "true or false"}
-    simple = {
-        "type": f"must be {type_names.get(str(value), value)}",
-        "const": f"must be {json.dumps(value)}",
-        "pattern": f"does not match the pattern {value}",
-        "maxLength": f"is longer than {value} characters",
-        "minLength": f"is shorter than {value} characters",
-        "minimum": f"must be at least {value}",
-        "maximum": f"must be at most {value}",
-        "minItems": f"must have at least {value} item(s)",
-        "maxItems": f"has more than {value} items",
-        "uniqueItems": "has duplicate items",
-    }
-    return simple.get(kind, f"is invalid ({kind})")
+def _special(error: jsonschema.ValidationError) -> ValidationIssue | None:
+    """What a spec's rule means, where the rule alone would not say (named patterns, the
+    hardening that cannot be turned off); None: the wording's message."""
+    kind, path = str(error.validator), list(error.absolute_path)
+    ref = _defined_as(error) if kind in ("pattern", "not") else None
+    message = None
+    if ref is not None and ref in _PATTERN_MEANING:
+        message = _PATTERN_MEANING[ref]
+    elif kind == "const" and path and path[0] == "hardening":
+        message = f"must be {json.dumps(error.validator_value)}: the guest hardening of " \
+                  "the security model cannot be turned off"
+    elif kind == "not" and path == ["hardening", "user"]:
+        message = "must not be a system account"
+    return None if message is None else ValidationIssue(json_path(path), message)
 
 
 def _defined_as(error: jsonschema.ValidationError) -> str | None:

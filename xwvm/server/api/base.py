@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import jsonschema
 from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
+from contextualizer.schema_errors import API, schema_issues
 from xwvm.errors import BadRequest, TooLarge, Unauthorized
 from xwvm.server.blobs import BlobStore
 from xwvm.server.config import ServerConfig
@@ -59,7 +59,7 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body),
                     key=lambda e: list(e.absolute_path))
     if errors:
-        details = [{"path": _path(e), "message": _rule(e)} for e in errors]
+        details = [{"path": i.path, "message": i.message} for i in schema_issues(errors, API)]
         first = details[0]
         raise BadRequest(f"invalid request: {first['path']}: {first['message']}",
                          code="invalid_body", details=details)
@@ -112,49 +112,6 @@ def _depth(value: Any) -> int:
                 todo.extend((x, level + 1) for x in
                             (item.values() if isinstance(item, dict) else item))
     return deepest
-
-
-# Messages for a failed rule, from the schema's side only: jsonschema's own messages quote
-# the submitted value (a password sent as a list ended up in the event log that way).
-_RULES = {
-    "minLength": "is shorter than {} characters", "maxLength": "is longer than {} characters",
-    "minimum": "is less than the minimum of {}", "maximum": "is more than the maximum of {}",
-    "exclusiveMinimum": "must be more than {}", "exclusiveMaximum": "must be less than {}",
-    "minItems": "has fewer than {} items", "maxItems": "has more than {} items",
-    "minProperties": "has fewer than {} properties",
-    "maxProperties": "has more than {} properties",
-    "pattern": "does not match {!r}", "format": "is not a valid {}", "enum": "is not one of {}",
-    "const": "is not {!r}", "uniqueItems": "has non-unique items",
-}
-_NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}\Z")
-
-
-def _name(key: Any) -> str:
-    """A key or index as an error may show it: a short plain name, else an ellipsis."""
-    return str(key) if _NAME.match(str(key)) else "…"
-
-
-def _path(e: jsonschema.ValidationError) -> str:
-    return "/" + "/".join(_name(x) for x in e.absolute_path)
-
-
-def _rule(e: jsonschema.ValidationError) -> str:
-    rule, want = e.validator, e.validator_value
-    if rule == "type":
-        types = want if isinstance(want, list) else [want]
-        return "is not of type " + " or ".join(repr(t) for t in types)
-    if rule == "required":  # "'NAME' is a required property": the name is the schema's
-        return e.message
-    if rule == "additionalProperties" and isinstance(e.instance, dict):
-        props, patterns = e.schema.get("properties", {}), e.schema.get("patternProperties", {})
-        extra = [_name(k) for k in e.instance
-                 if k not in props and not any(re.search(p, k) for p in patterns)]
-        allowed = ", ".join(props) or "none"
-        return (f"Additional properties are not allowed ({', '.join(map(repr, extra))} "
-                f"{'was' if len(extra) == 1 else 'were'} unexpected; allowed: {allowed})")
-    if rule in _RULES:
-        return _RULES[rule].format(want)
-    return f"does not satisfy the schema's {rule!r} rule"
 
 
 def upload_length() -> int:
