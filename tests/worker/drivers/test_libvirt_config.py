@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import xml.etree.ElementTree as ET
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import libvirt
@@ -14,7 +14,17 @@ import pytest
 from xwvm.protocol.vocab import NetworkPolicy
 from xwvm.worker.drivers import SpecError, Unsupported, VMSpec
 from xwvm.worker.drivers.libvirt import LibvirtDriver
-from xwvm.worker.drivers.libvirt.config import QEMU_NS, DomainConfig
+from xwvm.worker.drivers.libvirt.config import (
+    QEMU_NS,
+    BackingStore,
+    Controller,
+    CPUTune,
+    Disk,
+    DomainConfig,
+    OSBoot,
+    OwnerTag,
+    SerialFile,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 WORK = Path("/var/lib/xwvm/work")
@@ -79,6 +89,30 @@ def test_libvirt_test_driver_defines(name: str) -> None:
         dom.undefine()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_what_libvirt_gives_back_parses_to_the_same_domain(name: str) -> None:
+    """The field tables read libvirt's own rendering (memory in KiB, its added elements)
+    as what we wrote; its test driver keeps no QEMU namespace and adds a boot device."""
+    ours = DomainConfig.from_xml(_xml(name))
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXML(_xml(name))
+        back = DomainConfig.from_xml(dom.XMLDesc(0))
+        dom.undefine()
+    finally:
+        conn.close()
+    back.qemu_args, back.qemu_caps_del = ours.qemu_args, ours.qemu_caps_del
+    back.os.boot_dev = ours.os.boot_dev
+    assert back == ours
+
+
+@pytest.mark.parametrize("cls", [DomainConfig, OSBoot, CPUTune, BackingStore, Disk,
+                                 Controller, SerialFile, OwnerTag])
+def test_every_field_is_bound_once_in_its_table(cls: type) -> None:
+    bound = [b.attr for b in cls.FIELDS if b.attr is not None]
+    assert sorted(bound) == sorted(f.name for f in fields(cls))
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
