@@ -231,68 +231,78 @@ class PythonGenerator:
         start = time.perf_counter()
         deadline = start + duration
 
-        def request(token: str, host_uid: str) -> bytes:
-            if mode == "work":
-                return (f"POST /api/v1/hosts/{host_uid}/work HTTP/1.1\r\nHost: {hostport}\r\n"
-                        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                        "Content-Length: 2\r\n\r\n{}").encode()
-            if mode == "whoami":
-                return (f"GET /api/v1/auth/whoami HTTP/1.1\r\nHost: {hostport}\r\n"
-                        f"Authorization: Bearer {token}\r\n\r\n").encode()
-            return f"GET /api/v1/health HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode()
-
         async def one(token: str, host_uid: str) -> None:
-            req = request(token, host_uid)
-            reader = writer = None
+            req = _request(mode, hostport, token, host_uid)
+            conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
             while time.perf_counter() < deadline:
                 try:
-                    if writer is None:
-                        reader, writer = await asyncio.open_connection(host, int(port),
-                                                                       ssl=self.ctx)
-                    assert reader is not None
+                    if conn is None:
+                        conn = await asyncio.open_connection(host, int(port), ssl=self.ctx)
                     t0 = time.perf_counter()
-                    writer.write(req)
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    status = int(head[9:12])
-                    length = 0
-                    close = False
-                    for h in head.split(b"\r\n")[1:]:
-                        k, _, v = h.partition(b":")
-                        k = k.strip().lower()
-                        if k == b"content-length":
-                            length = int(v)
-                        elif k == b"connection" and v.strip().lower() == b"close":
-                            close = True
-                    body = await reader.readexactly(length)
+                    status, body, close = await _exchange(*conn, req)
                     lat.append(time.perf_counter() - t0)
-                    if close:
-                        writer.close()
-                        reader = writer = None
                 except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
                     counts["socket_errors"] += 1
-                    reader = writer = None
+                    conn = None
                     continue
-                if status != 200:
-                    counts["other"] += 1
-                elif mode != "work":
-                    counts["ok"] += 1
-                else:
-                    answer = json.loads(body)
-                    if "work" in answer:
-                        counts["ok"] += 1
-                        uids.append(answer["work"]["uid"])
-                    elif "retry_after" in answer:
-                        counts["empty"] += 1
-                    else:
-                        counts["other"] += 1
-            if writer is not None:
-                writer.close()
+                if close:
+                    conn[1].close()
+                    conn = None
+                _tally(mode, status, body, counts, uids)
+            if conn is not None:
+                conn[1].close()
 
         await asyncio.gather(*(one(t, h) for t, h in pairs))
         elapsed = time.perf_counter() - start
         lat.sort()
         return Result(requests=len(lat), duration_s=elapsed, p50_ms=pct(lat, 50) * 1e3,
                       p99_ms=pct(lat, 99) * 1e3, uids=uids, **counts)
+
+
+def _request(mode: str, hostport: str, token: str, host_uid: str) -> bytes:
+    """The one request a simulated worker repeats, as raw HTTP/1.1."""
+    if mode == "work":
+        return (f"POST /api/v1/hosts/{host_uid}/work HTTP/1.1\r\nHost: {hostport}\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                "Content-Length: 2\r\n\r\n{}").encode()
+    if mode == "whoami":
+        return (f"GET /api/v1/auth/whoami HTTP/1.1\r\nHost: {hostport}\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n").encode()
+    return f"GET /api/v1/health HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode()
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    req: bytes) -> tuple[int, bytes, bool]:
+    """Send ``req``; the answer's status, body and whether the server closes."""
+    writer.write(req)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status, length, close = int(head[9:12]), 0, False
+    for h in head.split(b"\r\n")[1:]:
+        k, _, v = h.partition(b":")
+        k = k.strip().lower()
+        if k == b"content-length":
+            length = int(v)
+        elif k == b"connection" and v.strip().lower() == b"close":
+            close = True
+    return status, await reader.readexactly(length), close
+
+
+def _tally(mode: str, status: int, body: bytes, counts: dict[str, int],
+           uids: list[str]) -> None:
+    """Count one answer: an assignment (its uid kept), an empty queue or an error."""
+    if status != 200:
+        counts["other"] += 1
+    elif mode != "work":
+        counts["ok"] += 1
+    else:
+        answer = json.loads(body)
+        if "work" in answer:
+            counts["ok"] += 1
+            uids.append(answer["work"]["uid"])
+        elif "retry_after" in answer:
+            counts["empty"] += 1
+        else:
+            counts["other"] += 1
 
 
 def pct(sorted_values: list[float], p: float) -> float:
@@ -445,27 +455,15 @@ def inprocess(db_url: str, grid: Grid, calls: int, threads: int, whole_request: 
     hosts = [h for _, h in grid.pairs[:threads]]
 
     def loop(host_uid: str, n: int) -> None:
-        worker = workers[grid.worker_of_host[host_uid]]
-        p = Principal(uid=worker.uid, login=worker.login, level=Level(worker.rights),
-                      group_uid=worker.group_uid, confine_user_uid=worker.confine_user_uid,
-                      confine_group_uid=worker.confine_group_uid)
+        p = _principal(workers[grid.worker_of_host[host_uid]])
         mine, ok = [], 0
         for _ in range(n):
             if time.perf_counter() > deadline:
                 break
             with sessions() as s:
-                if whole_request:
-                    t0 = time.perf_counter()
-                    answer = host_service.request_work(s, p, host_uid, b"bench")
-                    s.commit()
-                else:
-                    host = s.get(Host, host_uid)
-                    assert host is not None
-                    t0 = time.perf_counter()
-                    answer = assign(s, host, p)
-                    s.commit()
-                mine.append(time.perf_counter() - t0)
-                ok += answer is not None
+                took, assigned = _timed_call(s, p, host_uid, whole_request)
+            mine.append(took)
+            ok += assigned
         with lock:
             lat.extend(mine)
             got[0] += ok
@@ -483,6 +481,27 @@ def inprocess(db_url: str, grid: Grid, calls: int, threads: int, whole_request: 
     lat.sort()
     return {"calls": len(lat), "assigned": got[0], "rate": got[0] / elapsed,
             "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3}
+
+
+def _principal(worker: User) -> Principal:
+    return Principal(uid=worker.uid, login=worker.login, level=Level(worker.rights),
+                     group_uid=worker.group_uid, confine_user_uid=worker.confine_user_uid,
+                     confine_group_uid=worker.confine_group_uid)
+
+
+def _timed_call(s: Session, p: Principal, host_uid: str, whole_request: bool
+                ) -> tuple[float, bool]:
+    """One scheduler call and its commit: (seconds, whether it assigned a job)."""
+    if whole_request:
+        t0 = time.perf_counter()
+        answer = host_service.request_work(s, p, host_uid, b"bench")
+    else:
+        host = s.get(Host, host_uid)
+        assert host is not None
+        t0 = time.perf_counter()
+        answer = assign(s, host, p)
+    s.commit()
+    return time.perf_counter() - t0, answer is not None
 
 
 # --- driver -------------------------------------------------------------------------------
@@ -509,7 +528,20 @@ def pg_version() -> str:
     return out.replace("postgres (PostgreSQL) ", "PostgreSQL ")
 
 
-def main() -> int:
+Generator = WrkGenerator | PythonGenerator
+
+
+@dataclass
+class Options:
+    duration: float
+    levels: list[int]
+    sizes: list[int]
+    calls: int
+    backends: list[str]
+    generator: str
+
+
+def options() -> Options:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="~1 minute: fewer levels, 2 s runs")
     ap.add_argument("--backends", default="sqlite,postgresql")
@@ -524,27 +556,31 @@ def main() -> int:
                     "most --duration seconds (default 3000; quick 800)")
     ap.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     args = ap.parse_args()
-
-    duration = args.duration or (2.0 if args.quick else 5.0)
-    levels = [int(x) for x in (args.concurrency or ("1,16,64" if args.quick else "1,4,16,64"))
-              .split(",")]
-    if max(levels) > MAX_SIMULATED:
+    opts = Options(
+        duration=args.duration or (2.0 if args.quick else 5.0),
+        levels=[int(x) for x in
+                (args.concurrency or ("1,16,64" if args.quick else "1,4,16,64")).split(",")],
+        sizes=[int(x) for x in (args.server_workers or ("2" if args.quick else "2,4")).split(",")],
+        calls=args.inprocess_calls or (800 if args.quick else 3000),
+        backends=[b.strip() for b in args.backends.split(",")], generator=args.generator)
+    if max(opts.levels) > MAX_SIMULATED:
         ap.error(f"at most {MAX_SIMULATED} simulated workers")
-    sizes = [int(x) for x in (args.server_workers or ("2" if args.quick else "2,4")).split(",")]
-    calls = args.inprocess_calls or (800 if args.quick else 3000)
-    backends = [b.strip() for b in args.backends.split(",")]
     if args.generator == "wrk" and not shutil.which("wrk"):
         ap.error("--generator wrk: wrk is not installed (apt-get install wrk)")
+    return opts
 
+
+def main() -> int:
+    opts = options()
     tmp = Path(tempfile.mkdtemp(prefix="xwvm-bench-assign-"))
     os.chmod(tmp, 0o755)
-    use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))
-    gen: WrkGenerator | PythonGenerator = (WrkGenerator if use_wrk else PythonGenerator)(tmp)
+    use_wrk = opts.generator == "wrk" or (opts.generator == "auto" and shutil.which("wrk"))
+    gen: Generator = (WrkGenerator if use_wrk else PythonGenerator)(tmp)
     load0 = loadavg()
     print(f"# machine: {machine()}; load average {load0} (other work on the machine "
           "skews absolute numbers: compare the ratios)")
     print(f"# load generator: {gen.name} (on the same CPUs as the server); "
-          f"{duration:g} s per measurement; command: {' '.join(sys.argv)}")
+          f"{opts.duration:g} s per measurement; command: {' '.join(sys.argv)}")
     if not use_wrk:
         print("# note: wrk not found, using the Python generator, which costs the server "
               "more CPU (apt-get install wrk)")
@@ -554,73 +590,99 @@ def main() -> int:
     ok_all = True
     t_start = time.monotonic()
     try:
-        for backend in backends:
+        for backend in opts.backends:
             if backend.startswith("postgres") and pg is None:
                 pg = PostgresServer(root=tmp / "pg").start()
                 print(f"# {pg_version()} (fsync=off, synchronous_commit=off as in the tests)")
             last: tuple[str, Grid] | None = None
-            for size in sizes:
-                root = tmp / f"{backend}-{size}"
-                db_url = (pg.create_database(f"bench_{size}") if pg and backend != "sqlite"
-                          else f"sqlite:///{root / 'server' / 'xwvm.db'}")
-                server = ServerProcess(root, db_url if backend != "sqlite" else None,
-                                       alive_period=3600, workers=size,
-                                       env={"XWVM_REAP_INTERVAL_S": "30",
-                                            "XWVM_IDLE_RETRY_S": "1"})
-                server.init().start()
-                try:
-                    grid = prepare(server, tmp)
-                    client_uids: list[str] = []
-                    client_count = in_flight = 0
-                    for c in levels:
-                        pairs = grid.pairs[:c]
-                        top_up(db_url, grid, int(duration * 2500) + 2000)
-                        before = count_running(db_url)
-                        work = gen.run(server.url, "work", pairs, duration)
-                        after = count_running(db_url)
-                        ref = gen.run(server.url, "whoami", pairs, duration)
-                        client_uids += work.uids
-                        client_count += work.ok
-                        in_flight += c if use_wrk else 0
-                        row = dict(backend=backend, procs=size, c=c, rate=work.rate,
-                                   p50=work.p50_ms, p99=work.p99_ms, empty=work.empty,
-                                   errors=work.other + work.socket_errors,
-                                   server_rate=(after - before) / work.duration_s,
-                                   ref_rate=ref.rate, ref_p50=ref.p50_ms, ref_p99=ref.p99_ms,
-                                   ref_errors=ref.other + ref.socket_errors)
-                        rows.append(row)
-                        print(fmt_row(row), flush=True)
-                    c = max(levels)
-                    health = gen.run(server.url, "health", grid.pairs[:c], duration)
-                    print(f"  {backend} x{size}: GET /api/v1/health, {c} connections: "
-                          f"{health.rate:.0f}/s, p50 {health.p50_ms:.1f} ms, "
-                          f"p99 {health.p99_ms:.1f} ms", flush=True)
-                    rows[-1]["health_rate"] = health.rate
-                finally:
-                    server.stop()
-                good, msg = verify(db_url, client_uids, client_count, in_flight)
+            for size in opts.sizes:
+                good, last = bench_server(gen, backend, size, pg, tmp, opts, rows)
                 ok_all &= good
-                print(f"  check {backend} x{size}: {'OK' if good else 'FAILED'}: {msg}",
-                      flush=True)
-                last = (db_url, grid)
             if last is not None:
-                db_url, grid = last
-                for threads_n in (1, 4):
-                    for whole in (False, True):
-                        top_up(db_url, grid, calls + 1000)
-                        r = inprocess(db_url, grid, calls, threads_n, whole, duration)
-                        r.update(backend=backend, threads=threads_n,
-                                 what="request_work()" if whole else "assign()")
-                        inproc_rows.append(r)
-                        print(f"  in-process {backend} {r['what']:15} {threads_n} thread(s): "
-                              f"{r['rate']:.0f}/s, p50 {r['p50_ms']:.2f} ms, "
-                              f"p99 {r['p99_ms']:.2f} ms ({r['assigned']}/{r['calls']} "
-                              "assigned)", flush=True)
+                inproc_rows += bench_inprocess(backend, *last, opts)
     finally:
         if pg is not None:
             pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    summarize(rows, inproc_rows, load0, t_start, ok_all)
+    return 0 if ok_all else 1
 
+
+def bench_server(gen: Generator, backend: str, size: int, pg: PostgresServer | None,
+                 tmp: Path, opts: Options, rows: list[dict[str, Any]]
+                 ) -> tuple[bool, tuple[str, Grid]]:
+    """One server (``size`` gunicorn processes) on ``backend``: every level measured into
+    ``rows``, the health reference, then the correctness check."""
+    root = tmp / f"{backend}-{size}"
+    db_url = (pg.create_database(f"bench_{size}") if pg and backend != "sqlite"
+              else f"sqlite:///{root / 'server' / 'xwvm.db'}")
+    server = ServerProcess(root, db_url if backend != "sqlite" else None,
+                           alive_period=3600, workers=size,
+                           env={"XWVM_REAP_INTERVAL_S": "30", "XWVM_IDLE_RETRY_S": "1"})
+    server.init().start()
+    try:
+        grid = prepare(server, tmp)
+        client_uids: list[str] = []
+        client_count = in_flight = 0
+        for c in opts.levels:
+            work, row = measure_level(gen, server.url, db_url, grid, c, opts.duration)
+            row.update(backend=backend, procs=size)
+            client_uids += work.uids
+            client_count += work.ok
+            in_flight += c if isinstance(gen, WrkGenerator) else 0
+            rows.append(row)
+            print(fmt_row(row), flush=True)
+        c = max(opts.levels)
+        health = gen.run(server.url, "health", grid.pairs[:c], opts.duration)
+        print(f"  {backend} x{size}: GET /api/v1/health, {c} connections: "
+              f"{health.rate:.0f}/s, p50 {health.p50_ms:.1f} ms, "
+              f"p99 {health.p99_ms:.1f} ms", flush=True)
+        rows[-1]["health_rate"] = health.rate
+    finally:
+        server.stop()
+    good, msg = verify(db_url, client_uids, client_count, in_flight)
+    print(f"  check {backend} x{size}: {'OK' if good else 'FAILED'}: {msg}", flush=True)
+    return good, (db_url, grid)
+
+
+def measure_level(gen: Generator, url: str, db_url: str, grid: Grid, c: int,
+                  duration: float) -> tuple[Result, dict[str, Any]]:
+    """``c`` simulated workers asking for work, then whoami as the reference."""
+    pairs = grid.pairs[:c]
+    top_up(db_url, grid, int(duration * 2500) + 2000)
+    before = count_running(db_url)
+    work = gen.run(url, "work", pairs, duration)
+    after = count_running(db_url)
+    ref = gen.run(url, "whoami", pairs, duration)
+    row = dict(c=c, rate=work.rate, p50=work.p50_ms, p99=work.p99_ms, empty=work.empty,
+               errors=work.other + work.socket_errors,
+               server_rate=(after - before) / work.duration_s,
+               ref_rate=ref.rate, ref_p50=ref.p50_ms, ref_p99=ref.p99_ms,
+               ref_errors=ref.other + ref.socket_errors)
+    return work, row
+
+
+def bench_inprocess(backend: str, db_url: str, grid: Grid, opts: Options
+                    ) -> list[dict[str, Any]]:
+    """The scheduler without HTTP: 1 and 4 threads, assign() and the whole request_work()."""
+    out = []
+    for threads_n in (1, 4):
+        for whole in (False, True):
+            top_up(db_url, grid, opts.calls + 1000)
+            r: dict[str, Any] = dict(inprocess(db_url, grid, opts.calls, threads_n, whole,
+                                               opts.duration))
+            r.update(backend=backend, threads=threads_n,
+                     what="request_work()" if whole else "assign()")
+            out.append(r)
+            print(f"  in-process {backend} {r['what']:15} {threads_n} thread(s): "
+                  f"{r['rate']:.0f}/s, p50 {r['p50_ms']:.2f} ms, "
+                  f"p99 {r['p99_ms']:.2f} ms ({r['assigned']}/{r['calls']} "
+                  "assigned)", flush=True)
+    return out
+
+
+def summarize(rows: list[dict[str, Any]], inproc_rows: list[dict[str, Any]], load0: str,
+              t_start: float, ok_all: bool) -> None:
     print()
     print_tables(rows, inproc_rows)
     print(f"\nload average at the end: {loadavg()} (at the start: {load0})")
@@ -631,7 +693,6 @@ def main() -> int:
         print(f"best PostgreSQL rate {best_pg:.0f}/s: goal {GOAL_PER_S:.0f}/s "
               f"{'met' if best_pg >= GOAL_PER_S else 'NOT met'} "
               f"({best_pg / BOINC_PER_S:.1f}x BOINC's ~{BOINC_PER_S:.0f}/s)")
-    return 0 if ok_all else 1
 
 
 def fmt_row(r: dict[str, Any]) -> str:
