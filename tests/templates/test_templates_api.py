@@ -194,7 +194,7 @@ def test_lifecycle_and_find_for_submit(shared_server: ServerProcess, admin: Clie
         with pytest.raises(XwvmError) as e:
             template_service.find_for_submit(db, p, v2["uid"])
         assert e.value.code == "template_deprecated"
-        desc = template_service.description_for_worker(db, db.get(Template, v1["uid"]))
+        desc = template_service.describe(db.get(Template, v1["uid"])).to_json()
     assert desc["manifest"] == signing.canonical_manifest(desc)
     assert {"uid", "artifacts", "signatures", "cmdline"} <= set(desc)
     assert admin.get_template(draft["uid"])["status"] == "draft"

@@ -11,9 +11,10 @@ from xwvm.protocol.vocab import (
     DEFAULT_PILOT_IDLE_S,
     DEFAULT_WALL_CLOCK_S,
     GUEST_SERVER_NAME,
+    WALL_CLOCK_GRACE_S,
     JobStatus,
     NetworkPolicy,
 )
 
-__all__ = ["DEFAULT_PILOT_IDLE_S", "DEFAULT_WALL_CLOCK_S", "GUEST_SERVER_NAME", "JobStatus",
-           "NetworkPolicy"]
+__all__ = ["DEFAULT_PILOT_IDLE_S", "DEFAULT_WALL_CLOCK_S", "GUEST_SERVER_NAME",
+           "WALL_CLOCK_GRACE_S", "JobStatus", "NetworkPolicy"]

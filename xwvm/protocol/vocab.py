@@ -36,11 +36,18 @@ class JobStatus(StrEnum):
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.ABORTED})
 
+#: The entry of a host's hypervisor probes that says whether it runs native jobs (on the
+#: host itself, sandboxed) rather than naming a hypervisor.
+NATIVE_ENTRY = "native"
+
 #: How a guest names the server (the name is in the server certificate; the worker maps
 #: it to the forwarded endpoint).
 GUEST_SERVER_NAME = "xwvm-server"
 #: A job that names no wall-clock limit: what the worker allows it and how long its
 #: delegated credential lives (plus the server's grace).
 DEFAULT_WALL_CLOCK_S = 24 * 3600
+#: How long past its wall clock a job may take to end before the server ends it (the
+#: reaper); a VM job's delegated credential lives its wall clock plus this.
+WALL_CLOCK_GRACE_S = 30
 #: How long a pilot VM waits idle for work when its job names no limit.
 DEFAULT_PILOT_IDLE_S = 120

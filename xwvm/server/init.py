@@ -8,15 +8,13 @@ import socket
 from pathlib import Path
 
 from xwvm.errors import Conflict
+from xwvm.protocol import GUEST_SERVER_NAME
 from xwvm.server import config as server_config
 from xwvm.server import datadir, pki
 from xwvm.server.db.engine import make_engine, make_sessionmaker, migrate
 from xwvm.server.db.models import Setting
 from xwvm.server.rights import Level
 from xwvm.server.services import users as user_service
-
-# The name under which a VM guest reaches the server through its forwarded port.
-GUEST_SERVER_NAME = "xwvm-server"
 
 
 def init(data_dir: Path, admin_password: str, *, db_url: str | None = None,

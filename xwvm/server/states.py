@@ -12,16 +12,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import Conflict
+from xwvm.protocol.vocab import TERMINAL_STATUSES, JobStatus
 from xwvm.server import events
 from xwvm.server.auth import tokens
 from xwvm.server.db.models import Work, utcnow
 
-PENDING, WAITING, DATAREQUEST = "PENDING", "WAITING", "DATAREQUEST"
-RUNNING, RESULTREQUEST, LOST = "RUNNING", "RESULTREQUEST", "LOST"
-COMPLETED, ERROR, ABORTED = "COMPLETED", "ERROR", "ABORTED"
+# The vocabulary is the protocol's (workers and clients read it); the transitions are ours.
+PENDING, WAITING, DATAREQUEST = JobStatus.PENDING, JobStatus.WAITING, JobStatus.DATAREQUEST
+RUNNING, RESULTREQUEST, LOST = JobStatus.RUNNING, JobStatus.RESULTREQUEST, JobStatus.LOST
+COMPLETED, ERROR, ABORTED = JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.ABORTED
 
-TERMINAL = frozenset({COMPLETED, ERROR, ABORTED})
-ALL = (PENDING, WAITING, DATAREQUEST, RUNNING, RESULTREQUEST, LOST, COMPLETED, ERROR, ABORTED)
+TERMINAL = TERMINAL_STATUSES
+ALL = tuple(JobStatus)
 
 GRAPH: dict[str, frozenset[str]] = {
     DATAREQUEST: frozenset({PENDING, WAITING, ABORTED}),

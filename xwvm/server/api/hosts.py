@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from xwvm.errors import BadRequest
+from xwvm.protocol.messages import HostFacts
 from xwvm.server.api import views
 from xwvm.server.api.base import cfg, commit, db, json_body, principal, secret
 from xwvm.server.services import hosts as host_service
@@ -37,8 +39,11 @@ HEARTBEAT = {"type": "object", "additionalProperties": False,
 
 @bp.post("/hosts")
 def register():
-    body = json_body(REGISTER)
-    host = host_service.register(db(), principal(), body, cfg().alive_period_s)
+    try:  # the schema bounds the sizes; the protocol checks each hypervisor's probe
+        facts = HostFacts.from_json(json_body(REGISTER))
+    except ValueError as e:
+        raise BadRequest(f"invalid host facts: {e}", code="invalid_body") from None
+    host = host_service.register(db(), principal(), facts, cfg().alive_period_s)
     commit()
     return jsonify(views.host(host, cfg().public_name)), 201
 

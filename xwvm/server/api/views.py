@@ -55,7 +55,8 @@ def context(c: Context, public_name: str) -> dict[str, Any]:
 
 def template(t: Template, public_name: str) -> dict[str, Any]:
     from xwvm.server.services.templates import describe
-    return {**_owned(t, public_name), **describe(t), "spec": t.spec, "description": t.description,
+    return {**_owned(t, public_name), **describe(t).to_json(), "spec": t.spec,
+            "description": t.description,
             "signed": bool(t.signatures), "created_at": _t(t.created_at),
             "published_at": _t(t.published_at)}
 

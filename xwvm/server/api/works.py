@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from xwvm.protocol import NetworkPolicy
 from xwvm.server.api import views
 from xwvm.server.api.base import cfg, commit, db, json_body, principal, store, upload_length
 from xwvm.server.api.download import blob_response
@@ -20,7 +21,7 @@ SUBMIT = {
         "app": {"type": ["string", "null"], "minLength": 1},
         "template": {"type": ["string", "null"], "minLength": 1, "maxLength": 300},
         "command": {"type": ["string", "null"], "maxLength": 65536},
-        "network": {"enum": ["none", "server", "internet"]},
+        "network": {"enum": [str(n) for n in NetworkPolicy]},
         "pilot": {"type": "boolean"},
         "pilot_idle_s": {"type": ["integer", "null"], "minimum": 1},
         "args": {"type": "array", "items": _STR},
@@ -118,7 +119,7 @@ def progress(uid: str):
 def pilot_work(uid: str):
     work = work_service.pilot_work(db(), principal(), uid)
     commit()
-    return jsonify(work=work)
+    return jsonify(work=work.to_json() if work is not None else None)
 
 
 @bp.post("/works/<uid>/report")

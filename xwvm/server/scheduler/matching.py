@@ -6,14 +6,16 @@ from typing import Any
 
 from sqlalchemy import and_, exists, false, or_, select
 
+from xwvm.protocol import NetworkPolicy
+from xwvm.protocol.vocab import NATIVE_ENTRY
 from xwvm.server.db.models import App, AppBinary, AppSigner, Host, Template, Work
 from xwvm.server.policy import Principal
 
 GROUP_READ, OTHER_READ = 0o040, 0o004
-NETWORKS = ("none", "server", "internet")  # a VM job's network policies
+NETWORKS = tuple(str(n) for n in NetworkPolicy)  # a VM job's network policies
 # The host record's hypervisors entry that says whether the host runs native jobs (on the
 # host itself); not a hypervisor. A worker that does not say (older versions) runs them.
-NATIVE = "native"
+NATIVE = NATIVE_ENTRY
 
 
 def runs_native(host: Host) -> bool:

@@ -11,12 +11,11 @@ import datetime as dt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S
 from xwvm.server import events, states
 from xwvm.server.db.models import Host, Maintenance, Work, utcnow
 
 MISSED_BEATS = 3
-WALL_CLOCK_GRACE_S = 30
-DEFAULT_WALL_CLOCK_S = 24 * 3600  # a job that names no limit (ServerConfig overrides)
 
 
 def claim(db: Session, name: str, interval_s: float) -> bool:

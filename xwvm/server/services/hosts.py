@@ -9,12 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Forbidden
+from xwvm.protocol.messages import HostFacts
+from xwvm.protocol.vocab import NATIVE_ENTRY
 from xwvm.server import events, policy, states
 from xwvm.server.db.models import Host, User, Work, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC, Level
 from xwvm.server.scheduler import assign as scheduler
-from xwvm.server.scheduler import matching, reaper
+from xwvm.server.scheduler import reaper
 from xwvm.server.services import works as work_service
 from xwvm.server.services.common import get_or_404
 
@@ -28,23 +30,22 @@ def _own_host(db: Session, p: Principal, uid: str) -> Host:
     return host
 
 
-def register(db: Session, p: Principal, facts: dict[str, Any], alive_period_s: int) -> Host:
+def register(db: Session, p: Principal, facts: HostFacts, alive_period_s: int) -> Host:
     """Register a new host, or re-register a known one (a restarted worker): jobs the
     previous run held are lost and go back to the queue with the retry counted."""
     policy.require(p, "register_host")
-    name = str(facts["name"])
+    name = facts.name
     if not NAME_RE.match(name):
         raise BadRequest("the host name is not valid", code="bad_name")
-    values = dict(name=name, os=facts["os"], arch=facts["arch"], cpus=facts["cpus"],
-                  memory_mb=facts["memory_mb"], disk_mb=facts["disk_mb"],
-                  shared_apps=sorted(set(facts.get("shared_apps", []))),
-                  hypervisors=facts.get("hypervisors", {}), version=facts.get("version", ""),
-                  templates_held=sorted(set(facts.get("templates_held", []))),
-                  vm_capable=any(isinstance(h, dict) and h.get("usable")
-                                 for kind, h in facts.get("hypervisors", {}).items()
-                                 if kind != matching.NATIVE),
+    values = dict(name=name, os=facts.os, arch=facts.arch, cpus=facts.cpus,
+                  memory_mb=facts.memory_mb, disk_mb=facts.disk_mb,
+                  shared_apps=sorted(set(facts.shared_apps)),
+                  hypervisors={k: h.to_json() for k, h in facts.hypervisors.items()},
+                  version=facts.version, templates_held=sorted(set(facts.templates_held)),
+                  vm_capable=any(h.usable for kind, h in facts.hypervisors.items()
+                                 if kind != NATIVE_ENTRY),
                   status="alive", alive_period=alive_period_s, last_seen=utcnow())
-    uid = facts.get("uid")
+    uid = facts.uid
     host = None
     if uid:
         host = _own_host(db, p, uid)
@@ -92,10 +93,9 @@ def request_work(db: Session, p: Principal, uid: str, secret: bytes) -> dict[str
     work = scheduler.assign(db, host, p)
     if work is None:
         return None
-    desc = work_service.description_for_worker(db, work)
     if work.template_uid:
-        desc.update(work_service.vm_description(db, work, secret))
-    return desc
+        return work_service.vm_description(db, work, secret).to_json()
+    return work_service.description_for_worker(db, work).to_json()
 
 
 def list_hosts(db: Session, p: Principal) -> list[Host]:

@@ -4,8 +4,8 @@ A template is created (as a draft) from complete, verified uploads only, so a te
 that exists always has all its bytes. Lifecycle: draft -> published -> deprecated (and
 back to published). Jobs name a template by uid (or xw://SERVER/UID), ``name`` (latest
 published version) or ``name:version``, names within the namespace the user trusts (own,
-group, administrators'); the worker gets :func:`description_for_worker` and verifies the
-signatures itself, with the keys it trusts.
+group, administrators'); the worker gets :func:`describe` (a protocol
+TemplateDescription) in its job and verifies the signatures itself, with the keys it trusts.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 
 from xwvm import signing
 from xwvm.errors import BadRequest, Conflict, NotFound
+from xwvm.protocol import paths
+from xwvm.protocol.messages import TemplateArtifact, TemplateDescription
 from xwvm.server import events, policy
 from xwvm.server.blobs import BlobStore
 from xwvm.server.db.models import Template, Work, utcnow
@@ -166,11 +168,12 @@ def find_for_submit(db: Session, p: Principal, ref: str) -> Template:
     return t
 
 
-def _artifact(a: dict[str, Any], uid: str) -> dict[str, Any]:
-    return {"role": a["role"], "format": a["format"], "size": a["size"], "sha256": a["sha256"],
-            "virtual_size": a.get("virtual_size"), "chunk_size": a.get("chunk_size"),
-            "chunk_count": len(a.get("chunks") or []),
-            "path": f"/templates/{uid}/artifacts/{a['role']}?format={a['format']}"}
+def _artifact(a: dict[str, Any], uid: str) -> TemplateArtifact:
+    return TemplateArtifact(role=a["role"], format=a["format"], size=a["size"],
+                            sha256=a["sha256"], virtual_size=a.get("virtual_size"),
+                            chunk_size=a.get("chunk_size"),
+                            chunk_count=len(a.get("chunks") or []),
+                            path=paths.template_artifact(uid, a["role"], a["format"]))
 
 
 def manifest(t: Template) -> str:
@@ -179,18 +182,15 @@ def manifest(t: Template) -> str:
                                        "cmdline": t.cmdline, "shared_apps": t.shared_apps})
 
 
-def description_for_worker(db: Session, t: Template) -> dict[str, Any]:
-    """What a worker needs to fetch, verify and boot the template (no chunk lists: those
-    are at ``/templates/UID/artifacts/ROLE/chunks``)."""
-    return describe(t)
-
-
-def describe(t: Template) -> dict[str, Any]:
-    return {"uid": t.uid, "name": t.name, "version": t.version, "os": t.os, "arch": t.arch,
-            "cmdline": t.cmdline, "min_memory_mb": t.min_memory_mb, "min_cpus": t.min_cpus,
-            "shared_apps": list(t.shared_apps), "status": t.status,
-            "artifacts": [_artifact(a, t.uid) for a in t.artifacts],
-            "signatures": [dict(s) for s in t.signatures], "manifest": manifest(t)}
+def describe(t: Template) -> TemplateDescription:
+    """The template as users see it and as a worker needs it to fetch, verify and boot it
+    (no chunk lists: those are at :func:`xwvm.protocol.paths.template_chunks`)."""
+    return TemplateDescription(
+        uid=t.uid, name=t.name, version=t.version, os=t.os, arch=t.arch, cmdline=t.cmdline,
+        min_memory_mb=t.min_memory_mb, min_cpus=t.min_cpus,
+        shared_apps=tuple(t.shared_apps), status=t.status,
+        artifacts=tuple(_artifact(a, t.uid) for a in t.artifacts),
+        signatures=tuple(dict(s) for s in t.signatures), manifest=manifest(t))
 
 
 def artifact(t: Template, role: str, fmt: str | None) -> dict[str, Any]:

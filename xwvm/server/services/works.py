@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound
+from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S, NetworkPolicy
+from xwvm.protocol.messages import InputFile, JobDescription, VMPart
 from xwvm.server import events, policy, states
 from xwvm.server.auth import tokens
 from xwvm.server.blobs import BlobStore
@@ -27,8 +29,7 @@ from xwvm.server.db.models import (
 )
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
-from xwvm.server.scheduler.matching import NETWORKS, confinement
-from xwvm.server.scheduler.reaper import WALL_CLOCK_GRACE_S
+from xwvm.server.scheduler.matching import confinement
 from xwvm.server.services import apps as app_service
 from xwvm.server.services import contexts as context_service
 from xwvm.server.services import data as data_service
@@ -37,7 +38,7 @@ from xwvm.server.services.common import check_uid, get_or_404
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-][A-Za-z0-9_.+/-]{0,254}\Z")
 MAX_ARGS, MAX_ENV = 1024, 256
-DEFAULT_VM_WALL_CLOCK_S = 24 * 3600  # what the worker allows a VM job that names none
+NETWORKS = tuple(str(n) for n in NetworkPolicy)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class WorkSpec:
     context: str | None = None
     template: str | None = None
     command: str | None = None
-    network: str = "server"
+    network: str = NetworkPolicy.SERVER
     pilot: bool = False
     pilot_idle_s: int | None = None
 
@@ -98,7 +99,7 @@ def _check_spec(spec: WorkSpec) -> None:
         raise BadRequest("pilot_idle_s must be positive", code="bad_pilot_idle")
     if spec.network not in NETWORKS:
         raise BadRequest(f"network must be one of {', '.join(NETWORKS)}", code="bad_network")
-    if spec.pilot and spec.network == "none":
+    if spec.pilot and spec.network == NetworkPolicy.NONE:
         raise BadRequest("a pilot takes its jobs from the server: it cannot run with "
                          "network=none", code="pilot_needs_network")
 
@@ -106,19 +107,7 @@ def _check_spec(spec: WorkSpec) -> None:
 def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) -> Work:
     policy.require(p, "insert_work")
     _check_spec(spec)
-    app = template = None
-    if spec.app:
-        app = app_service.find(db, p, spec.app)
-        policy.check(p, app, "x", "app")
-        if app.kind == "shared" and not (spec.command or "").strip():
-            # Workers provide a shared app: by default, run the program of that name.
-            spec.command = shlex.quote(app.name)
-        if app.kind == "native" and spec.command:
-            raise BadRequest(f"app {app.name} is a native program: it takes args, not a "
-                             "command", code="bad_command")
-    else:
-        from xwvm.server.services import templates as template_service
-        template = template_service.find_for_submit(db, p, spec.template)
+    app, template = _runs_what(db, p, spec)
     if spec.expected_host:
         get_or_404(db, Host, spec.expected_host, "host")
     context = context_service.get_readable(db, p, spec.context) if spec.context else None
@@ -135,6 +124,36 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
                 access_rights=spec.access_rights, context_uid=context.uid if context else None)
     db.add(work)
     db.flush()
+    _attach_files(db, p, work, spec, app)
+    first = states.WAITING if spec.hold else states.PENDING
+    if data_service.missing_inputs(db, work.uid):
+        first = states.DATAREQUEST
+    work.status = first
+    events.record(db, "transition", object_uid=work.uid, actor_uid=p.uid, to_status=first,
+                  detail=f"submitted ({app.name if app else 'VM ' + template.name})")
+    return work
+
+
+def _runs_what(db: Session, p: Principal, spec: WorkSpec) -> tuple[App | None, Template | None]:
+    """The app (native job) or the template (VM job) the job names, which ``p`` may run;
+    a shared app's job runs, by default, the program of the app's name."""
+    if not spec.app:
+        from xwvm.server.services import templates as template_service
+        return None, template_service.find_for_submit(db, p, spec.template)
+    app = app_service.find(db, p, spec.app)
+    policy.check(p, app, "x", "app")
+    if app.kind == "shared" and not (spec.command or "").strip():
+        spec.command = shlex.quote(app.name)  # workers provide a shared app
+    if app.kind == "native" and spec.command:
+        raise BadRequest(f"app {app.name} is a native program: it takes args, not a "
+                         "command", code="bad_command")
+    return app, None
+
+
+def _attach_files(db: Session, p: Principal, work: Work, spec: WorkSpec,
+                  app: App | None) -> None:
+    """The job's inputs, stdin and app binaries, each data object once; ``p`` must be
+    able to read the inputs (an app's binaries are the app's, run with its right)."""
     refs = [(i["data"], "input", i["name"]) for i in spec.inputs]
     if spec.stdin:
         refs.append((spec.stdin, "stdin", "stdin"))
@@ -152,13 +171,6 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
         if role == "stdin":
             work.stdin_data_uid = data.uid
     db.flush()
-    first = states.WAITING if spec.hold else states.PENDING
-    if data_service.missing_inputs(db, work.uid):
-        first = states.DATAREQUEST
-    work.status = first
-    events.record(db, "transition", object_uid=work.uid, actor_uid=p.uid, to_status=first,
-                  detail=f"submitted ({app.name if app else 'VM ' + template.name})")
-    return work
 
 
 def get_readable(db: Session, p: Principal, uid: str) -> Work:
@@ -306,28 +318,24 @@ def progress(db: Session, p: Principal, uid: str, phase: str) -> dict[str, Any]:
     return {"stop": False, "status": work.status, "phase": phase}
 
 
-def description_for_worker(db: Session, work: Work) -> dict[str, Any]:
+def description_for_worker(db: Session, work: Work) -> JobDescription:
     """What a worker needs to run the job: the app, the files to fetch, the limits."""
     rows = db.execute(select(WorkData, Data).join(Data, Data.uid == WorkData.data_uid)
                       .where(WorkData.work_uid == work.uid)).all()
-    files = [{"role": wd.role, "name": wd.name, "data": d.uid, "sha256": d.sha256,
-              "size": d.size} for wd, d in rows]
-    desc: dict[str, Any] = {
-        "uid": work.uid, "args": work.args, "env": work.env,
-        "files": sorted(files, key=lambda f: (f["role"], f["name"])),
-        "wall_clock_s": work.wall_clock_s, "min_memory_mb": work.min_memory_mb,
-        "min_cpus": work.min_cpus, "min_disk_mb": work.min_disk_mb,
-        "listen_port": work.listen_port}
-    if work.app_uid:
-        app = app_service.get(db, work.app_uid)
-        desc.update(app=app.name, app_kind=app.kind,
-                    signed_app=app_service.description_for_worker(db, app))
-        if work.command:
-            desc["command"] = work.command
-    return desc
+    files = sorted((InputFile(role=wd.role, name=wd.name, data=d.uid, sha256=d.sha256,
+                              size=d.size) for wd, d in rows),
+                   key=lambda f: (f.role, f.name))
+    app = app_service.get(db, work.app_uid) if work.app_uid else None
+    return JobDescription(
+        uid=work.uid, args=tuple(work.args), env=dict(work.env), files=tuple(files),
+        wall_clock_s=work.wall_clock_s, min_memory_mb=work.min_memory_mb,
+        min_cpus=work.min_cpus, min_disk_mb=work.min_disk_mb, listen_port=work.listen_port,
+        app=app.name if app else None, app_kind=app.kind if app else None,
+        signed_app=app_service.description_for_worker(db, app) if app else None,
+        command=work.command if app else None)
 
 
-def pilot_work(db: Session, p: Principal, pilot_uid: str) -> dict[str, Any] | None:
+def pilot_work(db: Session, p: Principal, pilot_uid: str) -> JobDescription | None:
     """The next job a pilot VM runs: its owner's oldest pending job of an app the template
     shares, within what the pilot's outer worker may run. None when there is none."""
     pilot = get_or_404(db, Work, pilot_uid, "job")
@@ -355,21 +363,24 @@ def pilot_work(db: Session, p: Principal, pilot_uid: str) -> dict[str, Any] | No
     return description_for_worker(db, work)
 
 
-def vm_description(db: Session, work: Work, secret: bytes) -> dict[str, Any]:
-    """What the outer worker needs beyond the common part to run a VM job: the template,
-    the command, the network policy, the owner's context document and a credential
-    delegated to the nested worker for this job only (revoked when the job ends)."""
+def vm_description(db: Session, work: Work, secret: bytes) -> JobDescription:
+    """The whole description of a VM job for its outer worker: the common part, the
+    template, the command, the network policy, the owner's context document and a
+    credential delegated to the nested worker for this job only (revoked when the job
+    ends)."""
     from xwvm.server.services import templates as template_service
     template = db.get(Template, work.template_uid)
     owner = db.get(User, work.owner_uid)
     context = db.get(Context, work.context_uid) if work.context_uid else None
     # It ends with the job's wall clock, as the reaper ends the job itself (both counted
     # from the assignment); it is revoked sooner if the job ends sooner.
-    lifetime = (work.wall_clock_s or DEFAULT_VM_WALL_CLOCK_S) + WALL_CLOCK_GRACE_S
+    lifetime = (work.wall_clock_s or DEFAULT_WALL_CLOCK_S) + WALL_CLOCK_GRACE_S
     token, _ = tokens.issue(db, secret, work.owner_uid, lifetime, kind="delegated",
                             scope_work_uid=work.uid)
-    return {"template": template_service.description_for_worker(db, template),
-            "app": template.name, "command": work.command, "network": work.network,
-            "pilot": work.pilot, "pilot_idle_s": work.pilot_idle_s,
-            "owner": owner.login if owner else work.owner_uid,
-            "context": context.document if context else None, "delegated_token": token}
+    vm = VMPart(template=template_service.describe(template),
+                owner=owner.login if owner else work.owner_uid, delegated_token=token,
+                network=NetworkPolicy(work.network), pilot=bool(work.pilot),
+                pilot_idle_s=work.pilot_idle_s,
+                context=context.document if context else None)
+    return replace(description_for_worker(db, work), app=template.name,
+                   command=work.command, vm=vm)
