@@ -25,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -92,6 +94,17 @@ def cache_fetch(c: Client, root: Path, desc: dict, trusted: dict) -> float:
     return time.perf_counter() - t0
 
 
+@dataclass
+class Measures:
+    upload_s: float
+    curl_s: list[float]
+    ours_s: list[float]
+    hit_ms: list[float]
+    incr_s: float
+    incr: Any  # the cache's last Transfer: bytes fetched and reused
+    changed: int
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=512)
@@ -106,62 +119,75 @@ def main() -> None:
         root = Path(tmp)
         srv = ServerProcess(root / "srv").init().start()
         try:
-            c = srv.client()
-            key = Ed25519PrivateKey.generate()
-            trusted = {signing.key_id(key.public_key()): key.public_key()}
-            v1, v2 = root / "v1.raw", root / "v2.raw"
-            sparse_random(v1, size)
-            changed = change_chunks(v1, v2, 0.01)
-            t0 = time.perf_counter()
-            t1 = push(c, key, "bench", "1", v1)
-            upload_s = time.perf_counter() - t0
-            t2 = push(c, key, "bench", "2", v2)
-            d1, d2 = desc_of(t1), desc_of(t2)
-            route = d1["artifacts"][0]["path"]
-            curl_s, ours_s = [], []
-            for _ in range(args.runs):  # interleaved, so both see the same machine load
-                curl_s.append(curl_fetch(srv, c.token, route, root / "curl.out"))
-                (root / "curl.out").unlink()
-                ours_s.append(cache_fetch(c, root / "cache", d1, trusted))
-            cache = ImageCache(root / "cache", 1 << 40, trusted)
-            hit_ms = []
-            for _ in range(args.hits):
-                h0 = time.perf_counter()
-                with cache.use(c, d1):
-                    pass
-                hit_ms.append((time.perf_counter() - h0) * 1000)
-            i0 = time.perf_counter()
-            with cache.use(c, d2):
-                pass
-            incr_s = time.perf_counter() - i0
-            incr = cache.transfers[-1]
+            m = measure(srv, root, size, args.runs, args.hits)
         finally:
             srv.stop()
-    curl_mbs = size / MiB / statistics.median(curl_s)
-    ours_mbs = size / MiB / statistics.median(ours_s)
-    hit_ms.sort()
-    rows = [
-        ("artifact", f"{args.size_mib} MiB raw disk, half random 1 MiB blocks, half zeros"),
-        ("upload (resumable, 8 MiB chunks)", f"{size / MiB / upload_s:.0f} MiB/s"),
-        (f"curl download, median / best of {args.runs}",
-         f"{curl_mbs:.0f} / {size / MiB / min(curl_s):.0f} MiB/s"),
+    report(table(m, size, args.size_mib, args.runs), m, args.markdown)
+
+
+def measure(srv: ServerProcess, root: Path, size: int, runs: int, hits: int) -> Measures:
+    """Push two versions, then fetch v1 with curl and a cold cache (interleaved), hit the
+    warm cache ``hits`` times and fetch v2 incrementally."""
+    c = srv.client()
+    key = Ed25519PrivateKey.generate()
+    trusted = {signing.key_id(key.public_key()): key.public_key()}
+    v1, v2 = root / "v1.raw", root / "v2.raw"
+    sparse_random(v1, size)
+    changed = change_chunks(v1, v2, 0.01)
+    t0 = time.perf_counter()
+    t1 = push(c, key, "bench", "1", v1)
+    upload_s = time.perf_counter() - t0
+    d1, d2 = desc_of(t1), desc_of(push(c, key, "bench", "2", v2))
+    route = d1["artifacts"][0]["path"]
+    curl_s, ours_s = [], []
+    for _ in range(runs):  # interleaved, so both see the same machine load
+        curl_s.append(curl_fetch(srv, c.token, route, root / "curl.out"))
+        (root / "curl.out").unlink()
+        ours_s.append(cache_fetch(c, root / "cache", d1, trusted))
+    cache = ImageCache(root / "cache", 1 << 40, trusted)
+    hit_ms = []
+    for _ in range(hits):
+        h0 = time.perf_counter()
+        with cache.use(c, d1):
+            pass
+        hit_ms.append((time.perf_counter() - h0) * 1000)
+    i0 = time.perf_counter()
+    with cache.use(c, d2):
+        pass
+    return Measures(upload_s, curl_s, ours_s, sorted(hit_ms), time.perf_counter() - i0,
+                    cache.transfers[-1], changed)
+
+
+def table(m: Measures, size: int, size_mib: int, runs: int) -> list[tuple[str, str]]:
+    curl_mbs = size / MiB / statistics.median(m.curl_s)
+    ours_mbs = size / MiB / statistics.median(m.ours_s)
+    hit_ms, incr = m.hit_ms, m.incr
+    return [
+        ("artifact", f"{size_mib} MiB raw disk, half random 1 MiB blocks, half zeros"),
+        ("upload (resumable, 8 MiB chunks)", f"{size / MiB / m.upload_s:.0f} MiB/s"),
+        (f"curl download, median / best of {runs}",
+         f"{curl_mbs:.0f} / {size / MiB / min(m.curl_s):.0f} MiB/s"),
         ("image cache download, verified, median / best",
-         f"{ours_mbs:.0f} / {size / MiB / min(ours_s):.0f} MiB/s"),
+         f"{ours_mbs:.0f} / {size / MiB / min(m.ours_s):.0f} MiB/s"),
         ("ratio image cache / curl, medians / bests",
-         f"{ours_mbs / curl_mbs:.2f} / {min(curl_s) / min(ours_s):.2f} (goal >= {GOAL})"),
+         f"{ours_mbs / curl_mbs:.2f} / {min(m.curl_s) / min(m.ours_s):.2f} (goal >= {GOAL})"),
         ("cache hit, p50 / p95", f"{hit_ms[len(hit_ms) // 2]:.2f} / "
                                  f"{hit_ms[int(len(hit_ms) * 0.95)]:.2f} ms"),
-        (f"incremental update, {changed} of {math.ceil(size / MANIFEST_CHUNK)} chunks changed",
+        (f"incremental update, {m.changed} of {math.ceil(size / MANIFEST_CHUNK)} chunks "
+         "changed",
          f"{incr.fetched / MiB:.1f} MiB fetched, {incr.reused / MiB:.0f} MiB reused, "
-         f"{incr_s:.2f} s ({incr.fetched / size:.1%} of a full download)"),
+         f"{m.incr_s:.2f} s ({incr.fetched / size:.1%} of a full download)"),
     ]
+
+
+def report(rows: list[tuple[str, str]], m: Measures, markdown: bool) -> None:
     machine = f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    if args.markdown:
+    if markdown:
         print("| measure | value |\n|---|---|")
         for k, v in rows:
             print(f"| {k} | {v} |")
-        print(f"\n{machine}; runs: curl {', '.join(f'{s:.2f}' for s in curl_s)} s, "
-              f"cache {', '.join(f'{s:.2f}' for s in ours_s)} s")
+        print(f"\n{machine}; runs: curl {', '.join(f'{s:.2f}' for s in m.curl_s)} s, "
+              f"cache {', '.join(f'{s:.2f}' for s in m.ours_s)} s")
     else:
         for k, v in rows:
             print(f"{k:55} {v}")
