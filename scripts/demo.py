@@ -118,39 +118,58 @@ def main() -> None:
         sh("login", "--server", url, "--ca", "server/ca.pem", "--user", "admin",
            "--password-file", "admin.pw")
         sh("admin", "keygen", "-o", "keys")
-        sh("template", "push", str(image))
-        manifest = json.loads((image / "manifest.json").read_text())
-        ref = f"{manifest['name']}:{manifest['version']}"
-        sh("template", "sign", ref, "--key", f"keys/{signing.PRIVATE_KEY_FILE}")
-        sh("template", "publish", ref)
-        sh("worker", "enroll", "-o", "worker.cred")
-        print(f"$ xwvm worker run --credential worker.cred --work-dir {vm_dir}/worker "
-              "--hypervisor libvirt --trusted-key keys/<public key> &")
-        procs.append(background(["worker", "run", "--credential", "worker.cred", "--work-dir",
-                                 str(vm_dir / "worker"), "--name", "demo-worker",
-                                 "--hypervisor", "libvirt", "--trusted-key",
-                                 f"keys/{signing.PUBLIC_KEY_FILE}"], RUN / "worker.log"))
-        print("$ xwvm submit --template root --macro hist.C --input events.root --wait")
-        started = time.monotonic()
-        out = sh("submit", "--template", "root", "--macro", "hist.C", "--input",
-                 "events.root", "--wall-clock", "30m", "--wait", "--timeout", "1800",
-                 "--format", "json", show=False, timeout=1900)
-        job = json.loads(out)[0]
-        sh("works", job["uid"])
-        sh("results", job["uid"], "-o", "results")
-        print(f"\nJob {job['uid']} {job['status']} in {time.monotonic() - started:.0f} s "
-              f"(VM boot, ROOT macro, results upload, VM removed).")
-        print(f"  stdout: {(RUN / 'results' / 'stdout.txt').read_text().strip()}")
-        show_histogram(RUN / "results" / "hist.root")
+        publish_template(image)
+        procs.append(start_worker(vm_dir))
+        run_job()
         print(f"\nEverything the demo made is in {RUN} (logs: server.log, worker.log)")
     finally:
-        for p in reversed(procs):
-            os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop(procs)
         shutil.rmtree(vm_dir, ignore_errors=True)
+
+
+def publish_template(image: Path) -> None:
+    """Push the built image, sign it with the admin's key and publish it."""
+    sh("template", "push", str(image))
+    manifest = json.loads((image / "manifest.json").read_text())
+    ref = f"{manifest['name']}:{manifest['version']}"
+    sh("template", "sign", ref, "--key", f"keys/{signing.PRIVATE_KEY_FILE}")
+    sh("template", "publish", ref)
+
+
+def start_worker(vm_dir: Path) -> subprocess.Popen[bytes]:
+    sh("worker", "enroll", "-o", "worker.cred")
+    print(f"$ xwvm worker run --credential worker.cred --work-dir {vm_dir}/worker "
+          "--hypervisor libvirt --trusted-key keys/<public key> &")
+    return background(["worker", "run", "--credential", "worker.cred", "--work-dir",
+                       str(vm_dir / "worker"), "--name", "demo-worker",
+                       "--hypervisor", "libvirt", "--trusted-key",
+                       f"keys/{signing.PUBLIC_KEY_FILE}"], RUN / "worker.log")
+
+
+def run_job() -> None:
+    """The ROOT macro as a VM job, waited for; its results fetched and shown."""
+    print("$ xwvm submit --template root --macro hist.C --input events.root --wait")
+    started = time.monotonic()
+    out = sh("submit", "--template", "root", "--macro", "hist.C", "--input",
+             "events.root", "--wall-clock", "30m", "--wait", "--timeout", "1800",
+             "--format", "json", show=False, timeout=1900)
+    job = json.loads(out)[0]
+    sh("works", job["uid"])
+    sh("results", job["uid"], "-o", "results")
+    print(f"\nJob {job['uid']} {job['status']} in {time.monotonic() - started:.0f} s "
+          f"(VM boot, ROOT macro, results upload, VM removed).")
+    print(f"  stdout: {(RUN / 'results' / 'stdout.txt').read_text().strip()}")
+    show_histogram(RUN / "results" / "hist.root")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """The background processes, last started first: TERM, then KILL after a minute."""
+    for p in reversed(procs):
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
