@@ -8,12 +8,12 @@ network-config) is rendered from the typed object by :mod:`contextualizer.seed`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from contextualizer.errors import IsoReadError, UnsupportedFormatError, ValidationIssue
+from xwvm.protocol.vocab import NetworkPolicy, StrEnum
 
 #: The context document format this code writes.
 FORMAT = 1
@@ -33,14 +33,6 @@ DEFAULT_AGENT_COMMAND: tuple[str, ...] = (
 )
 
 REDACTED = "***redacted***"
-
-
-class NetworkPolicy(StrEnum):
-    """What the job's VM may reach: nothing, the server only, or the server and the internet."""
-
-    NONE = "none"
-    SERVER = "server"
-    INTERNET = "internet"
 
 
 class Mode(StrEnum):
@@ -127,43 +119,7 @@ class JobContext:
 
     def to_document(self) -> dict[str, Any]:
         """The ``xwvm/context.json`` document (plain JSON types, stable key order)."""
-        return {
-            "format": self.format,
-            "job": {
-                "uid": self.job_uid,
-                "owner": self.owner,
-                "app": self.app,
-                "mode": self.mode.value,
-            },
-            "server": {"url": self.server_url, "ca_pem": self.server_ca_pem},
-            "credential": self.credential,
-            "payload": {
-                "command": self.payload.command,
-                "args": list(self.payload.args),
-                "env": dict(sorted(self.payload.env.items())),
-                "inputs": [
-                    {"uid": i.uid, "name": i.name, "sha256": i.sha256} for i in self.payload.inputs
-                ],
-            },
-            "limits": {
-                "wall_clock_seconds": self.limits.wall_clock_seconds,
-                "idle_seconds": self.limits.idle_seconds,
-                "cpus": self.limits.cpus,
-                "memory_mb": self.limits.memory_mb,
-                "disk_mb": self.limits.disk_mb,
-            },
-            "network": self.network.value,
-            "guest": {
-                "hostname": self.hostname,
-                "user": GUEST_USER,
-                "ssh_authorized_keys": list(self.ssh_authorized_keys),
-                "env": dict(sorted(self.env.items())),
-                "files": [
-                    {"path": f.path, "content": f.content, "mode": f.mode} for f in self.files
-                ],
-                "agent_command": list(self.agent_command),
-            },
-        }
+        return {"format": self.format, **_dump(DOCUMENT, self)}
 
     def redacted(self) -> dict[str, Any]:
         """The document with every secret replaced, safe to log.
@@ -190,8 +146,115 @@ class JobContext:
         return _DocumentReader(doc).read()
 
 
+# --- the document's field tables: one per object, driving both to_document and the reader --
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one field is written to JSON (``dump``) and read back (``load`` returns the value
+    or ``_BAD`` with the rule broken)."""
+
+    dump: Callable[[Any], Any]
+    load: Callable[[Any], Any]
+    rule: str
+
+
+_BAD = object()
+
+
+def _checked(ok: Callable[[Any], bool],
+             convert: Callable[[Any], Any] = lambda v: v) -> Callable[[Any], Any]:
+    return lambda v: convert(v) if ok(v) else _BAD
+
+
+STR = Kind(str, _checked(lambda v: isinstance(v, str)), "must be a string")
+INT = Kind(int, _checked(lambda v: type(v) is int and v >= 0),
+           "must be a non-negative integer")
+OPTIONAL_INT = Kind(lambda v: v, _checked(lambda v: v is None or (type(v) is int and v >= 0)),
+                    "must be a non-negative integer")
+STRS = Kind(list, _checked(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                           tuple), "must be a list of strings")
+STR_MAP = Kind(lambda v: dict(sorted(v.items())),
+               _checked(lambda v: isinstance(v, dict)
+                        and all(isinstance(x, str) for x in v.values()), dict),
+               "must be an object of strings")
+
+
+def enum_kind(enum: type[StrEnum]) -> Kind:
+    values = {m.value for m in enum}
+    return Kind(lambda v: v.value, _checked(lambda v: v in values, enum),
+                f"must be one of: {', '.join(m.value for m in enum)}")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One JSON key of an object, bound to one attribute (``None``: a constant, ``value``)."""
+
+    key: str
+    attr: str | None
+    kind: Kind | None = None
+    table: tuple[Field, ...] = ()  # a nested object (``cls`` set) or a list of them (``many``)
+    cls: type | None = None
+    many: bool = False
+    required: bool = True
+    value: Any = None
+
+
+def _obj(key: str, attr: str | None, table: tuple[Field, ...], cls: type | None = None,
+         many: bool = False) -> Field:
+    return Field(key, attr, table=table, cls=cls, many=many)
+
+
+INPUT = (Field("uid", "uid", STR), Field("name", "name", STR), Field("sha256", "sha256", STR))
+FILE = (Field("path", "path", STR), Field("content", "content", STR),
+        Field("mode", "mode", STR))
+PAYLOAD = (Field("command", "command", STR), Field("args", "args", STRS),
+           Field("env", "env", STR_MAP), _obj("inputs", "inputs", INPUT, InputRef, many=True))
+LIMITS = (Field("wall_clock_seconds", "wall_clock_seconds", INT),
+          Field("idle_seconds", "idle_seconds", OPTIONAL_INT, required=False),
+          Field("cpus", "cpus", INT), Field("memory_mb", "memory_mb", INT),
+          Field("disk_mb", "disk_mb", INT))
+#: The whole document but its ``format``: ``job``, ``server`` and ``guest`` hold fields of
+#: the JobContext itself (no ``cls``); ``payload`` and ``limits`` are objects of their own.
+DOCUMENT = (
+    _obj("job", None, (Field("uid", "job_uid", STR), Field("owner", "owner", STR),
+                       Field("app", "app", STR), Field("mode", "mode", enum_kind(Mode)))),
+    _obj("server", None, (Field("url", "server_url", STR),
+                          Field("ca_pem", "server_ca_pem", STR))),
+    Field("credential", "credential", STR),
+    _obj("payload", "payload", PAYLOAD, Payload),
+    _obj("limits", "limits", LIMITS, Limits),
+    Field("network", "network", enum_kind(NetworkPolicy)),
+    _obj("guest", None, (
+        Field("hostname", "hostname", STR),
+        Field("user", None, value=GUEST_USER),
+        Field("ssh_authorized_keys", "ssh_authorized_keys", STRS),
+        Field("env", "env", STR_MAP),
+        _obj("files", "files", FILE, GuestFile, many=True),
+        Field("agent_command", "agent_command", STRS),
+    )),
+)
+
+
+def _dump(table: tuple[Field, ...], obj: Any) -> dict[str, Any]:
+    return {f.key: _dump_field(f, obj) for f in table}
+
+
+def _dump_field(f: Field, obj: Any) -> Any:
+    if f.attr is None and not f.table:
+        return f.value
+    value = obj if f.attr is None else getattr(obj, f.attr)
+    if f.many:
+        return [_dump(f.table, item) for item in value]
+    if f.table:
+        return _dump(f.table, value)
+    assert f.kind is not None
+    return f.kind.dump(value)
+
+
 class _DocumentReader:
-    """Strict reader for the format-1 document: collects every issue, then fails once."""
+    """Strict reader for the format-1 document, driven by ``DOCUMENT``: collects every
+    issue, then fails once."""
 
     def __init__(self, doc: Any) -> None:
         self.doc = doc
@@ -207,135 +270,68 @@ class _DocumentReader:
                 f"{sorted(SUPPORTED_FORMATS)} (a newer xwvm wrote it: update the appliance)",
                 [ValidationIssue("$.format", f"unsupported format {fmt!r}")],
             )
-        d = self.doc
-        self._keys(
-            d,
-            "$",
-            {"format", "job", "server", "credential", "payload", "limits", "network", "guest"},
-        )
-        job = self._obj(d, "job", "$", {"uid", "owner", "app", "mode"})
-        server = self._obj(d, "server", "$", {"url", "ca_pem"})
-        payload = self._obj(d, "payload", "$", {"command", "args", "env", "inputs"})
-        limits = self._obj(
-            d, "limits", "$", {"wall_clock_seconds", "idle_seconds", "cpus", "memory_mb", "disk_mb"}
-        )
-        guest = self._obj(
-            d,
-            "guest",
-            "$",
-            {"hostname", "user", "ssh_authorized_keys", "env", "files", "agent_command"},
-        )
-        ctx = JobContext(
-            job_uid=self._str(job, "uid", "$.job"),
-            owner=self._str(job, "owner", "$.job"),
-            app=self._str(job, "app", "$.job"),
-            mode=self._enum(Mode, job, "mode", "$.job"),
-            server_url=self._str(server, "url", "$.server"),
-            server_ca_pem=self._str(server, "ca_pem", "$.server"),
-            credential=self._str(d, "credential", "$"),
-            payload=Payload(
-                command=self._str(payload, "command", "$.payload"),
-                args=tuple(self._strs(payload, "args", "$.payload")),
-                env=self._str_map(payload, "env", "$.payload"),
-                inputs=tuple(self._inputs(payload, "$.payload")),
-            ),
-            limits=Limits(
-                wall_clock_seconds=self._int(limits, "wall_clock_seconds", "$.limits"),
-                idle_seconds=self._int(limits, "idle_seconds", "$.limits", optional=True),
-                cpus=self._int(limits, "cpus", "$.limits"),
-                memory_mb=self._int(limits, "memory_mb", "$.limits"),
-                disk_mb=self._int(limits, "disk_mb", "$.limits"),
-            ),
-            network=self._enum(NetworkPolicy, d, "network", "$"),
-            hostname=self._str(guest, "hostname", "$.guest"),
-            ssh_authorized_keys=tuple(self._strs(guest, "ssh_authorized_keys", "$.guest")),
-            env=self._str_map(guest, "env", "$.guest"),
-            files=tuple(self._files(guest, "$.guest")),
-            agent_command=tuple(self._strs(guest, "agent_command", "$.guest")),
-            format=fmt,
-        )
-        if guest.get("user", GUEST_USER) != GUEST_USER:
-            self._bad("$.guest.user", f"must be {GUEST_USER!r}")
+        rest = {k: v for k, v in self.doc.items() if k != "format"}
+        values = self._object(rest, "$", DOCUMENT)
         if self.issues:
             raise IsoReadError("context.json is invalid", sorted(self.issues))
-        return ctx
+        return JobContext(format=fmt, **values)
 
     def _bad(self, path: str, message: str) -> None:
         self.issues.append(ValidationIssue(path, message))
 
-    def _keys(self, obj: dict[str, Any], path: str, allowed: set[str]) -> None:
-        for key in sorted(set(obj) - allowed):
+    def _object(self, obj: dict[str, Any], path: str, table: tuple[Field, ...]) -> dict:
+        """The constructor arguments ``table`` reads from ``obj`` (flattened for fields of
+        a section without its own class)."""
+        known = {f.key for f in table}
+        for key in sorted(set(obj) - known):
             self._bad(f"{path}.{key}", "unknown field")
-        for key in sorted(allowed - set(obj)):
-            if key != "idle_seconds":
-                self._bad(f"{path}.{key}", "missing field")
-
-    def _obj(self, parent: dict[str, Any], key: str, path: str, allowed: set[str]) -> dict:
-        value = parent.get(key)
-        if not isinstance(value, dict):
-            if key in parent:
-                self._bad(f"{path}.{key}", "must be an object")
-            return {}
-        self._keys(value, f"{path}.{key}", allowed)
-        return value
-
-    def _str(self, obj: dict[str, Any], key: str, path: str) -> str:
-        value = obj.get(key, "")
-        if not isinstance(value, str):
-            self._bad(f"{path}.{key}", "must be a string")
-            return ""
-        return value
-
-    def _int(self, obj: dict[str, Any], key: str, path: str, optional: bool = False) -> Any:
-        value = obj.get(key)
-        if value is None and optional:
-            return None
-        if type(value) is not int or value < 0:
-            if key in obj:
-                self._bad(f"{path}.{key}", "must be a non-negative integer")
-            return 0
-        return value
-
-    def _enum(self, enum: type[StrEnum], obj: dict[str, Any], key: str, path: str) -> Any:
-        try:
-            return enum(obj.get(key))
-        except ValueError:
-            choices = ", ".join(m.value for m in enum)
-            self._bad(f"{path}.{key}", f"must be one of: {choices}")
-            return next(iter(enum))
-
-    def _strs(self, obj: dict[str, Any], key: str, path: str) -> list[str]:
-        value = obj.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self._bad(f"{path}.{key}", "must be a list of strings")
-            return []
-        return value
-
-    def _str_map(self, obj: dict[str, Any], key: str, path: str) -> dict[str, str]:
-        value = obj.get(key, {})
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            self._bad(f"{path}.{key}", "must be an object of strings")
-            return {}
-        return dict(value)
-
-    def _inputs(self, obj: dict[str, Any], path: str) -> list[InputRef]:
-        out = []
-        for i, item in enumerate(obj.get("inputs", [])):
-            where = f"{path}.inputs[{i}]"
-            if not isinstance(item, dict):
-                self._bad(where, "must be an object")
+        values: dict[str, Any] = {}
+        for f in table:
+            if f.key not in obj:
+                if f.required:
+                    self._bad(f"{path}.{f.key}", "missing field")
                 continue
-            self._keys(item, where, {"uid", "name", "sha256"})
-            out.append(InputRef(*(self._str(item, k, where) for k in ("uid", "name", "sha256"))))
-        return out
+            value = self._field(f, obj[f.key], f"{path}.{f.key}")
+            if f.attr is None and f.table:
+                values.update(value)
+            elif f.attr is not None and value is not _BAD:
+                values[f.attr] = value
+        return values
 
-    def _files(self, obj: dict[str, Any], path: str) -> list[GuestFile]:
-        out = []
-        for i, item in enumerate(obj.get("files", [])):
-            where = f"{path}.files[{i}]"
-            if not isinstance(item, dict):
-                self._bad(where, "must be an object")
-                continue
-            self._keys(item, where, {"path", "content", "mode"})
-            out.append(GuestFile(*(self._str(item, k, where) for k in ("path", "content", "mode"))))
-        return out
+    def _field(self, f: Field, value: Any, path: str) -> Any:
+        if f.many:
+            return self._list(f, value, path)
+        if f.table:
+            if not isinstance(value, dict):
+                self._bad(path, "must be an object")
+                return {} if f.cls is None else _BAD
+            values = self._object(value, path, f.table)
+            return values if f.cls is None else _build(f.cls, values)
+        if f.kind is None:  # a constant
+            if value != f.value:
+                self._bad(path, f"must be {f.value!r}")
+            return _BAD
+        loaded = f.kind.load(value)
+        if loaded is _BAD:
+            self._bad(path, f.kind.rule)
+        return loaded
+
+    def _list(self, f: Field, value: Any, path: str) -> Any:
+        if not isinstance(value, list):
+            self._bad(path, "must be a list")
+            return _BAD
+        items = []
+        for i, item in enumerate(value):
+            one = self._field(replace(f, many=False), item, f"{path}[{i}]")
+            if one is not _BAD:
+                items.append(one)
+        return tuple(items)
+
+
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    """An instance of ``cls``, or ``_BAD`` when an issue left a field out (then the
+    reader raises anyway)."""
+    try:
+        return cls(**values)
+    except TypeError:
+        return _BAD

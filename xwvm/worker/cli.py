@@ -59,55 +59,57 @@ def _credential(url: str | None, ca: str | None, credential: Path | None, cert: 
     return Credential.load(credential)
 
 
+#: The options of `xwvm worker run` that become :class:`WorkerOptions` fields.
+RUN_OPTIONS = (
+    click.option("--work-dir", required=True, type=click.Path(path_type=Path)),
+    click.option("--name", help="host name shown in 'xwvm workers'"),
+    click.option("--shared-app", "shared_apps", multiple=True,
+                 help="apps this host provides"),
+    click.option("--max-jobs", type=int, help="exit after this many jobs"),
+    click.option("--max-idle", type=float, help="exit after this many idle seconds"),
+    click.option("--hypervisor",
+                 type=click.Choice(["auto", "libvirt", "virtualbox", "none"]),
+                 default="auto", show_default=True,
+                 help="VM jobs: libvirt if usable, else VirtualBox (auto); require one; "
+                      "or none"),
+    click.option("--trusted-key", "trusted_keys", multiple=True,
+                 type=click.Path(exists=True, path_type=Path),
+                 help="Ed25519 public key (file or directory) trusted to sign templates "
+                      "and native apps"),
+    click.option("--image-quota", "image_quota_mb", type=int, default=20 * 1024,
+                 show_default=True, help="MB of cached templates"),
+    click.option("--data-quota", "data_quota_mb", type=click.IntRange(1),
+                 default=10 * 1024, show_default=True,
+                 help="MB of cached job files (app binaries; inputs leave with their "
+                      "job)"),
+    click.option("--vm-hang-timeout", "vm_hang_timeout_s", type=float, default=600,
+                 show_default=True,
+                 help="stop a VM that shows no progress for this many seconds"),
+    click.option("--allow-native", is_flag=True,
+                 help="also run native jobs on this host itself, outside any VM "
+                      "(implied by --hypervisor none)"),
+    click.option("--max-wall-clock", "max_wall_clock_s", type=WALL_CLOCK, default="24h",
+                 show_default=True,
+                 help="the longest any job may run here (jobs without a limit get this "
+                      "one)"),
+    click.option("--allow-unsigned-apps", is_flag=True,
+                 help="run native apps that no trusted key signed (not recommended: "
+                      "the server alone then decides what runs on this host)"),
+    click.option("--max-vm-memory", "max_vm_memory_mb", type=click.IntRange(64),
+                 help="MiB of RAM any one VM gets at most [default: half of this "
+                      "host's]"),
+    click.option("--max-vm-cpus", type=click.IntRange(1),
+                 help="vCPUs any one VM gets at most [default: all CPUs but one]"),
+    click.option("--max-vm-disk", "max_vm_disk_mb", type=click.IntRange(1),
+                 help="MiB of disk any one VM may write [default: 20480, at most the "
+                      "free space]"),
+    click.option("--vm-cpu-percent", type=click.IntRange(1, 100), default=100,
+                 show_default=True, help="share of one host CPU each vCPU may use"),
+)
+
+
 def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The options of `xwvm worker run` that become :class:`WorkerOptions` fields."""
-    opts = [
-        click.option("--work-dir", required=True, type=click.Path(path_type=Path)),
-        click.option("--name", help="host name shown in 'xwvm workers'"),
-        click.option("--shared-app", "shared_apps", multiple=True,
-                     help="apps this host provides"),
-        click.option("--max-jobs", type=int, help="exit after this many jobs"),
-        click.option("--max-idle", type=float, help="exit after this many idle seconds"),
-        click.option("--hypervisor",
-                     type=click.Choice(["auto", "libvirt", "virtualbox", "none"]),
-                     default="auto", show_default=True,
-                     help="VM jobs: libvirt if usable, else VirtualBox (auto); require one; "
-                          "or none"),
-        click.option("--trusted-key", "trusted_keys", multiple=True,
-                     type=click.Path(exists=True, path_type=Path),
-                     help="Ed25519 public key (file or directory) trusted to sign templates "
-                          "and native apps"),
-        click.option("--image-quota", "image_quota_mb", type=int, default=20 * 1024,
-                     show_default=True, help="MB of cached templates"),
-        click.option("--data-quota", "data_quota_mb", type=click.IntRange(1),
-                     default=10 * 1024, show_default=True,
-                     help="MB of cached job files (app binaries; inputs leave with their "
-                          "job)"),
-        click.option("--vm-hang-timeout", "vm_hang_timeout_s", type=float, default=600,
-                     show_default=True,
-                     help="stop a VM that shows no progress for this many seconds"),
-        click.option("--allow-native", is_flag=True,
-                     help="also run native jobs on this host itself, outside any VM "
-                          "(implied by --hypervisor none)"),
-        click.option("--max-wall-clock", "max_wall_clock_s", type=WALL_CLOCK, default="24h",
-                     show_default=True,
-                     help="the longest any job may run here (jobs without a limit get this "
-                          "one)"),
-        click.option("--allow-unsigned-apps", is_flag=True,
-                     help="run native apps that no trusted key signed (not recommended: "
-                          "the server alone then decides what runs on this host)"),
-        click.option("--max-vm-memory", "max_vm_memory_mb", type=click.IntRange(64),
-                     help="MiB of RAM any one VM gets at most [default: half of this "
-                          "host's]"),
-        click.option("--max-vm-cpus", type=click.IntRange(1),
-                     help="vCPUs any one VM gets at most [default: all CPUs but one]"),
-        click.option("--max-vm-disk", "max_vm_disk_mb", type=click.IntRange(1),
-                     help="MiB of disk any one VM may write [default: 20480, at most the "
-                          "free space]"),
-        click.option("--vm-cpu-percent", type=click.IntRange(1, 100), default=100,
-                     show_default=True, help="share of one host CPU each vCPU may use"),
-    ]
-    for opt in reversed(opts):
+    for opt in reversed(RUN_OPTIONS):
         fn = opt(fn)
     return fn
 
