@@ -9,6 +9,11 @@ here. The worker above speaks job uids and :class:`VMSpec` only: hypervisor name
 and library errors never cross this interface (each backend translates its library's
 errors into :mod:`xwvm.worker.drivers.errors` in one place).
 
+The public interface is what the worker calls: ``probe``, ``networks``, ``disk_formats``,
+``cleanup_leftovers`` (at start; ``list_own`` underneath), ``guest_endpoint``, ``define``
+(``prepare_disk`` underneath), ``start``, ``state``, ``stop``, ``console_log``/
+``console_size``, ``destroy``, ``close``. Everything else is private to the drivers.
+
 Lifecycle of one job's VM::
 
     prepare_disk(spec) -> define(spec) -> start(uid) -> state(uid)... -> stop(uid) -> destroy(uid)
