@@ -46,7 +46,7 @@ def _upgrade_populated(engine: Engine) -> None:
     with engine.begin() as conn:
         for row in ROWS:
             conn.execute(text(row))
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "0011")  # 0012 drops vm_capable again: look at it before
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status, network FROM works")).one() == \
             ("PENDING", "server")
@@ -59,6 +59,7 @@ def _upgrade_populated(engine: Engine) -> None:
         assert sorted(tuple(r) for r in conn.execute(text(
             "SELECT uid, confine_user_uid, confine_group_uid FROM users WHERE rights = 20"))) \
             == [("wg", None, "g1"), ("ws", None, None), ("wu", "u1", None)]
+    command.upgrade(cfg, "head")
     command.downgrade(cfg, "0008")  # identities came with 0007; 0009 records their issuer
     with engine.begin() as conn:
         for provider, subject in (("x509", "CN=carol,O=grid"), ("https://idp", "sub-1")):

@@ -159,7 +159,6 @@ def test_vm_jobs_need_a_vm_capable_host_and_held_images_come_first(world: World)
     native_host = world.host(w)
     assert assign(world.db, native_host, w) is None, "no hypervisor, no VM job"
     vm_host = world.host(w)
-    vm_host.vm_capable = True
     vm_host.hypervisors = {"libvirt": {"usable": True}}  # a worker before "networks": server
     vm_host.templates_held = [cold[1].template_uid]
     assert assign(world.db, vm_host, w).uid == cold[1].uid, "the cached image first"
@@ -177,20 +176,16 @@ def test_vm_jobs_go_only_to_hosts_that_enforce_their_network(world: World) -> No
     world.db.add_all([server_job, none_job])
     world.db.flush()
     vbox = world.host(w)
-    vbox.vm_capable = True
     vbox.hypervisors = {"libvirt": {"usable": False, "reason": "no libvirt"},
                         "virtualbox": {"usable": True, "networks": ["none"]}}
     assert assign(world.db, vbox, w).uid == none_job.uid
     assert assign(world.db, vbox, w) is None, "the server-network job is not for VirtualBox"
     unusable = world.host(w)
-    unusable.vm_capable = True
     unusable.hypervisors = {"libvirt": {"usable": False, "networks": ["none", "server"]}}
     assert assign(world.db, unusable, w) is None, "an unusable hypervisor enforces nothing"
     odd = world.host(w)
-    odd.vm_capable = True
     odd.hypervisors = {"libvirt": {"usable": True, "networks": "server"}}  # not a list
     assert assign(world.db, odd, w) is None
     kvm = world.host(w)
-    kvm.vm_capable = True
     kvm.hypervisors = {"libvirt": {"usable": True, "networks": ["none", "server"]}}
     assert assign(world.db, kvm, w).uid == server_job.uid

@@ -83,14 +83,12 @@ def test_scheduler_sends_no_vm_job_beyond_the_hosts_vm_ceilings(world: World) ->
                job(small_tpl, min_disk_mb=20_000), job(big_tpl)]
     fits = job(small_tpl, min_memory_mb=2048, min_cpus=2, min_disk_mb=10_000)
     host = world.host(w, memory_mb=65536, cpus=32)  # a big machine, lent in part
-    host.vm_capable = True
     host.hypervisors = {"libvirt": {"usable": True, "networks": ["none", "server"],
                                     "limits": CEILINGS.to_json()}}
     assert assign(world.db, host, w).uid == fits.uid
     assert assign(world.db, host, w) is None, "every other job needs more than the ceilings"
     assert all(j.status == "PENDING" for j in too_big)
     roomy = world.host(w, memory_mb=65536, cpus=32)
-    roomy.vm_capable = True
     roomy.hypervisors = {"libvirt": {"usable": True, "networks": ["none"], "limits": {
         "memory_mb": 16384, "cpus": 8, "disk_mb": 50_000}}}
     assert {assign(world.db, roomy, w).uid for _ in too_big} == {j.uid for j in too_big}
@@ -105,7 +103,6 @@ def test_scheduler_reads_malformed_ceilings_as_nothing_allowed(world: World) -> 
                       owner_uid=alice.uid, access_rights=0o755, min_memory_mb=512))
     world.db.flush()
     host = world.host(w)
-    host.vm_capable = True
     host.hypervisors = {"libvirt": {"usable": True, "networks": ["none"],
                                     "limits": {"memory_mb": "lots", "cpus": True}}}
     assert assign(world.db, host, w) is None

@@ -218,7 +218,6 @@ class Host(Owned, Base):
     hypervisors: Mapped[dict[str, Any]] = mapped_column(default=dict)
     version: Mapped[str] = mapped_column(String(32), default="")
     status: Mapped[str] = mapped_column(String(16), default="alive")  # alive | lost | gone
-    vm_capable: Mapped[bool] = mapped_column(Boolean, default=False)
     # Template uids whose images this host has cached: the scheduler prefers their jobs.
     templates_held: Mapped[list[Any]] = mapped_column(default=list)
     alive_period: Mapped[int] = mapped_column(Integer)
@@ -245,7 +244,6 @@ class Work(Owned, Base):
     status: Mapped[str] = mapped_column(String(16))
     args: Mapped[list[Any]] = mapped_column(default=list)
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    stdin_data_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
     result_data_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Forbidden
 from xwvm.protocol.messages import HostFacts
-from xwvm.protocol.vocab import NATIVE_ENTRY
-from xwvm.server import events, policy, states
+from xwvm.server import events, policy
 from xwvm.server.db.models import Host, User, Work, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC, Level
@@ -42,8 +41,6 @@ def register(db: Session, p: Principal, facts: HostFacts, alive_period_s: int) -
                   shared_apps=sorted(set(facts.shared_apps)),
                   hypervisors={k: h.to_json() for k, h in facts.hypervisors.items()},
                   version=facts.version, templates_held=sorted(set(facts.templates_held)),
-                  vm_capable=any(h.usable for kind, h in facts.hypervisors.items()
-                                 if kind != NATIVE_ENTRY),
                   status="alive", alive_period=alive_period_s, last_seen=utcnow())
     uid = facts.uid
     host = None
@@ -102,8 +99,3 @@ def list_hosts(db: Session, p: Principal) -> list[Host]:
     policy.require(p, "list_hosts")
     rows = db.scalars(select(Host).where(Host.status != "gone").order_by(Host.name))
     return [h for h in rows if policy.allows(p, h, "r")]
-
-
-def running_on(db: Session, host_uid: str) -> list[str]:
-    return list(db.scalars(select(Work.uid).where(
-        Work.host_uid == host_uid, Work.status.in_((states.RUNNING, states.RESULTREQUEST)))))

@@ -168,8 +168,6 @@ def _attach_files(db: Session, p: Principal, work: Work, spec: WorkSpec,
         if role != "app":
             policy.check(p, data, "r", "data")
         db.add(WorkData(work_uid=work.uid, data_uid=data.uid, role=role, name=name))
-        if role == "stdin":
-            work.stdin_data_uid = data.uid
     db.flush()
 
 
