@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from xwvm.protocol.vocab import NetworkPolicy
@@ -42,21 +41,9 @@ from xwvm.worker.drivers.errors import (
 )
 from xwvm.worker.drivers.probe import PROBE_MARKER
 from xwvm.worker.drivers.spec import ID_RE, VMSpec, refuse_unenforced
+from xwvm.worker.drivers.vm import ACTIVE, Guest, VMState
 
-__all__ = ["ACTIVE", "Driver", "Guest", "Owner", "ProbeResult", "VMSpec", "VMState"]
-
-
-class VMState(StrEnum):
-    DEFINED = "defined"    # defined, never started
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"  # a shutdown was requested and is under way
-    SHUTOFF = "shutoff"    # the guest powered off (the payload ended) or was stopped
-    CRASHED = "crashed"    # the hypervisor process died or the guest crashed
-    MISSING = "missing"    # no such VM: never defined, or destroyed
-
-
-ACTIVE = (VMState.RUNNING, VMState.PAUSED, VMState.STOPPING)  # a VM process is there
+__all__ = ["Driver", "ProbeResult", "VMSpec", "VMState"]
 
 
 @dataclass(frozen=True)
@@ -71,50 +58,6 @@ class ProbeResult:
     def to_json(self) -> dict[str, object]:
         return {"usable": self.usable, "accel": self.accel, "reason": self.reason,
                 "version": self.version}
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The tag every VM carries from its first moment: which worker made it, for which
-    job, where its files are. Ownership is decided from it, never from names alone."""
-
-    worker_id: str
-    job_uid: str
-    vm_dir: str
-
-
-class Guest(abc.ABC):
-    """One VM as its backend wraps it: the primitives the shared lifecycle uses. Every
-    method raises DriverError subclasses only."""
-
-    name: str
-
-    @abc.abstractmethod
-    def owner(self) -> Owner | None:
-        """The VM's owner tag; None when it has none (not ours) or is gone."""
-
-    @abc.abstractmethod
-    def state(self) -> VMState:
-        """The VM's state now; MISSING when it disappeared meanwhile."""
-
-    @abc.abstractmethod
-    def start(self) -> None:
-        """Boot the defined VM."""
-
-    @abc.abstractmethod
-    def shutdown(self) -> None:
-        """Press the ACPI power button (the guest decides whether to obey)."""
-
-    @abc.abstractmethod
-    def power_off(self) -> None:
-        """Power the VM off now; not running is fine."""
-
-    @abc.abstractmethod
-    def undefine(self) -> None:
-        """Remove the (powered-off) VM and what the hypervisor keeps of it; gone is fine."""
-
-    def is_active(self) -> bool:
-        return self.state() in ACTIVE
 
 
 class Driver(abc.ABC):

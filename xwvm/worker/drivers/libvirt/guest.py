@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import libvirt
 
-from xwvm.worker.drivers.base import Guest as GuestBase
-from xwvm.worker.drivers.base import Owner, VMState
 from xwvm.worker.drivers.libvirt.config import XWVM_NS, OwnerTag
 from xwvm.worker.drivers.libvirt.host import translated
+from xwvm.worker.drivers.vm import Guest as GuestBase
+from xwvm.worker.drivers.vm import Owner, VMState
 
 _SHUTOFF_CRASHED = {libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF_FAILED,
                     libvirt.VIR_DOMAIN_SHUTOFF_DAEMON}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from xwvm.worker.drivers.base import ACTIVE, Owner, VMState
-from xwvm.worker.drivers.base import Guest as GuestBase
 from xwvm.worker.drivers.errors import DriverError, VMNotFound
 from xwvm.worker.drivers.virtualbox.disk import release_template
 from xwvm.worker.drivers.virtualbox.host import Host
@@ -16,6 +14,8 @@ from xwvm.worker.drivers.virtualbox.policy import (
     EXTRA_STARTED,
     EXTRA_WORKER,
 )
+from xwvm.worker.drivers.vm import ACTIVE, Owner, VMState
+from xwvm.worker.drivers.vm import Guest as GuestBase
 
 _STATES = {
     "Running": VMState.RUNNING, "Starting": VMState.RUNNING, "Restoring": VMState.RUNNING,
