@@ -22,10 +22,10 @@ import pytest
 from tests.support.guest import Guest
 from tests.worker.drivers.conftest import LIBVIRT_ONLY, new_driver
 from xwvm.protocol import exchange
+from xwvm.protocol.messages import HypervisorProbe
 from xwvm.protocol.vocab import NetworkPolicy
 from xwvm.worker.drivers import (
     Driver,
-    ProbeResult,
     SpecError,
     Unsupported,
     VMExists,
@@ -100,7 +100,7 @@ def test_probe_of_an_unreachable_hypervisor_says_why(driver_kind: str, worker_id
         fake_vboxapi.stop_service()
         drv = VirtualBoxDriver(worker_id, work_dir, api=fake_vboxapi)
     result = drv.probe()
-    assert result == ProbeResult(False, None, result.reason, "")
+    assert result == HypervisorProbe(usable=False, accel=None, reason=result.reason, version="")
     assert "unreachable" in result.reason
 
 

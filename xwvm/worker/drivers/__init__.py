@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xwvm.worker.drivers.base import Driver, ProbeResult, VMSpec, VMState
+from xwvm.worker.drivers.base import Driver, VMSpec, VMState
 from xwvm.worker.drivers.errors import (
     DriverError,
     HypervisorUnavailable,
@@ -15,7 +15,7 @@ from xwvm.worker.drivers.errors import (
     VMNotFound,
 )
 
-__all__ = ["Driver", "DriverError", "HypervisorUnavailable", "ProbeResult",
+__all__ = ["Driver", "DriverError", "HypervisorUnavailable",
            "SpecError", "Unsupported", "VMExists", "VMNotFound", "VMSpec", "VMState",
            "make_driver"]
 

@@ -27,9 +27,9 @@ import shutil
 import time
 from collections.abc import Iterable
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 
+from xwvm.protocol.messages import HypervisorProbe
 from xwvm.protocol.vocab import NetworkPolicy
 from xwvm.worker.drivers.console import console_size, read_console, wait_for_marker
 from xwvm.worker.drivers.errors import (
@@ -43,21 +43,17 @@ from xwvm.worker.drivers.probe import PROBE_MARKER
 from xwvm.worker.drivers.spec import ID_RE, VMSpec, refuse_unenforced
 from xwvm.worker.drivers.vm import ACTIVE, Guest, VMState
 
-__all__ = ["Driver", "ProbeResult", "VMSpec", "VMState"]
+__all__ = ["Driver", "VMSpec", "VMState", "unusable", "usable"]
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    """What the hypervisor self-test found. ``accel`` is what VMs will use."""
+def usable(accel: str, reason: str, version: str) -> HypervisorProbe:
+    """A probe's finding that VMs run here, under ``accel``: why this one, and the version."""
+    return HypervisorProbe(usable=True, accel=accel, reason=reason, version=version)
 
-    usable: bool
-    accel: str | None  # "kvm" | "tcg" (libvirt), "hw" (VirtualBox) | None when unusable
-    reason: str        # why this accel (and not a better one), or why unusable
-    version: str = ""  # hypervisor version, e.g. "libvirt 9.0.0, QEMU 7.2.22"
 
-    def to_json(self) -> dict[str, object]:
-        return {"usable": self.usable, "accel": self.accel, "reason": self.reason,
-                "version": self.version}
+def unusable(reason: str, version: str = "") -> HypervisorProbe:
+    """A probe's finding that VMs cannot run here, and why."""
+    return HypervisorProbe(usable=False, accel=None, reason=reason, version=version)
 
 
 class Driver(abc.ABC):
@@ -88,7 +84,7 @@ class Driver(abc.ABC):
     # -- the contract: what the worker calls ------------------------------------------------
 
     @abc.abstractmethod
-    def probe(self, refresh: bool = False) -> ProbeResult:
+    def probe(self, refresh: bool = False) -> HypervisorProbe:
         """Self-test the hypervisor: can this host run VMs, and with which acceleration?
 
         Hardware acceleration is advertised only after a tiny guest actually ran

@@ -17,8 +17,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from xwvm.protocol.messages import HypervisorProbe
 from xwvm.protocol.vocab import NetworkPolicy
-from xwvm.worker.drivers.base import Driver, ProbeResult, VMSpec
+from xwvm.worker.drivers.base import Driver, VMSpec, unusable, usable
 from xwvm.worker.drivers.errors import DriverError, Unsupported
 from xwvm.worker.drivers.libvirt import disk, network, policy
 from xwvm.worker.drivers.libvirt.guest import Guest
@@ -32,7 +33,7 @@ TCG_PROBE_TIMEOUT_S = 60.0
 PROBE_KERNEL_MARKERS = ("Unable to mount root fs", "Kernel panic")
 
 # Probe results per hypervisor URI, for the life of the worker process.
-_PROBES: dict[str, ProbeResult] = {}
+_PROBES: dict[str, HypervisorProbe] = {}
 
 
 def _not_searchable(path: Path) -> Path | None:
@@ -64,26 +65,26 @@ class LibvirtDriver(Driver):
 
     # -- probe ----------------------------------------------------------------------------
 
-    def probe(self, refresh: bool = False) -> ProbeResult:
+    def probe(self, refresh: bool = False) -> HypervisorProbe:
         blocked = _not_searchable(self.work_dir)
         if blocked is not None:  # checked first: the probe cache is per URI, not per dir
-            return ProbeResult(False, None, (
+            return unusable(
                 f"QEMU runs as an unprivileged user and cannot reach {self.work_dir}: "
                 f"{blocked} is not searchable by others (chmod o+x {blocked}, or use a work "
-                "dir such as /var/lib/xwvm-worker)"))
+                "dir such as /var/lib/xwvm-worker)")
         if not refresh and self.host.uri in _PROBES:
             return _PROBES[self.host.uri]
         try:
             version = self.host.version()
             types = self.host.domain_types()
         except DriverError as e:
-            return ProbeResult(False, None, f"libvirt unreachable: {e.message}")
+            return unusable(f"libvirt unreachable: {e.message}")
         result = self._probe_accels(types, version)
         if result.usable:
             _PROBES[self.host.uri] = result
         return result
 
-    def _probe_accels(self, types: set[str], version: str) -> ProbeResult:
+    def _probe_accels(self, types: set[str], version: str) -> HypervisorProbe:
         """KVM if a probe kernel boots under it, else TCG if the probe guest runs."""
         if "kvm" not in types:
             no_kvm = "libvirt offers no KVM (no /dev/kvm, or the QEMU user cannot open it)"
@@ -95,15 +96,14 @@ class LibvirtDriver(Driver):
         else:
             why = self._boot_probe("kvm", KVM_PROBE_TIMEOUT_S, self._probe_markers())
             if not why:
-                return ProbeResult(True, "kvm", "a probe kernel booted under KVM", version)
+                return usable("kvm", "a probe kernel booted under KVM", version)
             no_kvm = f"KVM offered but a probe kernel failed under it ({why})"
         if "qemu" not in types:
-            return ProbeResult(False, None, f"{no_kvm}; libvirt offers no TCG either", version)
+            return unusable(f"{no_kvm}; libvirt offers no TCG either", version)
         why = self._boot_probe("tcg", TCG_PROBE_TIMEOUT_S, self._probe_markers())
         if why:
-            return ProbeResult(False, None, f"{no_kvm}; TCG probe guest failed ({why})",
-                               version)
-        return ProbeResult(True, "tcg", f"software emulation: {no_kvm}", version)
+            return unusable(f"{no_kvm}; TCG probe guest failed ({why})", version)
+        return usable("tcg", f"software emulation: {no_kvm}", version)
 
     def _probe_markers(self) -> tuple[str, ...]:
         return PROBE_KERNEL_MARKERS if self.probe_kernel is not None else (PROBE_MARKER,)

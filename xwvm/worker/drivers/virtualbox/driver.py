@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from xwvm.protocol.messages import HypervisorProbe
 from xwvm.protocol.vocab import NetworkPolicy
-from xwvm.worker.drivers.base import Driver, ProbeResult, VMSpec
+from xwvm.worker.drivers.base import Driver, VMSpec, unusable, usable
 from xwvm.worker.drivers.errors import DriverError, SpecError, Unsupported, VMNotFound
 from xwvm.worker.drivers.probe import PROBE_SECTOR
 from xwvm.worker.drivers.spec import disk_size
@@ -47,11 +48,11 @@ class VirtualBoxDriver(Driver):
         super().__init__(worker_id, work_dir)
         self.host = Host(api)
         self.lan_nat = lan_nat
-        self._probe: ProbeResult | None = None
+        self._probe: HypervisorProbe | None = None
 
     # -- probe ----------------------------------------------------------------------------
 
-    def probe(self, refresh: bool = False) -> ProbeResult:
+    def probe(self, refresh: bool = False) -> HypervisorProbe:
         """VirtualBox reachable, hardware virtualization present (VirtualBox 7 runs no guest
         without VT-x/AMD-V), and a probe guest printing its marker: accel "hw"."""
         if self._probe is not None and not refresh:
@@ -62,17 +63,16 @@ class VirtualBoxDriver(Driver):
                 version = f"VirtualBox {vbox.version}"
                 hw = bool(vbox.host.getProcessorFeature(self.host.c.ProcessorFeature_HWVirtEx))
         except DriverError as e:
-            return ProbeResult(False, None, e.message)
+            return unusable(e.message)
         if not hw:
-            return ProbeResult(False, None, "no hardware virtualization (VT-x/AMD-V missing, "
-                                            "disabled in the firmware, or taken by another "
-                                            "hypervisor): VirtualBox 7 needs it", version)
+            return unusable("no hardware virtualization (VT-x/AMD-V missing, disabled in the "
+                            "firmware, or taken by another hypervisor): VirtualBox 7 needs it",
+                            version)
         why = self._boot_probe("hw", PROBE_TIMEOUT_S)
         if why:
-            return ProbeResult(False, None, f"the VirtualBox probe guest failed ({why})",
-                               version)
-        self._probe = ProbeResult(True, "hw", "a probe guest ran under VirtualBox with "
-                                              "hardware virtualization (VT-x/AMD-V)", version)
+            return unusable(f"the VirtualBox probe guest failed ({why})", version)
+        self._probe = usable("hw", "a probe guest ran under VirtualBox with hardware "
+                                   "virtualization (VT-x/AMD-V)", version)
         return self._probe
 
     def _probe_spec(self, job: str, vm_dir: Path) -> VMSpec:
