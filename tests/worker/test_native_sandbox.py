@@ -25,8 +25,8 @@ from tests.support import appkeys
 from tests.support.processes import ServerProcess, WorkerProcess
 from xwvm.client.sdk import ApiError, Client
 from xwvm.worker import facts, sandbox
-from xwvm.worker.agent import Worker, WorkerOptions
 from xwvm.worker.credential import Credential
+from xwvm.worker.pull import Worker, WorkerOptions
 
 SECRET = "victim-private-input-7f3a"
 @pytest.fixture(autouse=True)
@@ -255,7 +255,7 @@ def test_a_worker_without_bubblewrap_advertises_and_refuses_native_jobs(
     record = {h["name"]: h for h in admin.list_hosts()}["nobwrap"]["hypervisors"]["native"]
     assert record["usable"] is False and "bubblewrap" in record["reason"], record
     # A hostile (or old) server sends the job anyway.
-    facts_now = facts.collect(tmp_path, "nobwrap", [])
+    facts_now = facts.collect(tmp_path, "nobwrap", []).to_json()
     facts_now["hypervisors"] = {"native": {"usable": True, "accel": None, "reason": "lie"}}
     w.client.register_host({**facts_now, "uid": w.host})
     assigned = w.client.request_work(w.host)["work"]

@@ -22,8 +22,8 @@ from typing import Any
 from tests.support import appkeys
 from tests.support.processes import ServerProcess, run_cli
 from xwvm.client.sdk import ApiError
-from xwvm.worker.agent import Worker, WorkerOptions
 from xwvm.worker.credential import Credential
+from xwvm.worker.pull import Worker, WorkerOptions
 
 
 def payload(tmp: Path, marker: Path, name: str = "tool.sh") -> Path:
@@ -93,7 +93,7 @@ def refused_when_sent(server: ServerProcess, tmp: Path, job: dict[str, Any],
     w = Worker(cred, WorkerOptions(work_dir=tmp / "sent", name="sent", hypervisor="none",
                                    trusted_keys=trusted))
     w._login()
-    record = facts.collect(tmp, "sent", [])
+    record = facts.collect(tmp, "sent", []).to_json()
     record["hypervisors"] = {"native": {"usable": True, "accel": None, "reason": "old"}}
     w.host = w.client.register_host(record)["uid"]
     assigned = w.client.request_work(w.host)["work"]
@@ -252,8 +252,8 @@ def test_a_command_for_an_app_the_worker_does_not_share_is_refused(
                                    trusted_keys=[appkeys.public_key()]))
     w._login()
     from xwvm.worker import facts
-    lie = facts.collect(tmp_path, "liar", ["tools"])  # what the hostile server acts on
-    lie["hypervisors"] = {"native": facts.native_entry(True)}
+    lie = facts.collect(tmp_path, "liar", ["tools"]).to_json()  # what the hostile server acts on
+    lie["hypervisors"] = {"native": facts.native_entry(True).to_json()}
     w.host = w.client.register_host(lie)["uid"]
     assigned = w.client.request_work(w.host)["work"]
     assert assigned["uid"] == job["uid"]

@@ -122,8 +122,8 @@ def test_default_ceilings_leave_the_host_usable(tmp_path: Path) -> None:
 
 
 def test_worker_run_takes_the_ceilings_from_its_owner(tmp_path: Path) -> None:
-    from xwvm.worker.agent import Worker, WorkerOptions
     from xwvm.worker.credential import Credential
+    from xwvm.worker.pull import Worker, WorkerOptions
     opts = WorkerOptions(work_dir=tmp_path / "w", name="n", max_vm_memory_mb=1024,
                          max_vm_cpus=1, max_vm_disk_mb=3000, vm_cpu_percent=25)
     worker = Worker(Credential("https://127.0.0.1:9", "l", "p"), opts)

@@ -17,8 +17,8 @@ import pytest
 from tests.support.processes import ServerProcess, enrolled_credential, run_cli
 from xwvm.client.sdk import Client
 from xwvm.worker import facts
-from xwvm.worker.agent import Worker, WorkerOptions
 from xwvm.worker.credential import Credential
+from xwvm.worker.pull import Worker, WorkerOptions
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def credential(server: ServerProcess, path: Path) -> Credential:
 
 
 def host_facts(name: str, native: bool) -> dict:
-    out = facts.collect(Path("/"), name, [])
+    out = facts.collect(Path("/"), name, []).to_json()
     out["hypervisors"] = {"libvirt": {"usable": True, "accel": "kvm", "reason": "probe ran",
                                       "networks": ["none", "server"]},
                           "native": {"usable": native, "reason": "test"}}

@@ -91,7 +91,7 @@ def test_the_worker_ends_a_job_without_a_limit_at_its_own_ceiling(tmp_path: Path
 
 
 def test_a_longer_job_limit_is_capped_and_a_shorter_one_kept(tmp_path: Path) -> None:
-    from xwvm.worker.agent import effective_wall_clock
+    from xwvm.worker.pull import effective_wall_clock
     assert effective_wall_clock(None, 3) == 3
     assert effective_wall_clock(3600, 3) == 3
     assert effective_wall_clock(2, 3) == 2
@@ -109,8 +109,8 @@ def test_the_reaper_ends_a_running_job_without_a_limit(tmp_path: Path) -> None:
         # A worker that takes the job and then only beats (a hung or hostile one).
         w = Client(server.url, str(server.ca))
         credential(server, tmp_path / "w.cred").login_with(w)
-        out = facts.collect(tmp_path, "silent", [])
-        out["hypervisors"] = {"native": facts.native_entry(True, unsigned_apps=True)}
+        out = facts.collect(tmp_path, "silent", []).to_json()
+        out["hypervisors"] = {"native": facts.native_entry(True, unsigned_apps=True).to_json()}
         host = w.register_host(out)["uid"]
         assert w.request_work(host)["work"]["uid"] == job["uid"]
 

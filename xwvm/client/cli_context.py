@@ -32,9 +32,10 @@ from xwvm.client.cli_common import client, parse_env
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session
 from xwvm.errors import XwvmError
+from xwvm.protocol import NetworkPolicy
 
 CONTEXT_COLUMNS = ("uid", "name", "owner", "access_rights", "created_at")
-NETWORKS = ("none", "server", "internet")
+NETWORKS = [p.value for p in NetworkPolicy]
 PREVIEW_SERVER = "https://localhost"
 PREVIEW_CA = "preview-no-ca"
 PREVIEW_CREDENTIAL = "preview-no-credential"

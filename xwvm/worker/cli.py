@@ -19,8 +19,8 @@ import click
 
 from xwvm.client.cli_common import WALL_CLOCK, fail, handle_errors
 from xwvm.client.session import Session
-from xwvm.worker.agent import Worker, WorkerOptions
 from xwvm.worker.credential import Credential
+from xwvm.worker.pull import Worker, WorkerOptions
 
 
 @click.group("worker")

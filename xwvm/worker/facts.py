@@ -7,12 +7,14 @@ import os
 import platform
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from xwvm import __version__
+from xwvm.protocol.messages import HostFacts, HypervisorProbe, VMCeilings
 from xwvm.protocol.platforms import normalize_arch
+
+__all__ = ["DEFAULT_MAX_VM_DISK_MB", "MIN_VM_MEMORY_MB", "VMCeilings", "collect", "memory_mb",
+           "native_entry", "vm_ceilings"]
 
 
 def memory_mb() -> int:
@@ -25,16 +27,16 @@ def memory_mb() -> int:
     return 0
 
 
-def collect(work_dir: Path, name: str, shared_apps: list[str]) -> dict[str, Any]:
-    return {"name": name, "os": platform.system().lower(),
-            "arch": normalize_arch(platform.machine()), "cpus": os.cpu_count() or 1,
-            "memory_mb": memory_mb(), "disk_mb": shutil.disk_usage(work_dir).free // 2**20,
-            "shared_apps": sorted(set(shared_apps)), "hypervisors": {},
-            "version": __version__}
+def collect(work_dir: Path, name: str, shared_apps: list[str]) -> HostFacts:
+    """This host's facts; the worker adds its hypervisors' probes and cached templates."""
+    return HostFacts(name=name, os=platform.system().lower(),
+                     arch=normalize_arch(platform.machine()), cpus=os.cpu_count() or 1,
+                     memory_mb=memory_mb(), disk_mb=shutil.disk_usage(work_dir).free // 2**20,
+                     shared_apps=tuple(sorted(set(shared_apps))), version=__version__)
 
 
 def native_entry(allowed: bool, sandbox_problem: str | None = None,
-                 app_keys: Iterable[str] = (), unsigned_apps: bool = False) -> dict[str, Any]:
+                 app_keys: Iterable[str] = (), unsigned_apps: bool = False) -> HypervisorProbe:
     """The host record's ``hypervisors["native"]``: whether native jobs (run on the host
     itself, outside any VM, in the bubblewrap sandbox) may be sent here; the scheduler
     sends none when not. ``sandbox_problem``: why this host cannot sandbox them (None:
@@ -42,37 +44,20 @@ def native_entry(allowed: bool, sandbox_problem: str | None = None,
     this worker trusts (the scheduler sends it only apps one of them signed), unless its
     owner runs ``unsigned_apps``."""
     if not allowed:
-        return {"usable": False, "accel": None,
-                "reason": "VM jobs only (the worker was not started with --allow-native)"}
+        return HypervisorProbe(
+            usable=False, reason="VM jobs only (the worker was not started with --allow-native)")
     if sandbox_problem is not None:
-        return {"usable": False, "accel": None,
-                "reason": f"native jobs refused: no sandbox ({sandbox_problem})"}
-    return {"usable": True, "accel": None,
-            "reason": "its owner allows native jobs; they run in the bubblewrap sandbox",
-            "app_keys": sorted(app_keys), "unsigned_apps": unsigned_apps}
+        return HypervisorProbe(usable=False,
+                               reason=f"native jobs refused: no sandbox ({sandbox_problem})")
+    return HypervisorProbe(
+        usable=True, reason="its owner allows native jobs; they run in the bubblewrap sandbox",
+        app_keys=tuple(sorted(app_keys)), unsigned_apps=unsigned_apps)
 
 
 # --- the owner's ceilings on any VM (issue 13, hole 10) ---------------------------------
 
 DEFAULT_MAX_VM_DISK_MB = 20 * 1024
 MIN_VM_MEMORY_MB = 256  # what a VM gets at least (the appliance boots in less)
-
-
-@dataclass(frozen=True)
-class VMCeilings:
-    """The most any one VM on this host gets, set by the worker's owner, never by a job:
-    memory (MiB), vCPUs, disk (MiB) and each vCPU's share of a host CPU (percent). The
-    host record carries them (``hypervisors[kind]["limits"]``) so that the scheduler
-    sends no job that needs more; the worker refuses one anyway."""
-
-    memory_mb: int
-    cpus: int
-    disk_mb: int
-    cpu_percent: int = 100
-
-    def to_json(self) -> dict[str, int]:
-        return {"memory_mb": self.memory_mb, "cpus": self.cpus, "disk_mb": self.disk_mb,
-                "cpu_percent": self.cpu_percent}
 
 
 def vm_ceilings(work_dir: Path, memory: int | None = None, cpus: int | None = None,

@@ -1,7 +1,9 @@
-"""The worker's pull loop: register, ask for work, run it, report; outbound connections only."""
+"""The outer worker's pull loop: register, ask for work, run it, report; outbound
+connections only. (The guest's agent is appliance/agent.py; this is not an agent.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -19,9 +21,12 @@ from typing import Any, TypeVar
 
 from appliance import runner
 from xwvm import signing
-from xwvm.client.sdk import ApiError, Client
+from xwvm.client.sdk import ApiError, Client, retrying
 from xwvm.errors import XwvmError
 from xwvm.ids import BadId, check_file_name, check_relative_name, check_uid
+from xwvm.protocol import DEFAULT_WALL_CLOCK_S
+from xwvm.protocol.messages import HostFacts, HypervisorProbe, JobDescription
+from xwvm.protocol.retry import Backoff
 from xwvm.worker import facts, sandbox
 from xwvm.worker.apps import AppRefused, FileFilter, binary_filter
 from xwvm.worker.cache import DEFAULT_QUOTA_BYTES, DataCache
@@ -30,8 +35,11 @@ from xwvm.worker.heartbeat import MIN_PERIOD_S, Heartbeat, clamp_period
 
 log = logging.getLogger("xwvm.worker")
 T = TypeVar("T")
-TRANSIENT_STATUS = (0, 502, 503, 504)
-DEFAULT_MAX_WALL_CLOCK_S = 24 * 3600
+
+
+def _nothing(_file: Any) -> bool:
+    """The file filter of a job that places none of its app files."""
+    return False
 
 
 def effective_wall_clock(job_limit: Any, ceiling: int) -> int:
@@ -63,7 +71,7 @@ class WorkerOptions:
     allow_native: bool = False
     # The owner's ceiling on any job's run time, enforced here whatever the job or the
     # server says: a job without a limit (or a longer one) gets this one.
-    max_wall_clock_s: int = DEFAULT_MAX_WALL_CLOCK_S
+    max_wall_clock_s: int = DEFAULT_WALL_CLOCK_S
     # Native binaries run only when a trusted key signed their app (worker/apps.py),
     # unless the owner opts out (--allow-unsigned-apps), as BOINC refuses unsigned code.
     allow_unsigned_apps: bool = False
@@ -101,7 +109,7 @@ class Worker:
         self.alive_period = 60.0
         self.host = ""
         self.current: str | None = None
-        self.hypervisors: dict[str, dict[str, Any]] = {}
+        self.hypervisors: dict[str, HypervisorProbe] = {}
         self.vm_runner: Any = None
         # Native jobs run only in a sandbox that passed its self-test (see _isolation).
         self._native_sandbox: sandbox.Isolation | str | None = None
@@ -154,23 +162,25 @@ class Worker:
 
     def _register(self) -> str:
         state = self.work_dir / "host.json"
-        facts_now = facts.collect(self.work_dir, self.opts.name, self.opts.shared_apps)
-        facts_now["hypervisors"] = {**self.hypervisors,
-                                    "native": self._native_entry()}
-        facts_now["templates_held"] = self.templates_held()
+        facts_now = dataclasses.replace(
+            facts.collect(self.work_dir, self.opts.name, self.opts.shared_apps),
+            hypervisors={**self.hypervisors, "native": self._native_entry()},
+            templates_held=tuple(self.templates_held()))
         known = json.loads(state.read_text()) if state.is_file() else {}
         if known.get("server") == self.client.server and known.get("uid"):
             try:
-                return check_uid(self.client.register_host(
-                    {**facts_now, "uid": known["uid"]})["uid"], "host")
+                return self._register_as(dataclasses.replace(facts_now, uid=known["uid"]))
             except ApiError as e:
                 if e.status not in (403, 404):
                     raise
-        uid = check_uid(self.client.register_host(facts_now)["uid"], "host")
+        uid = self._register_as(facts_now)
         state.write_text(json.dumps({"server": self.client.server, "uid": uid}))
         return uid
 
-    def _native_entry(self) -> dict[str, Any]:
+    def _register_as(self, host: HostFacts) -> str:
+        return check_uid(self.client.register_host(host.to_json())["uid"], "host")
+
+    def _native_entry(self) -> HypervisorProbe:
         problem = None
         if self.opts.native_allowed:
             iso = self._isolation()
@@ -188,6 +198,13 @@ class Worker:
                 log.warning("native jobs refused: %s", e)
         return self._native_sandbox
 
+    def _sandboxed(self) -> sandbox.Isolation:
+        """The native-job sandbox, once :meth:`_native_refusal` found there is one."""
+        isolation = self._isolation()
+        if isinstance(isolation, str):
+            raise XwvmError(f"no sandbox for native jobs: {isolation}", code="no_sandbox")
+        return isolation
+
     def worker_id(self) -> str:
         """A stable id for this work dir: VMs and files are tagged with it, so a restarted
         worker finds what a crashed run left behind."""
@@ -201,51 +218,64 @@ class Worker:
         left; the result goes into the host record, usable or not, with the reason."""
         if self.opts.hypervisor == "none":
             return
-        from xwvm.worker.drivers import make_driver
         # auto: libvirt if usable, else VirtualBox if usable; each one's probe is reported.
         kinds = ["libvirt", "virtualbox"] if self.opts.hypervisor == "auto" \
             else [self.opts.hypervisor]
         self.hypervisors = {}
         for kind in kinds:
-            try:
-                driver = make_driver(kind, self.worker_id(), self.work_dir)
-                probe = driver.probe()
-            except (XwvmError, ImportError) as e:
-                reason = e.message if isinstance(e, XwvmError) else f"{kind} API missing: {e}"
-                self.hypervisors[kind] = {"usable": False, "accel": None, "reason": reason}
-                if self.opts.hypervisor == kind:
-                    raise XwvmError(f"--hypervisor {kind}: {reason}", code="no_hypervisor") \
-                        from None
-                continue
-            self.hypervisors[kind] = probe.to_json()
-            log.info("%s: %s", kind, probe.reason)
-            if not probe.usable and self.opts.hypervisor == kind:
-                raise XwvmError(f"--hypervisor {kind}: {kind} is unusable on this host: "
-                                f"{probe.reason}", code="no_hypervisor")
-            if probe.usable:
-                # The scheduler sends only VM jobs whose network policy this host enforces.
-                networks = [str(n) for n in driver.networks()]
-                self.hypervisors[kind]["networks"] = networks
-                self.hypervisors[kind]["limits"] = self.vm_ceilings().to_json()
-                log.info("%s enforces network policies: %s", kind, ", ".join(networks))
+            driver = self._probe(kind)
+            if driver is not None:
                 break
         else:
             if not self.opts.native_allowed:
-                reasons = "; ".join(f"{k}: {v['reason']}" for k, v in self.hypervisors.items())
+                reasons = "; ".join(f"{k}: {v.reason}" for k, v in self.hypervisors.items())
                 raise XwvmError(f"no usable hypervisor ({reasons}); this worker runs VM jobs "
                                 "only: give --allow-native to run native jobs on this host",
                                 code="no_hypervisor")
             return
         for uid in driver.cleanup_leftovers():
             log.info("removed VM of job %s left by a previous run", uid)
-        from xwvm import signing
+        self.vm_runner = self._vm_runner(driver)
+
+    def _probe(self, kind: str) -> Any:
+        """Probe one hypervisor and record what it found; its driver if usable. The one
+        the owner named (--hypervisor KIND) must be usable."""
+        from xwvm.worker.drivers import make_driver
+        named = self.opts.hypervisor == kind
+        try:
+            driver = make_driver(kind, self.worker_id(), self.work_dir)
+            found = driver.probe()
+        except (XwvmError, ImportError) as e:
+            reason = e.message if isinstance(e, XwvmError) else f"{kind} API missing: {e}"
+            self.hypervisors[kind] = HypervisorProbe(usable=False, reason=reason)
+            if named:
+                raise XwvmError(f"--hypervisor {kind}: {reason}", code="no_hypervisor") \
+                    from None
+            return None
+        log.info("%s: %s", kind, found.reason)
+        probe = HypervisorProbe(usable=found.usable, reason=found.reason, accel=found.accel,
+                                version=found.version)
+        self.hypervisors[kind] = probe
+        if not probe.usable:
+            if named:
+                raise XwvmError(f"--hypervisor {kind}: {kind} is unusable on this host: "
+                                f"{probe.reason}", code="no_hypervisor")
+            return None
+        # The scheduler sends only VM jobs whose network policy this host enforces.
+        networks = tuple(driver.networks())
+        self.hypervisors[kind] = dataclasses.replace(probe, networks=networks,
+                                                     limits=self.vm_ceilings())
+        log.info("%s enforces network policies: %s", kind, ", ".join(map(str, networks)))
+        return driver
+
+    def _vm_runner(self, driver: Any) -> Any:
         from xwvm.worker import images
         from xwvm.worker.vmjob import VMJobRunner, VMOptions
         keys = signing.load_trusted(self.opts.trusted_keys)
         cache = images.ImageCache(self.work_dir / "images",
                                   quota_bytes=self.opts.image_quota_mb * 2**20,
                                   trusted_keys=keys)
-        self.vm_runner = VMJobRunner(
+        return VMJobRunner(
             driver, cache, self.client,
             VMOptions(worker_id=self.worker_id(), work_dir=self.work_dir,
                       server_url=self.client.server,
@@ -278,17 +308,11 @@ class Worker:
     def _retry(self, fn: Callable[[], T]) -> T | None:
         """Call ``fn`` until it succeeds, backing off while the server is unreachable;
         None if the worker is asked to stop meanwhile."""
-        delay = 0.5
-        while True:
-            try:
-                return fn()
-            except ApiError as e:
-                if e.status not in TRANSIENT_STATUS:
-                    raise
-                log.warning("server unavailable (%s); retrying in %.1f s", e.message, delay)
-            if self.stopping.wait(delay):
-                return None
-            delay = min(delay * 2, self.opts.max_backoff)
+        def on_retry(e: Exception, delay: float) -> None:
+            log.warning("server unavailable (%s); retrying in %.1f s",
+                        getattr(e, "message", e), delay)
+        return retrying(fn, Backoff(first=0.5, cap=self.opts.max_backoff, attempts=None),
+                        sleep=self.stopping.wait, on_retry=on_retry)
 
     # --- one job ----------------------------------------------------------------------------
 
@@ -300,6 +324,13 @@ class Worker:
         except BadId as e:
             log.warning("%s", e.message)
             return False
+        try:
+            desc = JobDescription.from_json(job)
+        except ValueError as e:  # names the field, never the value
+            log.warning("job %s refused: %s", uid, e)
+            self._report(uid, "ERROR", message=f"refused by this worker: the job's "
+                                               f"description is malformed ({e})")
+            return True
         self.current = uid
         self.job_stop.clear()
         if self.stopping.is_set():
@@ -318,96 +349,104 @@ class Worker:
             with Heartbeat(self.client, self.host, self.alive_period,
                            lambda: [uid] if self.current else [], on_stop,
                            self.templates_held):
-                self._execute(job, sandbox)
+                self._execute(desc, sandbox)
         finally:
             self.current = None
             sandbox.remove()
             # Its inputs may be private to the job's owner: not kept for later jobs.
-            files = job.get("files")
-            self.cache.forget([f for f in files if isinstance(f, dict)]
-                              if isinstance(files, list) else [])
+            self.cache.forget([f.to_json() for f in desc.files])
         return True
 
-    def _execute(self, job: dict[str, Any], sandbox: runner.Sandbox) -> None:
-        uid = job["uid"]
+    def _execute(self, desc: JobDescription, sandbox: runner.Sandbox) -> None:
         # One hard limit for VM and native jobs alike, enforced by the code below (the VM
         # monitor or the native runner), and told to the guest through its context.
-        job = {**job, "wall_clock_s": effective_wall_clock(job.get("wall_clock_s"),
-                                                           self.opts.max_wall_clock_s)}
-        if job.get("template"):
-            self._execute_vm(job)
+        desc = dataclasses.replace(desc, wall_clock_s=effective_wall_clock(
+            desc.wall_clock_s, self.opts.max_wall_clock_s))
+        if desc.vm is not None:
+            self._execute_vm(desc)
             return
-        if not self.opts.native_allowed:  # the server should not have sent it
-            self._report(uid, "ERROR", message="this worker runs VM jobs only: a native job "
-                                               "would run on the host itself")
-            return
-        isolation = self._isolation()
-        if isinstance(isolation, str):
-            self._report(uid, "ERROR", message=f"this worker cannot sandbox native jobs: "
-                                               f"{isolation}")
-            return
-        try:  # before a byte is fetched: the program must be one this host may run
-            accept = binary_filter(job, self.trusted_keys, shared_apps=self.opts.shared_apps,
-                                   allow_unsigned=self.opts.allow_unsigned_apps)
-        except AppRefused as e:
-            self._report(uid, "ERROR", message=f"refused by this worker: {e.message}")
+        refusal, accept = self._native_refusal(desc)
+        if refusal is not None:
+            self._report(desc.uid, "ERROR", message=refusal)
             return
         sandbox.create()
         try:
-            program, stdin, placed = self._prepare(job, sandbox, accept)
+            program, stdin, placed = self._prepare(desc, sandbox, accept)
         except (XwvmError, OSError) as e:
             if self.stopping.is_set():
-                self._report(uid, "PENDING", message="worker stopping")
+                self._report(desc.uid, "PENDING", message="worker stopping")
             else:
-                self._report(uid, "ERROR", message=f"could not fetch the job's files: {e}")
+                self._report(desc.uid, "ERROR", message=f"could not fetch the job's files: {e}")
             return
-        if job.get("command"):  # a shared app this host provides: run the job's command
-            job = {**job, "args": ["-c", f'{job["command"]} "$@"', "xwvm-payload",
-                                   *job["args"]]}
-        outcome = runner.run(job, sandbox, program, stdin, self.job_stop, isolation)
+        self._run_native(desc, sandbox, program, stdin, placed)
+
+    def _native_refusal(self, desc: JobDescription) -> tuple[str | None, FileFilter]:
+        """Why this host does not run the native job (None: it does), and which of its
+        ``app`` files may be placed as its program; checked before a byte is fetched."""
+        if not self.opts.native_allowed:  # the server should not have sent it
+            return ("this worker runs VM jobs only: a native job would run on the host "
+                    "itself"), _nothing
+        isolation = self._isolation()
+        if isinstance(isolation, str):
+            return f"this worker cannot sandbox native jobs: {isolation}", _nothing
+        try:  # the program must be one this host may run
+            return None, binary_filter(desc.to_json(), self.trusted_keys,
+                                       shared_apps=self.opts.shared_apps,
+                                       allow_unsigned=self.opts.allow_unsigned_apps)
+        except AppRefused as e:
+            return f"refused by this worker: {e.message}", _nothing
+
+    def _run_native(self, desc: JobDescription, sandbox: runner.Sandbox, program: Path,
+                    stdin: Path | None, placed: dict[str, float]) -> None:
+        isolation = self._sandboxed()
+        args = list(desc.args)
+        if desc.command:  # a shared app this host provides: run the job's command
+            args = ["-c", f'{desc.command} "$@"', "xwvm-payload", *args]
+        outcome = runner.run({**desc.to_json(), "args": args}, sandbox, program, stdin,
+                             self.job_stop, isolation)
         if outcome.stopped and self.stopping.is_set():
-            self._report(uid, "PENDING", message="worker stopping: job given back")
+            self._report(desc.uid, "PENDING", message="worker stopping: job given back")
             return
         if outcome.reason == runner.STOPPED:
             return  # the server took the job away; there is nobody to report to
         with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
             archive = runner.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz",
                                           isolation.account.uid if isolation.account else None)
-            if not self._upload(uid, archive, outcome.exit_code):
+            if not self._upload(desc.uid, archive, outcome.exit_code):
                 return
         if outcome.stopped:
-            self._report(uid, "ERROR", outcome.exit_code, outcome.reason)
+            self._report(desc.uid, "ERROR", outcome.exit_code, outcome.reason)
         else:
-            self._report(uid, "COMPLETED", outcome.exit_code)
+            self._report(desc.uid, "COMPLETED", outcome.exit_code)
 
-    def _execute_vm(self, job: dict[str, Any]) -> None:
-        uid = job["uid"]
+    def _execute_vm(self, desc: JobDescription) -> None:
         if self.vm_runner is None:
-            self._report(uid, "ERROR", message="this worker has no usable hypervisor")
+            self._report(desc.uid, "ERROR", message="this worker has no usable hypervisor")
             return
         try:
-            outcome = self.vm_runner.run(job, self.job_stop, self.stopping)
+            outcome = self.vm_runner.run(desc.to_json(), self.job_stop, self.stopping)
         except (XwvmError, OSError) as e:
-            self._report(uid, "ERROR", message=f"VM job failed on the worker: {e}")
+            self._report(desc.uid, "ERROR", message=f"VM job failed on the worker: {e}")
             return
         if outcome.status:
-            self._report(uid, outcome.status, outcome.exit_code, outcome.message or None)
+            self._report(desc.uid, outcome.status, outcome.exit_code, outcome.message or None)
 
-    def _prepare(self, job: dict[str, Any], sandbox: runner.Sandbox,
+    def _prepare(self, desc: JobDescription, sandbox: runner.Sandbox,
                  accept: FileFilter) -> tuple[Path, Path | None, dict[str, float]]:
         program: Path | None = None
         stdin: Path | None = None
         placed: dict[str, float] = {}
-        for f in job["files"]:
-            if f["role"] == "app" and not accept(f):
+        for f in desc.files:
+            wire = f.to_json()
+            if f.role == "app" and not accept(wire):
                 continue  # another platform's binary, or a binary nobody signed
-            cached = self.cache.job_file(self.client, f)
-            if f["role"] == "stdin":
+            cached = self.cache.job_file(self.client, wire)
+            if f.role == "stdin":
                 stdin = cached
                 continue
-            executable = f["role"] == "app"
-            name = check_file_name(job["app"], "app") if executable \
-                else check_relative_name(f["name"], "input")
+            executable = f.role == "app"
+            name = check_file_name(desc.app, "app") if executable \
+                else check_relative_name(f.name, "input")
             if name in placed or name.split("/")[0] == runner.TMP_NAME:
                 # one file must not replace another (an input over the signed program)
                 raise OSError("two of the job's files have the same name, or one is "
@@ -416,10 +455,10 @@ class Worker:
             placed[name] = dest.stat().st_mtime
             if executable:
                 program = dest
-        if program is None and job.get("command"):
+        if program is None and desc.command:
             program = Path("/bin/sh")
         if program is None:
-            raise OSError(f"app {job['app']} has no binary for this host")
+            raise OSError(f"app {desc.app} has no binary for this host")
         return program, stdin, placed
 
     def _upload(self, uid: str, archive: Path, exit_code: int | None) -> bool:
