@@ -244,7 +244,7 @@ class Worker:
         named = self.opts.hypervisor == kind
         try:
             driver = make_driver(kind, self.worker_id(), self.work_dir)
-            found = driver.probe()
+            probe = driver.probe()
         except (XwvmError, ImportError) as e:
             reason = e.message if isinstance(e, XwvmError) else f"{kind} API missing: {e}"
             self.hypervisors[kind] = HypervisorProbe(usable=False, reason=reason)
@@ -252,9 +252,7 @@ class Worker:
                 raise XwvmError(f"--hypervisor {kind}: {reason}", code="no_hypervisor") \
                     from None
             return None
-        log.info("%s: %s", kind, found.reason)
-        probe = HypervisorProbe(usable=found.usable, reason=found.reason, accel=found.accel,
-                                version=found.version)
+        log.info("%s: %s", kind, probe.reason)
         self.hypervisors[kind] = probe
         if not probe.usable:
             if named:
