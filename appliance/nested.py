@@ -130,8 +130,8 @@ class NestedWorker:
             placed = {p.relative_to(box.run_dir).as_posix(): p.stat().st_mtime
                       for p in box.run_dir.rglob("*") if p.is_file()}
             # The job's arguments follow the command, as "$@" (never pasted into the string).
-            job = {"args": ["-c", f'{task.command} "$@"', "xwvm-payload", *task.args],
-                   "env": task.env, "wall_clock_s": task.wall_clock_s}
+            job = runner.Command(["-c", f'{task.command} "$@"', "xwvm-payload", *task.args],
+                                 task.env, task.wall_clock_s)
             outcome = runner.run(job, box, Path("/bin/sh"), None, self.stop, self.isolation,
                                  base_env=self.base_env)
             owner = self.isolation.account.uid if self.isolation.account else None

@@ -20,8 +20,8 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,16 @@ STOPPED = "stopped by the worker"  # the only end that is not the payload's own 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Command:
+    """What to run: the program's arguments, the job's own environment variables and its
+    wall-clock limit in seconds (None: the isolation's default limits only)."""
+
+    args: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    wall_clock_s: int | None = None
 
 
 @dataclass
@@ -138,7 +148,7 @@ def _walk(dir_fd: int, prefix: str = "", depth: int = 0
             os.close(sub)
 
 
-def job_env(job_env_vars: dict[str, str], home: Path | str,
+def job_env(job_env_vars: Mapping[str, str], home: Path | str,
             base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(base) if base is not None else {k: os.environ[k] for k in SAFE_ENV
                                                if k in os.environ}
@@ -148,21 +158,21 @@ def job_env(job_env_vars: dict[str, str], home: Path | str,
     return env
 
 
-def run(job: dict[str, Any], sandbox: Sandbox, program: Path, stdin: Path | None,
+def run(job: Command, sandbox: Sandbox, program: Path, stdin: Path | None,
         stop: threading.Event, isolation: Isolation, poll: float = 0.1,
         base_env: dict[str, str] | None = None) -> Outcome:
     """Run the job's program in ``isolation``; stop it on ``stop`` or when its wall-clock
     limit passes. When this returns, no process of the payload is left.
     ``base_env``: the environment the job's own variables are added to."""
-    wall = job.get("wall_clock_s")
+    wall = job.wall_clock_s
     deadline = time.monotonic() + wall if wall else None
     if isolation.account is not None:
         sandbox.give_to(isolation.account)
     inside, cwd = isolation.program(sandbox.run_dir, program)
-    argv = [inside, *job["args"]]
+    argv = [inside, *job.args]
     argv, cwd, extra = isolation.command(sandbox.run_dir, argv, limits_for(wall),
                                          isolation.account_files(sandbox.etc_dir),
-                                         job_env(job["env"], cwd, base_env))
+                                         job_env(job.env, cwd, base_env))
     with open(sandbox.stdout, "wb") as out, open(sandbox.stderr, "wb") as err, \
             open(stdin or os.devnull, "rb") as inp:
         proc = subprocess.Popen(argv, cwd=sandbox.run_dir if isolation.kind == "uid" else "/",

@@ -22,6 +22,7 @@ import pytest
 from tests.support.guest import Kernel, build_guest
 from tests.support.processes import ServerProcess, run_cli
 from tests.worker.drivers.conftest import kernel, qcow2_template, vm_host, vm_root  # noqa: F401
+from xwvm.protocol.messages import InputFile
 from xwvm.worker.cache import DataCache
 from xwvm.worker.credential import Credential
 from xwvm.worker.drivers import VMSpec, VMState
@@ -90,7 +91,8 @@ def test_the_data_cache_is_the_workers_alone_and_inputs_go_with_their_job(
     got = cache.get(sha, lambda dest: dest.write_bytes(data), len(data))
     assert stat.S_IMODE((work / "cache").stat().st_mode) == 0o700
     assert not _others_can_read(got)
-    cache.forget([{"role": "input", "sha256": sha}, {"role": "app", "sha256": "0" * 64}])
+    cache.forget([InputFile("input", "in", "d", sha, len(data)),
+                  InputFile("app", "linux-x86_64", "a", "0" * 64, 1)])
     assert not got.exists(), "a finished job's input is not kept"
 
 

@@ -9,6 +9,7 @@ A second loopback address (127.0.0.2) stands in for a device on the volunteer's 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from tests.support.lan import free_port
 from tests.support.processes import XWVM
 from xwvm import signing
 from xwvm.client.sdk import Client
+from xwvm.protocol.messages import InputFile
 from xwvm.server import pki
 from xwvm.worker.cache import DataCache
 from xwvm.worker.credential import Credential
@@ -517,8 +519,7 @@ def test_data_downloads_stop_at_the_declared_size_and_the_cache_has_a_quota(
     cache = DataCache(tmp_path / "cache", quota_bytes=3 * MiB)
     client = fake.client()
     for uid, content in by_uid.items():
-        f = {"data": uid, "sha256": hashlib.sha256(content).hexdigest(),
-             "size": len(content), "name": "x", "role": "input"}
+        f = InputFile("input", "x", uid, hashlib.sha256(content).hexdigest(), len(content))
         assert cache.job_file(client, f).read_bytes() == content
         time.sleep(0.02)  # distinct mtimes for the LRU order
         assert cache.size() <= 3 * MiB
@@ -531,13 +532,13 @@ def test_data_downloads_stop_at_the_declared_size_and_the_cache_has_a_quota(
 
     fake.routes[("GET", r"/api/v1/data/([^/]+)/content")] = endless
     fake.sent = 0
-    f = {"data": DATA, "sha256": "c" * 64, "size": 1024, "name": "x", "role": "input"}
+    f = InputFile("input", "x", DATA, "c" * 64, 1024)
     with pytest.raises(Exception) as e:
         cache.job_file(client, f)
     assert getattr(e.value, "code", "") == "too_large", e.value
     assert not [p for p in cache.root.iterdir() if "download" in p.name]
     assert fake.sent < 16 * MiB
-    too_big = {**f, "size": 4 * MiB}
+    too_big = dataclasses.replace(f, size=4 * MiB)
     with pytest.raises(Exception) as e:
         cache.job_file(client, too_big)
     assert getattr(e.value, "code", "") == "cache_full"

@@ -88,7 +88,7 @@ def test_a_payload_swapping_results_for_links_never_gets_roots_files(
     swapper = box.run_dir / "swap.py"
     swapper.write_text(SWAPPER)
     placed = {"swap.py": swapper.stat().st_mtime}
-    job = {"args": [str(swapper), str(secret)], "env": {}, "wall_clock_s": 60}
+    job = runner.Command([str(swapper), str(secret)], {}, 60)
     iso = isolation.guest_isolation(account.name)
     outcome = runner.run(job, box, Path("/usr/bin/python3"), None, threading.Event(), iso)
     assert outcome.exit_code == 0, box.stderr.read_text()
@@ -161,7 +161,7 @@ cd {home}
   done' </dev/null >/dev/null 2>&1 &)
 """)
     iso = isolation.guest_isolation(account.name)
-    outcome = runner.run({"args": [str(planter)], "env": {}, "wall_clock_s": 30}, first,
+    outcome = runner.run(runner.Command([str(planter)], {}, 30), first,
                          Path("/bin/sh"), None, threading.Event(), iso)
     assert outcome.exit_code == 0, first.stderr.read_text()
     first.remove()

@@ -24,6 +24,7 @@ import pytest
 from tests.server.conftest import World, db, sessions, world  # noqa: F401
 from tests.support import fake_vboxapi
 from tests.support.fake_vboxapi import FakeService, vdi
+from xwvm.protocol.messages import JobDescription
 from xwvm.server.db.models import Template, Work
 from xwvm.server.rights import Level
 from xwvm.server.scheduler.assign import assign
@@ -38,12 +39,19 @@ TPL_UID = "00000000-0000-0000-0000-0000000000aa"
 JOB_UID = "00000000-0000-0000-0000-0000000000b1"
 
 
-def _vm_job(**kw: Any) -> dict[str, Any]:
-    tpl = {"uid": TPL_UID, "name": "t", "version": "1", "min_memory_mb": 0, "min_cpus": 0,
-           "artifacts": [{"role": "disk", "format": "qcow2", "virtual_size": 64 << 20},
-                         {"role": "disk", "format": "vdi", "virtual_size": 64 << 20}]}
+def _disk(fmt: str, virtual_size: int) -> dict[str, Any]:
+    return {"role": "disk", "format": fmt, "virtual_size": virtual_size, "size": 1,
+            "sha256": "0" * 64, "path": f"disk.{fmt}"}
+
+
+def _vm_job(**kw: Any) -> JobDescription:
+    tpl = {"uid": TPL_UID, "name": "t", "version": "1", "os": "linux", "arch": "x86_64",
+           "manifest": "", "min_memory_mb": 0, "min_cpus": 0,
+           "artifacts": [_disk("qcow2", 64 << 20), _disk("vdi", 64 << 20)]}
     tpl.update(kw.pop("template", {}))
-    return {"uid": JOB_UID, "template": tpl, "files": [], "network": "none", **kw}
+    return JobDescription.from_json({"uid": JOB_UID, "template": tpl, "files": [],
+                                     "network": "none", "owner": "alice",
+                                     "delegated_token": "t", **kw})
 
 
 class NoImages:
@@ -135,11 +143,10 @@ def test_worker_run_takes_the_ceilings_from_its_owner(tmp_path: Path) -> None:
 @pytest.mark.parametrize("job", [
     _vm_job(min_memory_mb=4096), _vm_job(min_cpus=3), _vm_job(min_disk_mb=10_001),
     _vm_job(template={"min_memory_mb": 3000}),
-    _vm_job(template={"artifacts": [{"role": "disk", "format": "qcow2",
-                                     "virtual_size": 20_000 << 20}]}),
+    _vm_job(template={"artifacts": [_disk("qcow2", 20_000 << 20)]}),
 ], ids=["memory", "cpus", "disk", "template-memory", "template-disk-size"])
 def test_a_job_beyond_the_ceilings_is_given_back_before_any_fetch(
-        tmp_path: Path, job: dict[str, Any]) -> None:
+        tmp_path: Path, job: JobDescription) -> None:
     out = _runner(LibvirtDriver("w1", tmp_path), tmp_path).run(
         job, threading.Event(), threading.Event())
     assert out.status == "PENDING", out

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from xwvm import signing
 from xwvm.errors import XwvmError
 from xwvm.ids import BadId, check_sha256
-from xwvm.worker.facts import normalize_arch
+from xwvm.protocol.messages import InputFile, JobDescription
+from xwvm.protocol.platforms import normalize_arch
 
-FileFilter = Callable[[Mapping[str, Any]], bool]
+FileFilter = Callable[[InputFile], bool]
 TRUST_HINT = ("this worker runs only native apps signed by a key its owner trusts "
               "(--trusted-key; 'xwvm app sign' signs one)")
 
@@ -41,28 +41,28 @@ def this_platform() -> tuple[str, str]:
     return platform.system().lower(), normalize_arch(platform.machine())
 
 
-def binary_filter(job: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey], *,
+def binary_filter(job: JobDescription, trusted: Mapping[str, Ed25519PublicKey], *,
                   shared_apps: Collection[str], allow_unsigned: bool) -> FileFilter:
     """Which of the job's ``app`` files may be placed as its program; raise
     :class:`AppRefused` when the job may not run here at all."""
-    if job.get("command"):
-        if job.get("app") not in shared_apps:
+    if job.command:
+        if job.app not in shared_apps:
             raise AppRefused("the job runs a command with a shared app this worker does not "
                              "provide (--shared-app)", code="app_not_shared")
         return lambda f: False  # a shared app's program is the worker's own
     if allow_unsigned:  # its owner said so (--allow-unsigned-apps)
         return lambda f: True
     sha = signed_sha256(job, trusted, this_platform())
-    if not any(f.get("role") == "app" and f.get("sha256") == sha for f in job["files"]):
+    if not any(f.role == "app" and f.sha256 == sha for f in job.files):
         raise AppRefused("the server sent no file with the signed binary for this host",
                          code="binary_not_signed")
-    return lambda f: f.get("sha256") == sha
+    return lambda f: f.sha256 == sha
 
 
-def signed_sha256(job: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey],
+def signed_sha256(job: JobDescription, trusted: Mapping[str, Ed25519PublicKey],
                   host: tuple[str, str]) -> str:
     """The sha256 a trusted key signed for ``host``'s (os, arch) binary of the job's app."""
-    signed = job.get("signed_app")
+    signed = job.signed_app
     if not isinstance(signed, Mapping):
         raise AppRefused(f"the app comes without a manifest: it is unsigned; {TRUST_HINT}",
                          code="unsigned")
@@ -74,7 +74,7 @@ def signed_sha256(job: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey
     if signed.get("manifest") not in (None, manifest):
         raise AppRefused(f"{label}: its manifest does not match its fields (altered)",
                          code="manifest_mismatch")
-    if signed["name"] != job.get("app"):
+    if signed["name"] != job.app:
         raise AppRefused(f"{label}: the job names another app than the signed one",
                          code="manifest_mismatch")
     try:

@@ -14,13 +14,14 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from xwvm.client.sdk import Client, sha256_file
 from xwvm.errors import XwvmError
 from xwvm.ids import check_sha256, check_uid
+from xwvm.protocol.messages import InputFile
 
 log = logging.getLogger("xwvm.worker")
 DEFAULT_QUOTA_BYTES = 10 * 2**30
@@ -135,21 +136,20 @@ class DataCache:
             self.verified.record(final)
             return final
 
-    def job_file(self, client: Client, f: Mapping[str, Any]) -> Path:
-        """A job's file (``description_for_worker``'s ``files``), its data id checked and
-        its download stopped at its declared size."""
-        data = check_uid(f.get("data"), "data")
-        size = f.get("size") if isinstance(f.get("size"), int) else None
-        return self.get(f.get("sha256"), lambda dest: client.download_data(
-            data, dest, sha256=f["sha256"], size=size), size)
+    def job_file(self, client: Client, f: InputFile) -> Path:
+        """A job's file, its data id checked and its download stopped at its declared
+        size."""
+        data = check_uid(f.data, "data")
+        return self.get(f.sha256, lambda dest: client.download_data(
+            data, dest, sha256=f.sha256, size=f.size), f.size)
 
-    def forget(self, files: list[Mapping[str, Any]]) -> None:
+    def forget(self, files: Iterable[InputFile]) -> None:
         """Remove a finished job's inputs (they may be private to their owner): only app
         binaries, shared by every job of their app, stay cached."""
         for f in files:
-            if f.get("role") != "app":
+            if f.role != "app":
                 with contextlib.suppress(XwvmError):
-                    self.path(f.get("sha256")).unlink(missing_ok=True)
+                    self.path(f.sha256).unlink(missing_ok=True)
 
     def size(self) -> int:
         return sum(size for _, _, size in self._entries())

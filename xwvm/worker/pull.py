@@ -352,7 +352,7 @@ class Worker:
             self.current = None
             sandbox.remove()
             # Its inputs may be private to the job's owner: not kept for later jobs.
-            self.cache.forget([f.to_json() for f in desc.files])
+            self.cache.forget(desc.files)
         return True
 
     def _execute(self, desc: JobDescription, sandbox: runner.Sandbox) -> None:
@@ -388,7 +388,7 @@ class Worker:
         if isinstance(isolation, str):
             return f"this worker cannot sandbox native jobs: {isolation}", _nothing
         try:  # the program must be one this host may run
-            return None, binary_filter(desc.to_json(), self.trusted_keys,
+            return None, binary_filter(desc, self.trusted_keys,
                                        shared_apps=self.opts.shared_apps,
                                        allow_unsigned=self.opts.allow_unsigned_apps)
         except AppRefused as e:
@@ -400,8 +400,8 @@ class Worker:
         args = list(desc.args)
         if desc.command:  # a shared app this host provides: run the job's command
             args = ["-c", f'{desc.command} "$@"', "xwvm-payload", *args]
-        outcome = runner.run({**desc.to_json(), "args": args}, sandbox, program, stdin,
-                             self.job_stop, isolation)
+        outcome = runner.run(runner.Command(args, desc.env, desc.wall_clock_s), sandbox,
+                             program, stdin, self.job_stop, isolation)
         if outcome.stopped and self.stopping.is_set():
             self._report(desc.uid, "PENDING", message="worker stopping: job given back")
             return
@@ -422,7 +422,7 @@ class Worker:
             self._report(desc.uid, "ERROR", message="this worker has no usable hypervisor")
             return
         try:
-            outcome = self.vm_runner.run(desc.to_json(), self.job_stop, self.stopping)
+            outcome = self.vm_runner.run(desc, self.job_stop, self.stopping)
         except (XwvmError, OSError) as e:
             self._report(desc.uid, "ERROR", message=f"VM job failed on the worker: {e}")
             return
@@ -435,10 +435,9 @@ class Worker:
         stdin: Path | None = None
         placed: dict[str, float] = {}
         for f in desc.files:
-            wire = f.to_json()
-            if f.role == "app" and not accept(wire):
+            if f.role == "app" and not accept(f):
                 continue  # another platform's binary, or a binary nobody signed
-            cached = self.cache.job_file(self.client, wire)
+            cached = self.cache.job_file(self.client, f)
             if f.role == "stdin":
                 stdin = cached
                 continue

@@ -28,7 +28,6 @@ from contextualizer import (
     JobSpec,
     Limits,
     Mode,
-    NetworkPolicy,
     Payload,
     build_job_context,
     write_iso,
@@ -37,6 +36,7 @@ from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.ids import check_relative_name, check_uid
 from xwvm.protocol import exchange, vocab
+from xwvm.protocol.messages import JobDescription, VMPart
 from xwvm.protocol.vocab import DEFAULT_PILOT_IDLE_S, DEFAULT_WALL_CLOCK_S, GUEST_SERVER_NAME
 from xwvm.worker.cache import DataCache
 from xwvm.worker.drivers.base import Driver, VMSpec, VMState
@@ -58,6 +58,11 @@ class TooBig(XwvmError):
 def _count(value: Any) -> int:
     """A server-sent size or count: a non-negative int, else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _vm(job: JobDescription) -> VMPart:
+    assert job.vm is not None, "run() refuses a job without its VM part"
+    return job.vm
 
 
 class ImageSource(Protocol):
@@ -104,17 +109,20 @@ class VMJobRunner:
         self.vm_dir = Path(opts.work_dir) / "vm"
         self.vm_dir.mkdir(parents=True, exist_ok=True)
 
-    def run(self, job: dict[str, Any], stop: threading.Event,
+    def run(self, job: JobDescription, stop: threading.Event,
             shutting_down: threading.Event) -> VMOutcome:
+        if job.vm is None:
+            return VMOutcome("ERROR", message="not a VM job: its description has no template")
+        template = job.vm.template.to_json()  # the signed document's fields, as sent
         try:
-            uid = check_uid(job.get("uid"), "job")
-            check_uid(job["template"].get("uid"), "template")
-            for f in job["files"]:
-                check_relative_name(f.get("name"), "input")
-            self.verify(job["template"])
+            uid = check_uid(job.uid, "job")
+            check_uid(job.vm.template.uid, "template")
+            for f in job.files:
+                check_relative_name(f.name, "input")
+            self.verify(template)
             # Before a byte is fetched: the scheduler should not have sent a job bigger
             # than the host record's ceilings; given back, never run bigger than allowed.
-            self._size(job, select_artifacts(job["template"], self.driver.disk_formats)[0])
+            self._size(job, select_artifacts(template, self.driver.disk_formats)[0])
         except TooBig as e:
             return VMOutcome("PENDING", message=f"given back: {e.message}")
         except XwvmError as e:
@@ -122,7 +130,7 @@ class VMJobRunner:
         with contextlib.ExitStack() as stack:
             try:
                 paths = stack.enter_context(
-                    self.images.use(self.client, job["template"], self.driver.disk_formats))
+                    self.images.use(self.client, template, self.driver.disk_formats))
                 disk = stack.enter_context(self._exchange(job))
                 spec = self._spec(job, paths, disk)
                 self._context_iso(job, spec)
@@ -145,16 +153,16 @@ class VMJobRunner:
     # --- steps --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _exchange(self, job: dict[str, Any]) -> Iterator[Path]:
+    def _exchange(self, job: JobDescription) -> Iterator[Path]:
         """The VM's exchange disk, for the guest's verdict; network=none: also the job's
         inputs, fetched here, and room for its results."""
-        uid = job["uid"]
+        uid = job.uid
         disk = (self.vm_dir / f"{uid}-exchange.img").resolve()
         try:
-            if job.get("network", "server") == vocab.NetworkPolicy.NONE:
+            if _vm(job).network == vocab.NetworkPolicy.NONE:
                 with self.data.holding():
-                    inputs = [(f["name"], self.data.job_file(self.client, f), f["sha256"])
-                              for f in job["files"] if f["role"] == "input"]
+                    inputs = [(f.name, self.data.job_file(self.client, f), f.sha256)
+                              for f in job.files if f.role == "input"]
                 exchange.create(disk, uid, inputs, self.opts.results_capacity_mb * 2**20)
             else:  # the nested worker fetches and uploads: only the verdict comes here
                 exchange.create(disk, uid, [], results_capacity=0)
@@ -162,13 +170,13 @@ class VMJobRunner:
         finally:
             disk.unlink(missing_ok=True)
 
-    def _size(self, job: dict[str, Any], disk: dict[str, Any]) -> tuple[int, int, int, int]:
+    def _size(self, job: JobDescription, disk: dict[str, Any]) -> tuple[int, int, int, int]:
         """(memory MiB, vCPUs, disk cap MiB, CPU percent): the job's and template's minimums,
         within the owner's ceilings; TooBig when they need more than those."""
-        tpl = job["template"]
-        memory = max(_count(job.get("min_memory_mb")), _count(tpl.get("min_memory_mb")))
-        cpus = max(_count(job.get("min_cpus")), _count(tpl.get("min_cpus")), 1)
-        disk_mb = _count(job.get("min_disk_mb"))
+        tpl = _vm(job).template
+        memory = max(_count(job.min_memory_mb), _count(tpl.min_memory_mb))
+        cpus = max(_count(job.min_cpus), _count(tpl.min_cpus), 1)
+        disk_mb = _count(job.min_disk_mb)
         # A template's own disk size counts too: the guest may fill all of it.
         template_mb = -(-_count(disk.get("virtual_size")) // 2**20)
         c = self.opts.ceilings
@@ -182,42 +190,42 @@ class VMJobRunner:
                          + ", ".join(over) + ")")
         return min(max(memory, MIN_VM_MEMORY_MB), c.memory_mb), cpus, disk_mb, c.cpu_percent
 
-    def _spec(self, job: dict[str, Any], paths: dict[str, Path],
+    def _spec(self, job: JobDescription, paths: dict[str, Path],
               exchange_disk: Path | None = None) -> VMSpec:
-        tpl = job["template"]
-        disk = select_artifacts(tpl, self.driver.disk_formats)[0]  # the disk use() chose
+        vm = _vm(job)
+        # the disk use() chose
+        disk = select_artifacts(vm.template.to_json(), self.driver.disk_formats)[0]
         server = urlsplit(self.opts.server_url)
         memory, vcpus, disk_mb, cpu_percent = self._size(job, disk)
-        return VMSpec(job_uid=job["uid"], worker_id=self.opts.worker_id,
+        return VMSpec(job_uid=job.uid, worker_id=self.opts.worker_id,
                       base_image=paths["disk"].resolve(), base_format=disk["format"],
                       vcpus=vcpus, memory_mb=memory, cpu_quota_percent=cpu_percent,
                       disk_cap_mb=disk_mb,
-                      context_iso=(self.vm_dir / f"{job['uid']}-context.iso").resolve(),
+                      context_iso=(self.vm_dir / f"{job.uid}-context.iso").resolve(),
                       exchange_disk=exchange_disk,
                       kernel=paths.get("kernel"), initrd=paths.get("initrd"),
-                      cmdline=tpl.get("cmdline"),
-                      network=vocab.NetworkPolicy(job.get("network", "server")),
+                      cmdline=vm.template.cmdline or None, network=vm.network,
                       server_endpoint=(server.hostname or "127.0.0.1",
                                        server.port or 443))
 
-    def _context_iso(self, job: dict[str, Any], spec: VMSpec) -> None:
+    def _context_iso(self, job: JobDescription, spec: VMSpec) -> None:
+        vm = _vm(job)
         endpoint = self.driver.guest_endpoint(spec)
         port = endpoint[1] if endpoint else 443
-        inputs = tuple(InputRef(uid=f["data"], name=f["name"], sha256=f["sha256"])
-                       for f in job["files"] if f["role"] == "input")
-        pilot = bool(job.get("pilot"))
-        ctx = build_job_context(job.get("context") or {}, JobSpec(
-            job_uid=job["uid"], owner=job["owner"], app=job["app"],
-            mode=Mode.PILOT if pilot else Mode.SINGLE, network=NetworkPolicy(spec.network.value),
+        inputs = tuple(InputRef(uid=f.data, name=f.name, sha256=f.sha256)
+                       for f in job.files if f.role == "input")
+        ctx = build_job_context(vm.context or {}, JobSpec(
+            job_uid=job.uid, owner=vm.owner, app=job.app or vm.template.name,
+            mode=Mode.PILOT if vm.pilot else Mode.SINGLE, network=spec.network,
             server_url=f"https://{GUEST_SERVER_NAME}:{port}", server_ca_pem=self.opts.ca_pem,
-            credential=job["delegated_token"],
-            payload=Payload(command=job.get("command") or "", args=tuple(job["args"]),
-                            env=dict(job["env"]), inputs=inputs),
-            limits=Limits(wall_clock_seconds=job.get("wall_clock_s") or DEFAULT_WALL_CLOCK_S,
+            credential=vm.delegated_token,
+            payload=Payload(command=job.command or "", args=job.args, env=dict(job.env),
+                            inputs=inputs),
+            limits=Limits(wall_clock_seconds=job.wall_clock_s or DEFAULT_WALL_CLOCK_S,
                           cpus=spec.vcpus, memory_mb=spec.memory_mb,
                           disk_mb=spec.disk_cap_mb or 1,
-                          idle_seconds=(job.get("pilot_idle_s") or DEFAULT_PILOT_IDLE_S)
-                          if pilot else None)))
+                          idle_seconds=(vm.pilot_idle_s or DEFAULT_PILOT_IDLE_S)
+                          if vm.pilot else None)))
         assert spec.context_iso is not None
         write_iso(ctx, spec.context_iso)
 
@@ -233,11 +241,10 @@ class VMJobRunner:
             if spec.context_iso:
                 spec.context_iso.unlink(missing_ok=True)
 
-    def _monitor(self, job: dict[str, Any], stop: threading.Event) -> str:
+    def _monitor(self, job: JobDescription, stop: threading.Event) -> str:
         """Wait for the guest to power off; stop it on request, at its wall-clock limit, or
         when it makes no progress (no console output: the nested worker beats there)."""
-        uid = job["uid"]
-        wall = job.get("wall_clock_s")
+        uid, wall = job.uid, job.wall_clock_s
         started = time.monotonic()
         last_progress, last_console = started, -1
         next_check = started
@@ -273,11 +280,11 @@ class VMJobRunner:
         except XwvmError:
             return ""
 
-    def _verdict(self, job: dict[str, Any], disk: Path, console: str) -> VMOutcome:
+    def _verdict(self, job: JobDescription, disk: Path, console: str) -> VMOutcome:
         """The guest's verdict from its exchange disk: the results are the server's already
         (uploaded by the nested worker) or on the disk (network=none), uploaded from here
         with the worker's own credential."""
-        uid = job["uid"]
+        uid = job.uid
         tail = console[-1500:].strip()
         archive = disk.with_name(f"{uid}-results.tar.gz")
         try:
@@ -295,11 +302,11 @@ class VMJobRunner:
             archive.unlink(missing_ok=True)
         return VMOutcome("COMPLETED", exit_code=got.exit_code, message=got.message)
 
-    def _stopped(self, job: dict[str, Any], state: str, console: str) -> VMOutcome:
+    def _stopped(self, job: JobDescription, state: str, console: str) -> VMOutcome:
         """Why this side stopped the VM (or why it crashed)."""
         tail = console[-1500:].strip()
         if state == "wall_clock":
-            return VMOutcome("ERROR", message=f"wall-clock limit of {job['wall_clock_s']} s "
+            return VMOutcome("ERROR", message=f"wall-clock limit of {job.wall_clock_s} s "
                                               f"exceeded; console:\n{tail}")
         if state == "hung":
             return VMOutcome("ERROR", message=f"the VM made no progress for "

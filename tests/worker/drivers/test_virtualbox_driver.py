@@ -24,6 +24,7 @@ from tests.support.fake_vboxapi import FakeService, FakeXPCOMError, vdi
 from tests.support.fake_vboxapi.constants import FakeConstants
 from tests.support.fake_vboxapi.guest import fake_guest_sector
 from xwvm.protocol import exchange
+from xwvm.protocol.messages import JobDescription
 from xwvm.protocol.vocab import NetworkPolicy
 from xwvm.worker.drivers import (
     DriverError,
@@ -381,13 +382,13 @@ def test_fake_vmjob_wall_clock_and_poweroff_handling_work_unchanged(drv: Virtual
                                         poll_s=0.05), verify=lambda _t: None)
     drv.define(VMSpec("m-1", W, _template(tmp_path, "acpi\necho WORKING\nsleep 600\n")))
     drv.start("m-1")
-    assert runner._monitor({"uid": "m-1", "wall_clock_s": 1}, threading.Event()) == \
+    assert runner._monitor(JobDescription("m-1", wall_clock_s=1), threading.Event()) == \
         "wall_clock"
     assert drv.state("m-1") == VMState.SHUTOFF
     # (hang detection reads the same console_log; vmjob checks it every 5 s: too slow here)
     drv.define(VMSpec("m-3", W, _template(tmp_path, "echo BYE\n")))
     drv.start("m-3")
-    assert runner._monitor({"uid": "m-3"}, threading.Event()) == "off"
+    assert runner._monitor(JobDescription("m-3"), threading.Event()) == "off"
 
 
 def test_fake_vmjob_stops_a_guest_that_floods_its_console(drv: VirtualBoxDriver,
@@ -406,10 +407,10 @@ def test_fake_vmjob_stops_a_guest_that_floods_its_console(drv: VirtualBoxDriver,
     drv.start("f-1")
     with open(drv._console_path("f-1"), "ab") as f:
         f.write(b"y" * (CONSOLE_MAX_BYTES + 1))
-    assert runner._monitor({"uid": "f-1"}, threading.Event()) == "console_flood"
+    assert runner._monitor(JobDescription("f-1"), threading.Event()) == "console_flood"
     assert drv.state("f-1") == VMState.SHUTOFF
     assert len(drv.console_log("f-1")) <= 64 * 1024  # only its end is ever read
-    outcome = runner._stopped({"uid": "f-1"}, "console_flood", drv.console_log("f-1"))
+    outcome = runner._stopped(JobDescription("f-1"), "console_flood", drv.console_log("f-1"))
     assert outcome.status == "ERROR" and "MiB to its console" in outcome.message
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.guest import Guest
 from xwvm.client.sdk import Client
+from xwvm.protocol.messages import JobDescription
 from xwvm.worker.drivers import Driver, VMSpec, VMState
 from xwvm.worker.vmjob import VMJobRunner, VMOptions
 
@@ -40,7 +41,7 @@ def test_monitor(driver: Driver, spec_for: Callable[..., VMSpec],
     driver.start(uid)
     try:
         state = runner(driver, work_dir, hang_timeout_s=15)._monitor(
-            {"uid": uid, **job}, threading.Event())
+            JobDescription.from_json({"uid": uid, **job}), threading.Event())
         assert state == expected
         if expected != "off":
             assert driver.state(uid) in (VMState.SHUTOFF, VMState.MISSING), "the VM was stopped"
