@@ -33,9 +33,10 @@ class VMSpec:
     cpu_quota_percent: int = 100   # share of one host CPU each vCPU may use, 1..100
     disk_cap_mb: int = 0           # the guest's disk size; 0 = the template's own size
     context_iso: Path | None = None
-    # network=none jobs: a raw disk the guest reads its inputs from and writes its results
-    # to (the exchange disk). Attached writable, in place; it belongs to the caller,
-    # who reads it after the guest powered off: destroy() never removes it.
+    # The exchange disk (xwvm.protocol.exchange): a raw disk the guest writes its verdict
+    # to (and, for network=none, reads its inputs from and writes its results to).
+    # Attached writable, in place; it belongs to the caller, who reads it after the guest
+    # powered off: destroy() never removes it.
     exchange_disk: Path | None = None
     kernel: Path | None = None     # direct kernel boot (the appliance) when set
     initrd: Path | None = None

@@ -1,4 +1,5 @@
-"""The libvirt/QEMU backend, split by role: host (connection, errors), config (XML),
+"""The libvirt/QEMU backend, split by role: host (connection, errors), config (XML, one
+field table per class in xmlfields),
 policy (hardening), network (guest network policy), disk (overlays), guest (one domain),
 driver (the contract)."""
 

@@ -4,8 +4,8 @@ A flat list of small steps, each owning one concern, applied to every VM (and to
 probe guest). config.py only writes what is decided here.
 
 What a VM gets: ACPI, vCPU and memory caps, a per-vCPU CPU quota, the overlay disk
-(virtio) on a template libvirt never relabels, a network=none job's exchange disk (raw,
-virtio), the context ISO as a read-only SCSI
+(virtio) on a template libvirt never relabels, the job's exchange disk (raw, virtio: the
+guest's verdict, and a network=none job's inputs and results), the context ISO as a read-only SCSI
 CD-ROM, the serial console to a file, destroy on poweroff/reboot/crash, QEMU's seccomp
 sandbox, and the network of network.py. What it never gets: graphics, video, sound,
 USB, a memory balloon, shared folders, host devices, channels, a default NIC (libvirt
@@ -88,7 +88,7 @@ def _disks(spec: VMSpec, p: Placement, dom: DomainConfig) -> None:
     dom.disks.append(Disk("disk", str(p.overlay), "qcow2", "vda", "virtio",
                           backing=BackingStore(str(spec.base_image), spec.base_format,
                                                relabel=False)))
-    if spec.exchange_disk is not None:  # network=none: inputs in, results out (vdb)
+    if spec.exchange_disk is not None:  # the verdict (and network=none files) (vdb)
         dom.disks.append(Disk("disk", str(spec.exchange_disk), "raw", "vdb", "virtio"))
     if p.context_iso is not None:
         # SCSI, not SATA/IDE: Debian's cloud kernel has virtio_scsi + sr_mod, no AHCI.

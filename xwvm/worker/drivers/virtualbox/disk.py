@@ -1,5 +1,5 @@
 """Disks for VirtualBox: the template opened read-only as an immutable medium, one
-differencing VDI per job over it, a network=none job's exchange disk, and a tiny VDI
+differencing VDI per job over it, the job's exchange disk, and a tiny VDI
 writer/reader for the probe guest.
 
 The template is opened with AccessMode ReadOnly and made Immutable: VirtualBox never

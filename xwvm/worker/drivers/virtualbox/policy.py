@@ -8,7 +8,7 @@ configuration.
 
 What a VM gets: vCPU count, memory, a CPU execution cap, BIOS booting its differencing
 disk (SATA port 0) over the immutable template, the context ISO as a read-only DVD (SATA
-port 1), a network=none job's exchange disk (SATA port 2, a flat VMDK over it), COM1 to
+port 1), the job's exchange disk (SATA port 2, a flat VMDK over it), COM1 to
 a file, tags (description and extra data). What it never gets: clipboard, drag-and-drop,
 shared folders, USB controllers or device filters, audio, remote display (VRDE), any
 network adapter but the one network.py allows.
@@ -47,7 +47,8 @@ HARDENING: list[tuple[str, str, str]] = [
     ("hard disk", "differencing VDI over an immutable template", "the template is never "
                                                                  "written"),
     ("DVD", "context ISO opened read-only", "the guest cannot change its context"),
-    ("exchange disk", "network=none only, SATA port 2", "inputs in, results out, no NIC"),
+    ("exchange disk", "every VM, SATA port 2",
+     "the guest's verdict; network=none: inputs in, results out"),
 ]
 
 
@@ -61,7 +62,7 @@ class Placement:
     disk: Any              # the differencing IMedium
     context: Any | None    # the context ISO's IMedium (DVD), if any
     lan_nat: bool = False
-    exchange: Any | None = None  # network=none: the exchange disk's IMedium (SATA port 2)
+    exchange: Any | None = None  # the exchange disk's IMedium (SATA port 2)
 
 
 Step = Callable[[VMSpec, Placement, MachineSettings], None]
