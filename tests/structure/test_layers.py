@@ -16,6 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 STDLIB = frozenset(sys.stdlib_module_names) | {"__future__"}
 GUEST_READER = ("contextualizer.model", "contextualizer.errors")
+#: What the worker may use of the client: the SDK and the helpers every role's CLI shares.
+WORKER_USES_OF_CLIENT = ("xwvm.client.sdk", "xwvm.client.cli_common", "xwvm.client.session",
+                         "xwvm.client.signer")
 
 
 def modules(package: str) -> Iterator[tuple[str, Path]]:
@@ -90,6 +93,8 @@ RULES = [
      "the user's client imports neither the server nor the worker"),
     ("xwvm.worker", never("xwvm.server", "xwvm.cli"),
      "the worker talks to the server over HTTPS only"),
+    ("xwvm.worker", lambda m: not under(m, "xwvm.client") or under(m, *WORKER_USES_OF_CLIENT),
+     "the worker uses the client's SDK and CLI helpers, never the user's commands"),
     ("xwvm.errors", never("xwvm.server", "xwvm.worker", "xwvm.client", "appliance"),
      "shared modules sit below every role"),
     ("xwvm.ids", never("xwvm.server", "xwvm.worker", "xwvm.client", "appliance"),
