@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from appliance.errors import GuestError, status_of
 from xwvm.protocol import paths
+from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.retry import Backoff, retrying
 
 API_PREFIX = "/api/v1"
@@ -30,14 +31,6 @@ BLOCK = 1 << 20
 MAX_ERROR_BODY = 64 * 1024
 MAX_MESSAGE = 2000
 T = TypeVar("T")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Server:

@@ -135,7 +135,7 @@ def sign_app(c: Client, ref: str, key_path: Path,
     names the local files' content when some are given (then the signature covers the
     bytes on this machine, not the server's word about them)."""
     from xwvm import signing
-    from xwvm.client.sdk import sha256_file
+    from xwvm.protocol.digest import sha256_file
     a = c.get_app(ref)
     manifest = signing.canonical_app_manifest({**a, "binaries": a["signed_binaries"]})
     if manifest != a["manifest"]:

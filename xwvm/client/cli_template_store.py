@@ -21,8 +21,9 @@ from xwvm.client import formats
 from xwvm.client.cli_common import client, handle_errors, path_refs, progress_bar
 from xwvm.client.cli_common import format_option as format_option_factory
 from xwvm.client.cli_template import template_group
-from xwvm.client.sdk import Client, sha256_file
+from xwvm.client.sdk import Client
 from xwvm.client.session import config_dir
+from xwvm.protocol.digest import sha256_file
 
 TEMPLATE_COLUMNS = ("uid", "name", "version", "status", "os", "arch", "signed", "disk",
                     "access_rights")

@@ -16,6 +16,7 @@ import requests
 
 from xwvm.errors import XwvmError
 from xwvm.protocol import paths, retry
+from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.retry import Backoff
 
 CHUNK = 1024 * 1024
@@ -79,14 +80,6 @@ class _SameOriginSession(requests.Session):
                            f"{urlsplit(resp.url).path} to another origin: refused",
                            code="offsite_redirect", status=0)
         return absolute
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _partial(part: Path, size: int | None) -> tuple[Any, int]:

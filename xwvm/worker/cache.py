@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from xwvm.client.sdk import Client, sha256_file
+from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.ids import check_sha256, check_uid
+from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.messages import InputFile
 
 log = logging.getLogger("xwvm.worker")

@@ -8,7 +8,6 @@ seed come from the inputs, so equal inputs give near-equal images.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -54,14 +53,6 @@ def convert(raw: Path, out: Path, fmt: str) -> None:
 def info(path: Path) -> dict[str, Any]:
     """``qemu-img info`` as a mapping (``format``, ``virtual-size``, ``actual-size``...)."""
     return json.loads(run(["qemu-img", "info", "--output=json", str(path)]))
-
-
-def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> str:

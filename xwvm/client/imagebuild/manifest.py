@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xwvm.client.imagebuild.image import sha256_file
+from xwvm.protocol.digest import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
