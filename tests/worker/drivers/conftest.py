@@ -178,6 +178,7 @@ def spec_for(driver: Driver, template: Path) -> Callable[..., VMSpec]:
             boot = {"base_image": guest.disk}
         elif guest is not None:
             boot = {"kernel": guest.kernel, "initrd": guest.initrd, "cmdline": guest.cmdline}
-        fields: dict[str, object] = {"base_image": template, "memory_mb": 192, **boot, **kw}
+        fields: dict[str, object] = {"base_image": template, "memory_mb": 192,
+                                     "base_format": driver.disk_formats[0], **boot, **kw}
         return VMSpec(job_uid=job_uid, worker_id=driver.worker_id, **fields)  # type: ignore[arg-type]
     return make

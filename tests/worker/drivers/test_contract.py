@@ -20,7 +20,7 @@ import pycdlib
 import pytest
 
 from tests.support.guest import Guest
-from tests.worker.drivers.conftest import LIBVIRT_ONLY, new_driver
+from tests.worker.drivers.conftest import DRIVERS, LIBVIRT_ONLY, new_driver
 from xwvm.protocol import exchange
 from xwvm.protocol.messages import HypervisorProbe
 from xwvm.protocol.vocab import NetworkPolicy
@@ -33,6 +33,7 @@ from xwvm.worker.drivers import (
     VMSpec,
     VMState,
 )
+from xwvm.worker.drivers.spec import DISK_FORMATS
 
 BOOT_TIMEOUT_S = 90  # TCG on 2 shared cores; a guest usually powers off within ~10 s
 
@@ -265,6 +266,23 @@ def test_refused_spec_leaves_nothing(driver: Driver, spec_for: Callable[..., VMS
     assert list(driver.work_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("kind", DRIVERS)
+def test_a_template_format_the_backend_cannot_boot_is_refused(kind: str, tmp_path: Path) -> None:
+    """Checked once, in the base, before the hypervisor is asked anything or a file made:
+    every backend refuses a format outside its disk_formats with the same error."""
+    drv = new_driver(kind, "w1", tmp_path / "work")
+    for fmt in DISK_FORMATS:
+        if fmt in drv.disk_formats:
+            continue
+        spec = VMSpec("fmt-1", "w1", tmp_path / f"t.{fmt}", base_format=fmt)
+        for call in (drv.define, drv.prepare_disk):
+            with pytest.raises(Unsupported) as e:
+                call(spec)
+            assert e.value.message == (f"the {drv.label} driver boots "
+                                       f"{' or '.join(drv.disk_formats)} templates, not {fmt}")
+    assert not (tmp_path / "work").exists()
+
+
 def test_spec_of_another_worker_is_refused(driver: Driver,
                                            spec_for: Callable[..., VMSpec]) -> None:
     from dataclasses import replace
@@ -278,12 +296,14 @@ def test_restarted_worker_removes_what_a_crashed_run_left(
         driver_kind: str, worker_id: str, work_dir: Path, template: Path,
         make_guest: Callable[[str], Guest]) -> None:
     guest = make_guest("sleep 600\n")
-    boot = {"kernel": guest.kernel, "initrd": guest.initrd, "cmdline": guest.cmdline}
     first = new_driver(driver_kind, worker_id, work_dir)
+    boot = {"kernel": guest.kernel, "initrd": guest.initrd, "cmdline": guest.cmdline,
+            "base_format": first.disk_formats[0]}
     first.define(VMSpec("left-1", worker_id, template, memory_mb=128, **boot))
     first.start("left-1")
     first.define(VMSpec("left-2", worker_id, template, memory_mb=128, **boot))
-    first.prepare_disk(VMSpec("left-3", worker_id, template))  # died before define
+    first.prepare_disk(VMSpec("left-3", worker_id, template,
+                              base_format=first.disk_formats[0]))  # died before define
     neighbour = new_driver(driver_kind, worker_id + "x", work_dir)
     neighbour.define(VMSpec("keep-1", worker_id + "x", template, memory_mb=128, **boot))
     del first  # the worker process dies; its VMs and files stay

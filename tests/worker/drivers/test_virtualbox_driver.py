@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +71,11 @@ def _template(tmp_path: Path, script: str | None = None, size: int = 64 << 20) -
     return path
 
 
+def _spec(job: str, template: Path, **kw: Any) -> VMSpec:
+    """This worker's spec for ``job`` over a VDI template (VirtualBox's format)."""
+    return VMSpec(job, W, template, base_format="vdi", **kw)
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -90,8 +96,8 @@ def test_fake_machine_final_configuration_has_every_hardening_setting(
     iso = tmp_path / "ctx.iso"
     iso.write_bytes(b"\0" * 4096)
     tpl = _template(tmp_path)
-    drv.define(VMSpec("h-1", W, tpl, vcpus=2, memory_mb=256, cpu_quota_percent=40,
-                      context_iso=iso))
+    drv.define(_spec("h-1", tpl, vcpus=2, memory_mb=256, cpu_quota_percent=40,
+                     context_iso=iso))
     m = svc.find(f"xwvm_{W}_h-1")
     assert m is not None
     cfg, vm_dir = m.config, drv.work_dir / f"xwvm_{W}_h-1"
@@ -138,7 +144,7 @@ def test_fake_exchange_disk_is_a_flat_vmdk_on_port_2_and_outlives_the_vm(
     raw = tmp_path / "work" / "ex.img"
     exchange.create(raw, "x-1", [], results_capacity=1 << 20)
     before = _sha(raw)
-    drv.define(VMSpec("x-1", W, _template(tmp_path), exchange_disk=raw))
+    drv.define(_spec("x-1", _template(tmp_path), exchange_disk=raw))
     m = svc.find(f"xwvm_{W}_x-1")
     assert m is not None
     vm_dir = drv.work_dir / f"xwvm_{W}_x-1"
@@ -166,7 +172,7 @@ def test_fake_exchange_disk_of_odd_size_is_refused_and_leaves_nothing(
     raw = tmp_path / "odd.img"
     raw.write_bytes(b"\0" * 1000)
     with pytest.raises(SpecError, match="whole number of sectors"):
-        drv.define(VMSpec("x-2", W, _template(tmp_path), exchange_disk=raw))
+        drv.define(_spec("x-2", _template(tmp_path), exchange_disk=raw))
     assert svc.find(f"xwvm_{W}_x-2") is None
     assert not (drv.work_dir / f"xwvm_{W}_x-2").exists()
     assert raw.stat().st_size == 1000
@@ -181,7 +187,7 @@ def test_virtualbox_enforces_network_none_only_unless_lan_nat(svc: FakeService,
 
 def test_fake_vm_files_stay_in_the_vm_folder(drv: VirtualBoxDriver, svc: FakeService,
                                             tmp_path: Path) -> None:
-    drv.define(VMSpec("f-1", W, _template(tmp_path)))
+    drv.define(_spec("f-1", _template(tmp_path)))
     m = svc.find(f"xwvm_{W}_f-1")
     assert m is not None
     vm_dir = drv.work_dir / f"xwvm_{W}_f-1"
@@ -197,7 +203,7 @@ def test_fake_template_is_immutable_shared_and_released(drv: VirtualBoxDriver,
     tpl = _template(tmp_path, "echo HI\n")
     before = _sha(tpl)
     for job in ("s-1", "s-2"):
-        drv.define(VMSpec(job, W, tpl, disk_cap_mb=128))
+        drv.define(_spec(job, tpl, disk_cap_mb=128))
         drv.start(job)
     template = svc.media[str(tpl)]
     assert template.type == C.MediumType_Immutable and template.read_only
@@ -218,9 +224,9 @@ def test_fake_kernel_boot_needs_a_bootable_template(drv: VirtualBoxDriver, svc: 
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(b"k")
     with pytest.raises(Unsupported, match="no direct kernel boot"):
-        drv.define(VMSpec("k-1", W, _template(tmp_path), kernel=kernel))
+        drv.define(_spec("k-1", _template(tmp_path), kernel=kernel))
     assert list(drv.work_dir.iterdir()) == [] and svc.machines == []
-    drv.define(VMSpec("k-2", W, _template(tmp_path, "echo BOOTS\n"), kernel=kernel))
+    drv.define(_spec("k-2", _template(tmp_path, "echo BOOTS\n"), kernel=kernel))
     assert drv.list_own() == ["k-2"]
 
 
@@ -229,14 +235,14 @@ def test_fake_non_vdi_template_is_refused_cleanly(drv: VirtualBoxDriver, svc: Fa
     qcow = tmp_path / "t.qcow2"
     qcow.write_bytes(b"QFI\xfb" + b"\0" * 508)
     with pytest.raises(DriverError, match="not a VDI or VMDK"):
-        drv.define(VMSpec("q-1", W, qcow))
+        drv.define(_spec("q-1", qcow))
     assert list(drv.work_dir.iterdir()) == [] and svc.media == {}
 
 
 def test_fake_failed_define_leaves_nothing(drv: VirtualBoxDriver, svc: FakeService,
                                           tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        drv.define(VMSpec("x-1", W, _template(tmp_path), context_iso=tmp_path / "none.iso"))
+        drv.define(_spec("x-1", _template(tmp_path), context_iso=tmp_path / "none.iso"))
     assert svc.machines == [] and svc.media == {} and list(drv.work_dir.iterdir()) == []
 
 
@@ -249,7 +255,7 @@ def test_fake_foreign_machine_with_our_name_is_never_touched(
     vbox.registerMachine(foreign)  # a volunteer's VM, not tagged by us
     assert drv.state("n-1") == VMState.MISSING and drv.list_own() == []
     with pytest.raises(DriverError):
-        drv.define(VMSpec("n-1", W, _template(tmp_path)))  # VirtualBox refuses the name
+        drv.define(_spec("n-1", _template(tmp_path)))  # VirtualBox refuses the name
     drv.destroy("n-1")
     assert [m.name for m in svc.machines] == [f"xwvm_{W}_n-1"]
     assert list(drv.work_dir.iterdir()) == []
@@ -261,7 +267,7 @@ def test_fake_session_lock_busy_is_retried_then_given_up(drv: VirtualBoxDriver,
                                                          svc: FakeService,
                                                          tmp_path: Path) -> None:
     for job in ("l-1", "l-2"):
-        drv.define(VMSpec(job, W, _template(tmp_path)))
+        drv.define(_spec(job, _template(tmp_path)))
         drv.start(job)
     name = f"xwvm_{W}_l-1"
     svc.lock_busy[name] = 3  # "already locked for a session (or being unlocked)", 3 times
@@ -300,7 +306,7 @@ def test_fake_without_hardware_virtualization_is_unusable(work_dir: Path,
         assert not result.usable and result.accel is None
         assert "VT-x/AMD-V" in result.reason and result.version == "VirtualBox 7.1.6"
         with pytest.raises(HypervisorUnavailable, match="VT-x"):
-            d.define(VMSpec("v-1", W, _template(tmp_path)))
+            d.define(_spec("v-1", _template(tmp_path)))
     finally:
         fake_vboxapi.stop_service()
 
@@ -309,8 +315,8 @@ def test_fake_without_hardware_virtualization_is_unusable(work_dir: Path,
 
 def test_fake_network_server_is_refused_without_lan_nat(drv: VirtualBoxDriver,
                                                         tmp_path: Path) -> None:
-    spec = VMSpec("n-2", W, _template(tmp_path), network=NetworkPolicy.SERVER,
-                  server_endpoint=("192.0.2.10", 8443))
+    spec = _spec("n-2", _template(tmp_path), network=NetworkPolicy.SERVER,
+                 server_endpoint=("192.0.2.10", 8443))
     with pytest.raises(Unsupported, match="LAN"):
         drv.define(spec)
     assert list(drv.work_dir.iterdir()) == []
@@ -319,8 +325,8 @@ def test_fake_network_server_is_refused_without_lan_nat(drv: VirtualBoxDriver,
 def test_fake_lan_nat_gives_one_nat_adapter_and_nothing_else(svc: FakeService, work_dir: Path,
                                                              tmp_path: Path) -> None:
     d = VirtualBoxDriver(W, work_dir, api=fake_vboxapi, lan_nat=True)
-    spec = VMSpec("n-3", W, _template(tmp_path), network=NetworkPolicy.SERVER,
-                  server_endpoint=("192.0.2.10", 8443))
+    spec = _spec("n-3", _template(tmp_path), network=NetworkPolicy.SERVER,
+                 server_endpoint=("192.0.2.10", 8443))
     d.define(spec)
     cfg = svc.find(f"xwvm_{W}_n-3").config  # type: ignore[union-attr]
     nic = cfg.nics[0]
@@ -330,8 +336,8 @@ def test_fake_lan_nat_gives_one_nat_adapter_and_nothing_else(svc: FakeService, w
     assert not any(n.enabled for n in cfg.nics[1:])
     assert d.guest_endpoint(spec) == ("192.0.2.10", 8443)
     with pytest.raises(Unsupported, match="loopback"):
-        d.define(VMSpec("n-4", W, _template(tmp_path), network=NetworkPolicy.SERVER,
-                        server_endpoint=("127.0.0.1", 8443)))
+        d.define(_spec("n-4", _template(tmp_path), network=NetworkPolicy.SERVER,
+                       server_endpoint=("127.0.0.1", 8443)))
     d.cleanup_leftovers()
 
 
@@ -354,8 +360,8 @@ def test_fake_crashed_worker_leftover_media_are_forgotten(svc: FakeService, work
                                                           tmp_path: Path) -> None:
     tpl = _template(tmp_path)
     first = VirtualBoxDriver(W, work_dir, api=fake_vboxapi)
-    first.prepare_disk(VMSpec("c-1", W, tpl))   # died before define
-    first.define(VMSpec("c-2", W, tpl))
+    first.prepare_disk(_spec("c-1", tpl))   # died before define
+    first.define(_spec("c-2", tpl))
     first.start("c-2")
     del first
     second = VirtualBoxDriver(W, work_dir, api=fake_vboxapi)
@@ -365,7 +371,7 @@ def test_fake_crashed_worker_leftover_media_are_forgotten(svc: FakeService, work
 
 def test_fake_stop_uses_the_acpi_button_when_the_guest_obeys(drv: VirtualBoxDriver,
                                                              tmp_path: Path) -> None:
-    drv.define(VMSpec("a-1", W, _template(tmp_path, "acpi\nsleep 600\n")))
+    drv.define(_spec("a-1", _template(tmp_path, "acpi\nsleep 600\n")))
     drv.start("a-1")
     started = time.monotonic()
     assert drv.stop("a-1", grace_s=10) == VMState.SHUTOFF
@@ -380,13 +386,13 @@ def test_fake_vmjob_wall_clock_and_poweroff_handling_work_unchanged(drv: Virtual
     runner = VMJobRunner(drv, images=None, client=no_server,  # type: ignore[arg-type]
                          opts=VMOptions(W, tmp_path, "https://s:1", "", hang_timeout_s=0.5,
                                         poll_s=0.05), verify=lambda _t: None)
-    drv.define(VMSpec("m-1", W, _template(tmp_path, "acpi\necho WORKING\nsleep 600\n")))
+    drv.define(_spec("m-1", _template(tmp_path, "acpi\necho WORKING\nsleep 600\n")))
     drv.start("m-1")
     assert runner._monitor(JobDescription("m-1", wall_clock_s=1), threading.Event()) == \
         "wall_clock"
     assert drv.state("m-1") == VMState.SHUTOFF
     # (hang detection reads the same console_log; vmjob checks it every 5 s: too slow here)
-    drv.define(VMSpec("m-3", W, _template(tmp_path, "echo BYE\n")))
+    drv.define(_spec("m-3", _template(tmp_path, "echo BYE\n")))
     drv.start("m-3")
     assert runner._monitor(JobDescription("m-3"), threading.Event()) == "off"
 
@@ -403,7 +409,7 @@ def test_fake_vmjob_stops_a_guest_that_floods_its_console(drv: VirtualBoxDriver,
     runner = VMJobRunner(drv, images=None, client=no_server,  # type: ignore[arg-type]
                          opts=VMOptions(W, tmp_path, "https://s:1", "", hang_timeout_s=600,
                                         poll_s=0.05), verify=lambda _t: None)
-    drv.define(VMSpec("f-1", W, _template(tmp_path, "acpi\necho FLOOD\nsleep 600\n")))
+    drv.define(_spec("f-1", _template(tmp_path, "acpi\necho FLOOD\nsleep 600\n")))
     drv.start("f-1")
     with open(drv._console_path("f-1"), "ab") as f:
         f.write(b"y" * (CONSOLE_MAX_BYTES + 1))
@@ -426,5 +432,5 @@ def test_real_vboxapi_without_virtualbox_reads_as_unreachable(work_dir: Path) ->
     assert not result.usable and result.accel is None
     assert "unreachable" in result.reason and "is VirtualBox installed?" in result.reason
     with pytest.raises(HypervisorUnavailable):
-        d.define(VMSpec("r-1", W, work_dir / "t.vdi"))
+        d.define(_spec("r-1", work_dir / "t.vdi"))
     assert list(work_dir.iterdir()) == []

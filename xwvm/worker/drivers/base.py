@@ -3,8 +3,8 @@
 Every backend (libvirt, VirtualBox) subclasses :class:`Driver` and implements only small
 primitives: find one VM (a :class:`Guest`), list its VMs, make a job's disk, create the
 hardened VM, boot the probe guest. Naming, ownership, ``define``/``start``/``state``/
-``stop`` (graceful, then forced), ``destroy``, crash-safe cleanup, the disk-cap check,
-the unsupported-network refusal, console reading and the probe's boot-and-wait live
+``stop`` (graceful, then forced), ``destroy``, crash-safe cleanup, the template-format,
+disk-cap and unsupported-network refusals, console reading and the probe's boot-and-wait live
 here. The worker above speaks job uids and :class:`VMSpec` only: hypervisor names, UUIDs
 and library errors never cross this interface (each backend translates its library's
 errors into :mod:`xwvm.worker.drivers.errors` in one place).
@@ -36,6 +36,7 @@ from xwvm.worker.drivers.errors import (
     DriverError,
     HypervisorUnavailable,
     SpecError,
+    Unsupported,
     VMExists,
     VMNotFound,
 )
@@ -273,9 +274,15 @@ class Driver(abc.ABC):
         return guest
 
     def _check(self, spec: VMSpec) -> None:
+        """Refuse a spec that is invalid, of another worker, or over a template this backend
+        does not boot (checked before any file is made)."""
         spec.validate()
         if spec.worker_id != self.worker_id:
             raise SpecError(f"spec is for worker {spec.worker_id}, driver is {self.worker_id}")
+        if spec.base_format not in self.disk_formats:
+            raise Unsupported(f"the {self.label} driver boots "
+                              f"{' or '.join(self.disk_formats)} templates, "
+                              f"not {spec.base_format}")
 
     def _refuse(self, spec: VMSpec) -> None:
         """Refuse, before any file is made, what this host cannot enforce."""

@@ -135,12 +135,6 @@ class LibvirtDriver(Driver):
 
     # -- disks and definition -------------------------------------------------------------
 
-    def _check(self, spec: VMSpec) -> None:
-        super()._check(spec)
-        if spec.base_format not in self.disk_formats:
-            raise Unsupported(f"the libvirt driver boots {' or '.join(self.disk_formats)} "
-                              f"templates, not {spec.base_format}")
-
     def _make_disk(self, spec: VMSpec, vm_dir: Path) -> Path:
         overlay = vm_dir / "disk.qcow2"
         if overlay.exists():

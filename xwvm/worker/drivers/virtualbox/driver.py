@@ -79,7 +79,7 @@ class VirtualBoxDriver(Driver):
         image = vm_dir / "probe-template.vdi"
         disk.write_vdi(image, 1 << 20, PROBE_SECTOR)
         return VMSpec(job_uid=job, worker_id=self.worker_id, base_image=image,
-                      memory_mb=self.probe_memory_mb)
+                      base_format="vdi", memory_mb=self.probe_memory_mb)
 
     def _launch_probe(self, spec: VMSpec, vm_dir: Path, accel: str) -> Guest:
         self._create(spec, vm_dir, accel)
