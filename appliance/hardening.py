@@ -6,22 +6,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-SSHD_DIR = Path("/etc/ssh")
+from xwvm.protocol.hardening import FORBIDDEN_PROGRAMS
 
-# The one list of the privilege tools a guest must not have: each tool's Debian packages
-# and the programs they install. The image build refuses the packages and checks that no
-# program is left in the image; the agent checks the programs again at every boot.
-PRIVILEGE_TOOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # tool: (packages, programs)
-    "sudo": (("sudo", "sudo-ldap"), ("sudo",)),
-    "doas": (("doas", "opendoas"), ("doas",)),
-    "pkexec": (("pkexec", "policykit-1"), ("pkexec",)),
-}
-PROGRAM_DIRS = ("usr/bin", "bin", "usr/sbin", "sbin", "usr/local/bin")
-FORBIDDEN_PACKAGES = tuple(pkg for pkgs, _ in PRIVILEGE_TOOLS.values() for pkg in pkgs)
-#: Paths relative to the guest's root.
-FORBIDDEN_PROGRAMS = tuple(f"{d}/{prog}" for d in PROGRAM_DIRS
-                           for _, progs in PRIVILEGE_TOOLS.values() for prog in progs)
+SSHD_DIR = Path("/etc/ssh")
 
 
 def _shadow_locked(shadow: Path, account: str) -> bool:

@@ -19,6 +19,7 @@ import yaml
 from contextualizer.cloudconfig import CloudConfig, CloudUser, MetaData, NetworkConfig, WriteFile
 from contextualizer.errors import IsoReadError, ValidationIssue
 from contextualizer.model import GUEST_CONTEXT_PATH, GUEST_USER, JobContext, NetworkPolicy
+from xwvm.protocol.hardening import FORBIDDEN_PACKAGES, SETUID_STRIPPED
 
 USER_DATA = "user-data"
 META_DATA = "meta-data"
@@ -30,18 +31,16 @@ REQUIRED_FILES = (META_DATA, USER_DATA, CONTEXT_JSON)
 #: The volume label cloud-init's NoCloud datasource looks for (case-insensitively).
 VOLUME_LABEL = "CIDATA"
 
-# Each entry is one runcmd argv. No sudo for anybody: drop sudoers drop-ins,
-# remove the package where the package manager allows it, and strip the setuid
-# bit from whatever privilege-raising binaries remain.
+# Each entry is one runcmd argv. No privilege tool for anybody (the one list, in
+# xwvm.protocol.hardening): drop sudoers drop-ins, purge every tool's packages where the
+# package manager allows it, and strip the setuid bit of whatever privilege program remains.
+_PURGE = "; ".join(f"dpkg --purge {pkg} >/dev/null 2>&1 || rpm -e {pkg} >/dev/null 2>&1 || true"
+                   for pkg in FORBIDDEN_PACKAGES)
+_STRIP = " ".join(f"/{prog}" for prog in SETUID_STRIPPED)
 HARDENING_COMMANDS: tuple[tuple[str, ...], ...] = (
     ("sh", "-c", "rm -rf /etc/sudoers.d/* && passwd -l root >/dev/null 2>&1 || true"),
-    ("sh", "-c", "dpkg --purge sudo >/dev/null 2>&1 || rpm -e sudo >/dev/null 2>&1 || true"),
-    (
-        "sh",
-        "-c",
-        "for b in /usr/bin/sudo /bin/sudo /usr/bin/su /bin/su /usr/bin/pkexec; "
-        'do if [ -e "$b" ]; then chmod u-s,g-s "$b"; fi; done',
-    ),
+    ("sh", "-c", _PURGE),
+    ("sh", "-c", f'for b in {_STRIP}; do if [ -e "$b" ]; then chmod u-s,g-s "$b"; fi; done'),
 )
 
 

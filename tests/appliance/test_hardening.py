@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from appliance import hardening
+from xwvm.protocol import hardening as privilege
 
 
 def guest(tmp: Path, *, root_pw: str = "!", sudo: bool = False, sshd: dict | None = None,
@@ -63,6 +64,6 @@ def test_every_privilege_program_is_named_wherever_it_lies(tmp_path: Path) -> No
 
 
 def test_packages_and_programs_come_from_one_table() -> None:
-    for tool, (packages, programs) in hardening.PRIVILEGE_TOOLS.items():
-        assert tool in packages and set(packages) <= set(hardening.FORBIDDEN_PACKAGES)
-        assert all(f"usr/bin/{p}" in hardening.FORBIDDEN_PROGRAMS for p in programs)
+    for tool, (packages, programs) in privilege.PRIVILEGE_TOOLS.items():
+        assert tool in packages and set(packages) <= set(privilege.FORBIDDEN_PACKAGES)
+        assert all(f"usr/bin/{p}" in privilege.FORBIDDEN_PROGRAMS for p in programs)

@@ -14,6 +14,7 @@ from ctx_testdata import CREDENTIAL, GOLDEN
 
 from contextualizer import NetworkPolicy
 from contextualizer.seed import render_seed
+from xwvm.protocol.hardening import FORBIDDEN_PACKAGES, FORBIDDEN_PROGRAMS
 
 GOLDEN_NAMES = {
     "user-data": "user-data",
@@ -74,6 +75,15 @@ def test_user_data_hardening(ctx) -> None:
     assert any("/etc/sudoers.d/*" in c for c in commands)
     assert any("--purge sudo" in c for c in commands)
     assert doc["runcmd"][-1] == ["/opt/xwvm/bin/xwvm-agent", "--context", "/run/xwvm/context.json"]
+
+
+def test_stock_images_lose_every_privilege_tool_of_the_one_list(ctx) -> None:
+    commands = [" ".join(c) for c in yaml.safe_load(render_seed(ctx)["user-data"])["runcmd"]]
+    for pkg in FORBIDDEN_PACKAGES:
+        assert any(f"--purge {pkg} " in c for c in commands), pkg
+    strip = next(c for c in commands if "chmod u-s,g-s" in c)
+    assert all(f"/{prog} " in strip for prog in FORBIDDEN_PROGRAMS)
+    assert "/usr/bin/su " in strip and "/usr/sbin/doas " in strip
 
 
 def test_agent_command_is_a_parameter(ctx) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import yaml
 
-from appliance import hardening
 from tests.support.processes import run_cli
 from xwvm.client.imagebuild.spec import (
     SpecError,
@@ -17,6 +16,7 @@ from xwvm.client.imagebuild.spec import (
     validate_document,
     validate_spec_file,
 )
+from xwvm.protocol import hardening
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 

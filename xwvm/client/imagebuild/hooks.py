@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.hardening import FORBIDDEN_PROGRAMS
 from xwvm.client.imagebuild import sources
 from xwvm.client.imagebuild.spec import TemplateSpec, load_spec
+from xwvm.protocol.hardening import FORBIDDEN_PROGRAMS
 
 LIB_DIR = "/opt/xwvm/lib"
 AGENT = "/opt/xwvm/bin/xwvm-agent"

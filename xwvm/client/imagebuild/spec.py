@@ -19,11 +19,11 @@ from typing import Any
 import jsonschema
 import yaml
 
-from appliance.hardening import FORBIDDEN_PACKAGES  # would give the user a way to root
 from contextualizer.errors import ValidationIssue
 from contextualizer.schema_errors import Wording, json_path, schema_issues
 from xwvm.client.imagebuild import sources
 from xwvm.errors import XwvmError
+from xwvm.protocol.hardening import FORBIDDEN_PACKAGES  # would give the user a way to root
 
 ROOT_LABEL = "xwvm-root"
 MAX_EXTENDS_DEPTH = 8
