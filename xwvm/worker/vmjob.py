@@ -37,7 +37,12 @@ from xwvm.errors import XwvmError
 from xwvm.ids import check_relative_name, check_uid
 from xwvm.protocol import exchange, vocab
 from xwvm.protocol.messages import JobDescription, VMPart
-from xwvm.protocol.vocab import DEFAULT_PILOT_IDLE_S, DEFAULT_WALL_CLOCK_S, GUEST_SERVER_NAME
+from xwvm.protocol.vocab import (
+    DEFAULT_PILOT_IDLE_S,
+    DEFAULT_WALL_CLOCK_S,
+    GUEST_SERVER_NAME,
+    JobStatus,
+)
 from xwvm.worker.cache import DataCache
 from xwvm.worker.drivers.base import Driver, VMSpec, VMState
 from xwvm.worker.drivers.console import CONSOLE_MAX_BYTES
@@ -78,7 +83,7 @@ Uploader = Callable[[str, Path, "int | None"], bool]
 
 @dataclass
 class VMOutcome:
-    status: str                # COMPLETED | ERROR | PENDING (give back) | "" (job taken away)
+    status: JobStatus | None  # COMPLETED | ERROR | PENDING (give back) | None (taken away)
     exit_code: int | None = None
     message: str = ""
 
@@ -112,7 +117,8 @@ class VMJobRunner:
     def run(self, job: JobDescription, stop: threading.Event,
             shutting_down: threading.Event) -> VMOutcome:
         if job.vm is None:
-            return VMOutcome("ERROR", message="not a VM job: its description has no template")
+            return VMOutcome(JobStatus.ERROR,
+                             message="not a VM job: its description has no template")
         template = job.vm.template.to_json()  # the signed document's fields, as sent
         try:
             uid = check_uid(job.uid, "job")
@@ -124,9 +130,9 @@ class VMJobRunner:
             # than the host record's ceilings; given back, never run bigger than allowed.
             self._size(job, select_artifacts(template, self.driver.disk_formats)[0])
         except TooBig as e:
-            return VMOutcome("PENDING", message=f"given back: {e.message}")
+            return VMOutcome(JobStatus.PENDING, message=f"given back: {e.message}")
         except XwvmError as e:
-            return VMOutcome("ERROR", message=f"template refused: {e.message}")
+            return VMOutcome(JobStatus.ERROR, message=f"template refused: {e.message}")
         with contextlib.ExitStack() as stack:
             try:
                 paths = stack.enter_context(
@@ -138,9 +144,9 @@ class VMJobRunner:
                     state = self._monitor(job, stop)
                     console = self._console(uid)
             except XwvmError as e:
-                return VMOutcome("ERROR", message=f"could not start the VM: {e.message}")
+                return VMOutcome(JobStatus.ERROR, message=f"could not start the VM: {e.message}")
             if stop.is_set():
-                return VMOutcome("PENDING" if shutting_down.is_set() else "",
+                return VMOutcome(JobStatus.PENDING if shutting_down.is_set() else None,
                                  message="worker stopping: VM job given back")
             if state == "off":
                 return self._verdict(job, disk, console)
@@ -292,28 +298,28 @@ class VMJobRunner:
                 got = exchange.read_results(disk, uid, archive)
             except (exchange.ExchangeError, OSError) as e:
                 message = e.message if isinstance(e, exchange.ExchangeError) else str(e)
-                return VMOutcome("ERROR", message=f"{message}; console:\n{tail}")
+                return VMOutcome(JobStatus.ERROR, message=f"{message}; console:\n{tail}")
             if got.archive is None and not got.uploaded:
-                return VMOutcome("ERROR", exit_code=got.exit_code,
+                return VMOutcome(JobStatus.ERROR, exit_code=got.exit_code,
                                  message=f"{got.message}; console:\n{tail}")
             if got.archive is not None and not self.upload(uid, archive, got.exit_code):
-                return VMOutcome("", message="results not taken: the job is no longer ours")
+                return VMOutcome(None, message="results not taken: the job is no longer ours")
         finally:
             archive.unlink(missing_ok=True)
-        return VMOutcome("COMPLETED", exit_code=got.exit_code, message=got.message)
+        return VMOutcome(JobStatus.COMPLETED, exit_code=got.exit_code, message=got.message)
 
     def _stopped(self, job: JobDescription, state: str, console: str) -> VMOutcome:
         """Why this side stopped the VM (or why it crashed)."""
         tail = console[-1500:].strip()
         if state == "wall_clock":
-            return VMOutcome("ERROR", message=f"wall-clock limit of {job.wall_clock_s} s "
+            return VMOutcome(JobStatus.ERROR, message=f"wall-clock limit of {job.wall_clock_s} s "
                                               f"exceeded; console:\n{tail}")
         if state == "hung":
-            return VMOutcome("ERROR", message=f"the VM made no progress for "
+            return VMOutcome(JobStatus.ERROR, message=f"the VM made no progress for "
                                               f"{self.opts.hang_timeout_s:.0f} s; console:\n"
                                               f"{tail}")
         if state == "console_flood":
-            return VMOutcome("ERROR", message=f"the VM wrote more than "
+            return VMOutcome(JobStatus.ERROR, message=f"the VM wrote more than "
                                               f"{CONSOLE_MAX_BYTES // 2**20} MiB to its console "
                                               f"and was stopped; console:\n{tail}")
-        return VMOutcome("ERROR", message=f"the VM crashed; console:\n{tail}")
+        return VMOutcome(JobStatus.ERROR, message=f"the VM crashed; console:\n{tail}")
