@@ -171,7 +171,7 @@ def test_the_driver_calls_only_names_listed_for_the_fake() -> None:
     known = {n for _, names in INTERFACES.values() for n in names}
     known |= {n for names in SUB_OBJECTS.values() for n in names}
     ours = {"translated", "session", "launch", "wait", "connect", "close", "status",
-            "translate", "is_code", "_retrying", "getSessionObject", "getVirtualBox",
+            "translate", "_retrying", "getSessionObject", "getVirtualBox",
             "xcptGetStatus", "xcptGetMessage", "deinit", "all_values", "VirtualBoxManager"}
     called: set[str] = set()
     for path in SOURCES.glob("*.py"):

@@ -1,5 +1,16 @@
-"""Hypervisor drivers: one contract and the behaviour every backend shares (base.py, with
-spec.py, console.py, probe.py, errors.py), one package per backend of small primitives."""
+"""Hypervisor drivers: one contract, the behaviour every backend shares, and one package
+per backend of small primitives.
+
+- ``base.py``: the :class:`Driver` contract and the lifecycle written once (naming,
+  define, start, state, stop, destroy, leftovers, the probe's boot, the refusals);
+- ``spec.py``: :class:`VMSpec` (one job's VM, hypervisor-neutral) and its validation;
+- ``vm.py``: one VM as the base sees it (:class:`VMState`, the owner tag, the
+  ``Guest`` primitives each backend's ``guest.py`` provides);
+- ``console.py``: reading a guest's serial console; ``probe.py``: the probe guest;
+- ``errors.py``: the only errors a driver raises;
+- ``libvirt/``, ``virtualbox/``: the backends, each split by role (host, config, policy,
+  network, disk, guest, driver).
+"""
 
 from __future__ import annotations
 

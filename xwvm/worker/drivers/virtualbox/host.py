@@ -24,8 +24,7 @@ from xwvm.worker.drivers.errors import (
     VMNotFound,
 )
 
-# Standard COM result codes (VBox/com/defs.h; XPCOM's NS_ERROR_* share the values).
-E_ACCESSDENIED = 0x80070005
+# A standard COM result code (VBox/com/defs.h; XPCOM's NS_ERROR_* share the values).
 E_INVALIDARG = 0x80070057
 # The VBoxSVC process (or the COM connection to it) went away.
 DEAD = {0x80004004,  # NS_ERROR_ABORT
@@ -162,9 +161,6 @@ class Host:
             if self.status(e) is None:
                 raise
             raise self.translate(e, action) from e
-
-    def is_code(self, e: BaseException, name: str) -> bool:
-        return self.status(e) == getattr(self.c, name)
 
     # -- sessions and progress ----------------------------------------------------------
 
