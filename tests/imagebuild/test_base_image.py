@@ -115,6 +115,8 @@ def test_appliance_is_installed(base_image: Path) -> None:
     assert cat(raw, "/opt/xwvm/init").startswith("#!/bin/sh")
     assert exists(raw, "/opt/xwvm/lib/xwvm/__init__.py")
     assert exists(raw, "/opt/xwvm/lib/contextualizer/__init__.py")
+    assert exists(raw, "/opt/xwvm/lib/contextualizer/model.py")
+    assert not exists(raw, "/opt/xwvm/lib/contextualizer/iso.py")  # the reader only
     assert not exists(raw, "/opt/xwvm/lib/appliance/rootfs")
     assert exists(raw, "/opt/xwvm/lib/xwvm/protocol/__init__.py")
     assert not exists(raw, "/opt/xwvm/lib/xwvm/server")  # the guest package only

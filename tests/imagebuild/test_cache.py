@@ -32,6 +32,9 @@ def test_the_image_carries_the_guest_package_only() -> None:
     assert not [n for n in names if n.startswith("xwvm/") and not
                 (n == "xwvm/__init__.py" or n.startswith("xwvm/protocol/"))]
     assert not [n for n in names if n.startswith(("appliance/rootfs/", "appliance/init"))]
+    # The contextualizer's reader only: its builders need libraries the image lacks.
+    assert [n for n in names if n.startswith("contextualizer/")] == [
+        "contextualizer/__init__.py", "contextualizer/errors.py", "contextualizer/model.py"]
 
 
 def test_server_code_does_not_change_the_key(tmp_path: Path) -> None:
@@ -41,6 +44,18 @@ def test_server_code_does_not_change_the_key(tmp_path: Path) -> None:
     (tmp_path / "xwvm" / "server" / "app.py").write_text("create_app = print\n")
     assert input_key(spec, locate) == key
     assert all("xwvm/server" not in str(path) for path, _ in image_inputs(spec, locate))
+
+
+def test_the_contextualizers_builders_do_not_change_the_key(tmp_path: Path) -> None:
+    spec = load_spec(TEMPLATES / "base.yaml")
+    locate = _tree_copy(tmp_path)
+    key = input_key(spec, locate)
+    seed = tmp_path / "contextualizer" / "seed.py"
+    seed.write_text(seed.read_text() + "\n# changed\n")
+    assert input_key(spec, locate) == key
+    model = tmp_path / "contextualizer" / "model.py"
+    model.write_text(model.read_text() + "\n# changed\n")
+    assert input_key(spec, locate) != key
 
 
 def test_guest_code_changes_the_key(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Owns where an image's inputs come from, without assuming a source checkout.
 
-The guest's Python packages and the appliance's own files (its init, the initramfs init,
+The guest's Python packages (or single modules of one, such as the contextualizer's
+reader) and the appliance's own files (its init, the initramfs init,
 ``rootfs/``) are found where Python imports them from: a checkout, an editable install or
 an installed wheel (pyproject ships them as package data). The template JSON Schema ships
 inside this package. :func:`guest_files` is the one list of what the image's
@@ -14,9 +15,6 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-#: The packages an image may carry: the guest and only what the guest imports.
-#: ``xwvm/protocol`` brings ``xwvm/__init__.py`` with it, and nothing else of ``xwvm``.
-GUEST_PACKAGES = ("appliance", "contextualizer", "xwvm/protocol")
 #: What ``appliance/`` holds for the image itself, installed elsewhere than the library.
 APPLIANCE_DATA = ("rootfs", "init", "initramfs-init")
 _SKIPPED = {"__pycache__", ".git"}
@@ -49,22 +47,26 @@ def schema_text() -> str:
     return (resources.files(__package__) / "template-schema.json").read_text()
 
 
-def guest_files(packages: tuple[str, ...], locate: Locate = package_dir) -> list[tuple[Path, str]]:
-    """Every (source file, path under the image's library folder) that ``packages`` copy,
-    sorted: each package's tree (less the appliance's own files) and, for a subpackage
-    such as ``xwvm/protocol``, its parents' ``__init__.py``."""
+def guest_files(entries: tuple[str, ...], locate: Locate = package_dir) -> list[tuple[Path, str]]:
+    """Every (source file, path under the image's library folder) that ``entries`` copy,
+    sorted. An entry is a package (``appliance``, ``xwvm/protocol``: its whole tree, less
+    the appliance's own files) or one module of a package (``contextualizer/model.py``:
+    that file alone); either brings its parents' ``__init__.py`` and nothing else of them."""
     files: dict[str, Path] = {}
-    for package in packages:
-        top = locate(package)
-        parts = package.split("/")
+    for entry in entries:
+        parts = entry.split("/")
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
             files[f"{parent}/__init__.py"] = locate(parent) / "__init__.py"
-        skip = APPLIANCE_DATA if package == "appliance" else ()
+        if entry.endswith(".py"):
+            files[entry] = locate("/".join(parts[:-1])) / parts[-1]
+            continue
+        top = locate(entry)
+        skip = APPLIANCE_DATA if entry == "appliance" else ()
         for path in sorted(top.rglob("*")):
             rel = path.relative_to(top)
             if path.is_file() and _copied(rel, skip):
-                files[f"{package}/{rel.as_posix()}"] = path
+                files[f"{entry}/{rel.as_posix()}"] = path
     return [(files[name], name) for name in sorted(files)]
 
 
