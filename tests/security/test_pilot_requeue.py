@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,24 +46,54 @@ def carol(server: ServerProcess) -> Client:
     return c
 
 
+def pilot_of(server: ServerProcess, owner: Client, tag: str) -> tuple[Client, Client, str]:
+    """A pilot VM job of the owner, assigned to a VM host: (its worker, the pilot's
+    delegated credential, the pilot's uid)."""
+    vm_worker, vm_host = host_of(server, owner, f"pq-vm-{tag}", hypervisors={
+        "libvirt": {"usable": True, "accel": "tcg", "reason": "test"}})
+    pilot = owner.submit(template="pq-tpl", pilot=True, pilot_idle_s=600)
+    desc = vm_worker.request_work(vm_host)["work"]
+    assert desc["uid"] == pilot["uid"]
+    nested = Client(server.url, server.ca, token=desc["delegated_token"])
+    return vm_worker, nested, pilot["uid"]
+
+
+def forged_calls(nested: Client, job_uid: str, input_uid: str, secret: Path, tmp: Path,
+                 tag: str) -> list[Callable[[], object]]:
+    """Everything the pilot's credential might try on a job it no longer holds."""
+    forged = tmp / f"forged-{tag}.tar.gz"
+    with tarfile.open(forged, "w:gz") as tar:
+        tar.add(secret, arcname="stdout.txt")
+    return [
+        lambda: nested.get_work(job_uid),
+        lambda: nested.upload_result(job_uid, forged),
+        lambda: nested.report(job_uid, "ERROR", 1, "forged"),
+        lambda: nested.report(job_uid, "PENDING"),
+        lambda: nested.progress(job_uid, "running"),
+        lambda: nested.download_data(input_uid, tmp / f"stolen-{tag}.C"),
+    ]
+
+
+def assert_forbidden(attacks: list[Callable[[], object]]) -> None:
+    for attack in attacks:
+        with pytest.raises(ApiError) as e:
+            attack()
+        assert e.value.status == 403, (e.value.status, e.value.code, e.value.message)
+
+
 @pytest.mark.parametrize("giver", ["pilot", "outer worker"])
 def test_pilot_credential_ends_when_its_job_moves_to_another_host(
         shared_server: ServerProcess, world: dict, giver: str) -> None:
     owner = carol(shared_server)
     tag = giver.replace(" ", "-")
-    vm_worker, vm_host = host_of(shared_server, owner, f"pq-vm-{tag}", hypervisors={
-        "libvirt": {"usable": True, "accel": "tcg", "reason": "test"}})
-    pilot = owner.submit(template="pq-tpl", pilot=True, pilot_idle_s=600)
-    desc = vm_worker.request_work(vm_host)["work"]
-    assert desc["uid"] == pilot["uid"]
-    nested = Client(shared_server.url, shared_server.ca, token=desc["delegated_token"])
+    vm_worker, nested, pilot_uid = pilot_of(shared_server, owner, tag)
 
     secret = world["tmp"] / f"secret-{tag}.C"
     secret.write_text("carol's private macro")
     inp = owner.upload_data(secret, access_rights="700")
     job = owner.submit("root", command="root -b -q secret.C", access_rights="700",
                        inputs=[{"data": inp["uid"], "name": "secret.C"}])
-    taken = nested.pilot_work(pilot["uid"])
+    taken = nested.pilot_work(pilot_uid)
     assert taken["uid"] == job["uid"]
     # While the pilot holds it, its credential reads the job's input (the legitimate case).
     nested.download_data(inp["uid"], world["tmp"] / f"ok-{tag}.C")
@@ -78,21 +109,7 @@ def test_pilot_credential_ends_when_its_job_moves_to_another_host(
     assert other_worker.request_work(other_host)["work"]["uid"] == job["uid"]
     assert owner.get_work(job["uid"])["status"] == "RUNNING"
 
-    forged = world["tmp"] / f"forged-{tag}.tar.gz"
-    with tarfile.open(forged, "w:gz") as tar:
-        tar.add(secret, arcname="stdout.txt")
-    attacks: list[Callable[[], object]] = [
-        lambda: nested.get_work(job["uid"]),
-        lambda: nested.upload_result(job["uid"], forged),
-        lambda: nested.report(job["uid"], "ERROR", 1, "forged"),
-        lambda: nested.report(job["uid"], "PENDING"),
-        lambda: nested.progress(job["uid"], "running"),
-        lambda: nested.download_data(inp["uid"], world["tmp"] / f"stolen-{tag}.C"),
-    ]
-    for attack in attacks:
-        with pytest.raises(ApiError) as e:
-            attack()
-        assert e.value.status == 403, (e.value.status, e.value.code, e.value.message)
+    assert_forbidden(forged_calls(nested, job["uid"], inp["uid"], secret, world["tmp"], tag))
     assert not (world["tmp"] / f"stolen-{tag}.C").exists()
     after = owner.get_work(job["uid"])
     assert after["status"] == "RUNNING" and after["result"] is None, after
