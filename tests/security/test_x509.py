@@ -163,11 +163,9 @@ def test_grid_crl_revokes(sec: SecurityServer) -> None:
         sec.grid.write_crl(sec.grid_crl, [])
 
 
-def test_worker_account_of_a_project_runs_its_jobs_with_a_certificate(
-        sec: SecurityServer, admin_home: Path, tmp_path: Path) -> None:
-    """The admin's commands of the security model, then a worker that logs in with the
-    certificate issued for its worker account and runs its project's job."""
-    tag = uuid.uuid4().hex[:6]
+def _project_accounts(admin_home: Path, tmp_path: Path, tag: str) -> tuple[Path, Path]:
+    """The admin's commands of the security model: a project group, its worker account and
+    a user (password in tmp_path/pw), and a certificate for the worker: (cert, key)."""
     cms, worker_login, alice = f"cms{tag}", f"w{tag}", f"alice{tag}"
     pw = tmp_path / "pw"
     pw.write_text("a-good-password-1\n")
@@ -176,18 +174,12 @@ def test_worker_account_of_a_project_runs_its_jobs_with_a_certificate(
         run_cli(["user", "add", login, "--rights", rights, "--group", cms,
                  "--password-file", str(pw)], admin_home)
     run_cli(["admin", "issue-cert", worker_login, "-o", str(tmp_path / "wcert")], admin_home)
-    cert, key = tmp_path / "wcert" / "cert.pem", tmp_path / "wcert" / "key.pem"
-    alice_home = tmp_path / "alice"
-    url, ca = sec.server.url, str(sec.server.ca)
-    run_cli(["login", "--server", url, "--ca", ca, "--user", alice, "--password-file",
-             str(pw)], alice_home)
-    script = tmp_path / "hello.sh"
-    script.write_text('#!/bin/sh\necho "hello $*"\n')
-    run_cli(["app", "send", f"hello{tag}", "--file", str(script), "--sign-key",
-             str(appkeys.private_key())], admin_home)
-    base = [*XWVM, "worker", "run", "--server", url, "--ca", ca, "--work-dir",
-            str(tmp_path / "wd"), "--name", f"certw{tag}", "--hypervisor", "none",
-            "--trusted-key", str(appkeys.public_key())]
+    return tmp_path / "wcert" / "cert.pem", tmp_path / "wcert" / "key.pem"
+
+
+def _assert_a_worker_needs_the_certificates_key(base: list[str], cert: Path,
+                                                tmp_path: Path) -> None:
+    """A worker started with another key, or with the certificate alone, does not start."""
     other_key = tmp_path / "other.pem"
     other_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -198,6 +190,27 @@ def test_worker_account_of_a_project_runs_its_jobs_with_a_certificate(
     half = subprocess.run([*base, "--cert", str(cert)], capture_output=True, text=True,
                           timeout=60)
     assert half.returncode != 0 and "give both --cert and --key" in half.stderr
+
+
+def test_worker_account_of_a_project_runs_its_jobs_with_a_certificate(
+        sec: SecurityServer, admin_home: Path, tmp_path: Path) -> None:
+    """The admin's commands of the security model, then a worker that logs in with the
+    certificate issued for its worker account and runs its project's job."""
+    tag = uuid.uuid4().hex[:6]
+    worker_login, alice = f"w{tag}", f"alice{tag}"
+    cert, key = _project_accounts(admin_home, tmp_path, tag)
+    alice_home = tmp_path / "alice"
+    url, ca = sec.server.url, str(sec.server.ca)
+    run_cli(["login", "--server", url, "--ca", ca, "--user", alice, "--password-file",
+             str(tmp_path / "pw")], alice_home)
+    script = tmp_path / "hello.sh"
+    script.write_text('#!/bin/sh\necho "hello $*"\n')
+    run_cli(["app", "send", f"hello{tag}", "--file", str(script), "--sign-key",
+             str(appkeys.private_key())], admin_home)
+    base = [*XWVM, "worker", "run", "--server", url, "--ca", ca, "--work-dir",
+            str(tmp_path / "wd"), "--name", f"certw{tag}", "--hypervisor", "none",
+            "--trusted-key", str(appkeys.public_key())]
+    _assert_a_worker_needs_the_certificates_key(base, cert, tmp_path)
     worker = subprocess.Popen([*base, "--cert", str(cert), "--key", str(key),
                                "--max-jobs", "1"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
