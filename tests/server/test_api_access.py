@@ -105,57 +105,71 @@ MATRIX = [(op, mode, actor, actor in allowed[mode])
                          ids=[f"{o}-{m}-{a}-{'allow' if ok else 'deny'}"
                               for o, m, a, ok in MATRIX])
 def test_access_matrix(world: World, op: str, mode: str, actor: str, allowed: bool) -> None:
-    server, admin, who = world.server, world.admin, world.clients[actor]
     if op.endswith("_job"):
-        job = world.clients["owner"].submit(world.job_app, access_rights=mode)
-        assert job["access_rights"] == mode
-        if op == "read_job":
-            resp = _call(server, who, "GET", f"/works/{job['uid']}")
-            expected = (200, job["uid"])
-        else:
-            resp = _call(server, who, "POST", f"/works/{job['uid']}/abort")
-            expected = (200, job["uid"])
-        status_after = admin.get_work(job["uid"])["status"]
-        if allowed:
-            assert (resp.status_code, resp.json()["uid"]) == expected, resp.text
-            assert status_after == ("ABORTED" if op == "abort_job" else "PENDING")
-        else:
-            word = "read" if op == "read_job" else "write"
-            _refused(resp, 403, "forbidden_access", f"no {word} access", job["uid"])
-            assert status_after == "PENDING"
+        _check_job_access(world, op, mode, actor, allowed)
     elif op in ("read_data", "read_content", "delete_data"):
-        content = uuid.uuid4().bytes * 4
-        data = world.upload("owner", content, mode)
-        path = f"/data/{data['uid']}" + ("/content" if op == "read_content" else "")
-        resp = _call(server, who, "DELETE" if op == "delete_data" else "GET", path)
-        if not allowed:
-            word = "write" if op == "delete_data" else "read"
-            _refused(resp, 403, "forbidden_access", f"no {word} access", data["uid"])
-            assert admin.get_data(data["uid"]) == data
-        elif op == "read_content":
-            assert (resp.status_code, resp.content) == (200, content)
-        elif op == "read_data":
-            assert (resp.status_code, resp.json()) == (200, data)
-        else:
-            assert resp.status_code == 200, resp.text
-            with pytest.raises(ApiError) as e:
-                admin.get_data(data["uid"])
-            assert e.value.code == "unknown_data"
+        _check_data_access(world, op, mode, actor, allowed)
     else:  # submit: needs exec on the app
-        app = world.clients["app_owner"].create_app(_name("app"), kind="shared",
-                                                    access_rights=mode)
-        if actor == "owner":
-            who = world.clients["app_owner"]
-        before = len(admin.list_works())
-        # By id: what a name means to whom is tests/security/test_names.py's subject.
-        resp = _call(server, who, "POST", "/works", json={"app": app["uid"]})
-        if allowed:
-            assert resp.status_code == 201, resp.text
-            assert resp.json()["app"] == app["uid"]
-            assert len(admin.list_works()) == before + 1
-        else:
-            _refused(resp, 403, "forbidden_access", "no execute access", app["uid"])
-            assert len(admin.list_works()) == before
+        _check_submit_access(world, mode, actor, allowed)
+
+
+def _check_job_access(world: World, op: str, mode: str, actor: str, allowed: bool) -> None:
+    server, admin, who = world.server, world.admin, world.clients[actor]
+    job = world.clients["owner"].submit(world.job_app, access_rights=mode)
+    assert job["access_rights"] == mode
+    if op == "read_job":
+        resp = _call(server, who, "GET", f"/works/{job['uid']}")
+        expected = (200, job["uid"])
+    else:
+        resp = _call(server, who, "POST", f"/works/{job['uid']}/abort")
+        expected = (200, job["uid"])
+    status_after = admin.get_work(job["uid"])["status"]
+    if allowed:
+        assert (resp.status_code, resp.json()["uid"]) == expected, resp.text
+        assert status_after == ("ABORTED" if op == "abort_job" else "PENDING")
+    else:
+        word = "read" if op == "read_job" else "write"
+        _refused(resp, 403, "forbidden_access", f"no {word} access", job["uid"])
+        assert status_after == "PENDING"
+
+
+def _check_data_access(world: World, op: str, mode: str, actor: str, allowed: bool) -> None:
+    server, admin, who = world.server, world.admin, world.clients[actor]
+    content = uuid.uuid4().bytes * 4
+    data = world.upload("owner", content, mode)
+    path = f"/data/{data['uid']}" + ("/content" if op == "read_content" else "")
+    resp = _call(server, who, "DELETE" if op == "delete_data" else "GET", path)
+    if not allowed:
+        word = "write" if op == "delete_data" else "read"
+        _refused(resp, 403, "forbidden_access", f"no {word} access", data["uid"])
+        assert admin.get_data(data["uid"]) == data
+    elif op == "read_content":
+        assert (resp.status_code, resp.content) == (200, content)
+    elif op == "read_data":
+        assert (resp.status_code, resp.json()) == (200, data)
+    else:
+        assert resp.status_code == 200, resp.text
+        with pytest.raises(ApiError) as e:
+            admin.get_data(data["uid"])
+        assert e.value.code == "unknown_data"
+
+
+def _check_submit_access(world: World, mode: str, actor: str, allowed: bool) -> None:
+    server, admin, who = world.server, world.admin, world.clients[actor]
+    app = world.clients["app_owner"].create_app(_name("app"), kind="shared",
+                                                access_rights=mode)
+    if actor == "owner":
+        who = world.clients["app_owner"]
+    before = len(admin.list_works())
+    # By id: what a name means to whom is tests/security/test_names.py's subject.
+    resp = _call(server, who, "POST", "/works", json={"app": app["uid"]})
+    if allowed:
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["app"] == app["uid"]
+        assert len(admin.list_works()) == before + 1
+    else:
+        _refused(resp, 403, "forbidden_access", "no execute access", app["uid"])
+        assert len(admin.list_works()) == before
 
 
 def test_lists_show_only_readable_objects(world: World) -> None:
