@@ -112,84 +112,94 @@ class Provider:
     def _app(self) -> Flask:
         app = Flask("test-oidc-provider")
         provider = self
-
-        class CodeGrant(grants.AuthorizationCodeGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-
-            def save_authorization_code(self, code: str, req: Any) -> None:
-                data = req.payload.data
-                provider.codes[code] = Code(
-                    code, req.client.client_id, req.payload.redirect_uri, req.scope,
-                    req.user, data.get("nonce"), data.get("code_challenge"),
-                    data.get("code_challenge_method"))
-
-            def query_authorization_code(self, code: str, client: Client) -> Code | None:
-                item = provider.codes.get(code)
-                return item if item and item.client_id == client.client_id else None
-
-            def delete_authorization_code(self, authorization_code: Code) -> None:
-                provider.codes.pop(authorization_code.code, None)
-
-            def authenticate_user(self, authorization_code: Code) -> str:
-                return authorization_code.user
-
-        class IdToken(OpenIDCode):
-            def exists_nonce(self, nonce: str, req: Any) -> bool:
-                return any(c.nonce == nonce for c in provider.codes.values())
-
-            def get_client_algorithm(self, client: Client) -> str:
-                return "RS256"
-
-            def get_encode_header(self, client: Client) -> dict[str, str]:
-                return {"alg": "RS256", "kid": "k1"}
-
-            def resolve_client_private_key(self, client: Client) -> Any:
-                return provider.rogue_key if provider.mode == "bad_signature" \
-                    else provider.key
-
-            def get_client_claims(self, client: Client) -> dict[str, Any]:
-                aud = "another-client" if provider.mode == "wrong_audience" \
-                    else client.client_id
-                return {"iss": provider.issuer, "aud": [aud],
-                        "exp": int(time.time()) + 300}
-
-            def generate_user_info(self, user: str, scope: str) -> UserInfo:
-                return UserInfo(sub=f"sub-{user}", preferred_username=user,
-                                email=f"{user}@example.org")
-
         server = AuthorizationServer(app, query_client=lambda cid: (
             provider.client if cid == provider.client.client_id else None),
             save_token=lambda token, req: None)
-        server.register_grant(CodeGrant, [IdToken(require_nonce=True),
-                                          CodeChallenge(required=True)])
-
-        @app.get("/.well-known/openid-configuration")
-        def discovery() -> Any:
-            return jsonify(issuer=provider.issuer,
-                           authorization_endpoint=f"{provider.issuer}/authorize",
-                           token_endpoint=f"{provider.issuer}/token",
-                           jwks_uri=f"{provider.issuer}/jwks",
-                           response_types_supported=["code"],
-                           subject_types_supported=["public"],
-                           id_token_signing_alg_values_supported=["RS256"],
-                           code_challenge_methods_supported=["S256"])
-
-        @app.get("/jwks")
-        def jwks() -> Any:
-            return jsonify(keys=[provider.key.as_dict(private=False)])
-
-        @app.get("/authorize")
-        def authorize() -> Any:
-            try:
-                grant = server.get_consent_grant(end_user=provider.user)
-            except OAuth2Error as error:
-                return server.handle_error_response(None, error)
-            return server.create_authorization_response(grant_user=provider.user,
-                                                        grant=grant)
-
-        @app.post("/token")
-        def token() -> Any:
-            return server.create_token_response()
-
+        server.register_grant(_code_grant(self), [_id_token(self)(require_nonce=True),
+                                                  CodeChallenge(required=True)])
+        _routes(app, server, self)
         _ = request  # the endpoints read it through authlib
         return app
+
+
+def _code_grant(provider: Provider) -> type[grants.AuthorizationCodeGrant]:
+    """The authorization-code grant, its codes kept in ``provider.codes``."""
+    class CodeGrant(grants.AuthorizationCodeGrant):
+        TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+        def save_authorization_code(self, code: str, req: Any) -> None:
+            data = req.payload.data
+            provider.codes[code] = Code(
+                code, req.client.client_id, req.payload.redirect_uri, req.scope,
+                req.user, data.get("nonce"), data.get("code_challenge"),
+                data.get("code_challenge_method"))
+
+        def query_authorization_code(self, code: str, client: Client) -> Code | None:
+            item = provider.codes.get(code)
+            return item if item and item.client_id == client.client_id else None
+
+        def delete_authorization_code(self, authorization_code: Code) -> None:
+            provider.codes.pop(authorization_code.code, None)
+
+        def authenticate_user(self, authorization_code: Code) -> str:
+            return authorization_code.user
+    return CodeGrant
+
+
+def _id_token(provider: Provider) -> type[OpenIDCode]:
+    """The OpenID extension: ID tokens as ``provider.mode`` (mis)signs and addresses them."""
+    class IdToken(OpenIDCode):
+        def exists_nonce(self, nonce: str, req: Any) -> bool:
+            return any(c.nonce == nonce for c in provider.codes.values())
+
+        def get_client_algorithm(self, client: Client) -> str:
+            return "RS256"
+
+        def get_encode_header(self, client: Client) -> dict[str, str]:
+            return {"alg": "RS256", "kid": "k1"}
+
+        def resolve_client_private_key(self, client: Client) -> Any:
+            return provider.rogue_key if provider.mode == "bad_signature" \
+                else provider.key
+
+        def get_client_claims(self, client: Client) -> dict[str, Any]:
+            aud = "another-client" if provider.mode == "wrong_audience" \
+                else client.client_id
+            return {"iss": provider.issuer, "aud": [aud],
+                    "exp": int(time.time()) + 300}
+
+        def generate_user_info(self, user: str, scope: str) -> UserInfo:
+            return UserInfo(sub=f"sub-{user}", preferred_username=user,
+                            email=f"{user}@example.org")
+    return IdToken
+
+
+def _routes(app: Flask, server: AuthorizationServer, provider: Provider) -> None:
+    """Discovery, keys, authorize (the provider's user consents at once) and token."""
+    @app.get("/.well-known/openid-configuration")
+    def discovery() -> Any:
+        return jsonify(issuer=provider.issuer,
+                       authorization_endpoint=f"{provider.issuer}/authorize",
+                       token_endpoint=f"{provider.issuer}/token",
+                       jwks_uri=f"{provider.issuer}/jwks",
+                       response_types_supported=["code"],
+                       subject_types_supported=["public"],
+                       id_token_signing_alg_values_supported=["RS256"],
+                       code_challenge_methods_supported=["S256"])
+
+    @app.get("/jwks")
+    def jwks() -> Any:
+        return jsonify(keys=[provider.key.as_dict(private=False)])
+
+    @app.get("/authorize")
+    def authorize() -> Any:
+        try:
+            grant = server.get_consent_grant(end_user=provider.user)
+        except OAuth2Error as error:
+            return server.handle_error_response(None, error)
+        return server.create_authorization_response(grant_user=provider.user,
+                                                    grant=grant)
+
+    @app.post("/token")
+    def token() -> Any:
+        return server.create_token_response()
