@@ -59,6 +59,16 @@ def _build_dir(root: Path, name: str, version: str) -> Path:
 def test_cli_push_sign_publish_pull_round_trip(server: ServerProcess, cli_home: Path,
                                                tmp_path: Path) -> None:
     out = _build_dir(tmp_path, "base", "1.0")
+    _push_shows_a_draft(out, cli_home)
+    kid = _keygen_publish_sign(tmp_path, cli_home)
+    _pull_and_resume(out, tmp_path / "pulled", cli_home, kid)
+    # pushing the same name and version again is refused
+    again = run_cli(["template", "push", str(out)], cli_home, check=False)
+    assert again.returncode != 0 and "template_exists" in again.stderr
+    _deprecate_then_remove(cli_home)
+
+
+def _push_shows_a_draft(out: Path, cli_home: Path) -> None:
     pushed = run_cli(["template", "push", str(out)], cli_home)
     assert "pushed template base:1.0" in pushed.stdout
     shown = json.loads(run_cli(["template", "show", "base:1.0", "--format", "json"],
@@ -71,6 +81,9 @@ def test_cli_push_sign_publish_pull_round_trip(server: ServerProcess, cli_home: 
     qcow = next(a for a in shown["artifacts"] if a["format"] == "qcow2")
     assert (qcow["virtual_size"], qcow["chunk_count"]) == (8 * MiB, 1)
 
+
+def _keygen_publish_sign(tmp_path: Path, cli_home: Path) -> str:
+    """A signing key, the template published (unsigned: a warning), then signed; the key id."""
     kid = run_cli(["admin", "keygen", "-o", str(tmp_path / "keys")], cli_home).stdout.strip()
     priv = tmp_path / "keys" / signing.PRIVATE_KEY_FILE
     assert len(kid) == 16 and (priv.stat().st_mode & 0o777) == 0o600
@@ -79,8 +92,10 @@ def test_cli_push_sign_publish_pull_round_trip(server: ServerProcess, cli_home: 
     run_cli(["template", "sign", "base:1.0", "--key", str(priv)], cli_home)
     listed = run_cli(["template", "list"], cli_home).stdout
     assert "base" in listed and "published" in listed and "True" in listed
+    return kid
 
-    pull_dir = tmp_path / "pulled"
+
+def _pull_and_resume(out: Path, pull_dir: Path, cli_home: Path, kid: str) -> None:
     run_cli(["template", "pull", "base", "-o", str(pull_dir), "--disk-format", "qcow2"],
             cli_home)
     assert (pull_dir / "disk.qcow2").read_bytes() == (out / "disk.qcow2").read_bytes()
@@ -93,10 +108,10 @@ def test_cli_push_sign_publish_pull_round_trip(server: ServerProcess, cli_home: 
     part.write_bytes((out / "disk.vdi").read_bytes()[:300_000])
     run_cli(["template", "pull", "base:1.0", "-o", str(pull_dir), "--role", "disk"], cli_home)
     assert (pull_dir / "disk.vdi").read_bytes() == (out / "disk.vdi").read_bytes()
-    # pushing the same name and version again is refused
-    again = run_cli(["template", "push", str(out)], cli_home, check=False)
-    assert again.returncode != 0 and "template_exists" in again.stderr
-    # deprecated: no new job may use it; then removed
+
+
+def _deprecate_then_remove(cli_home: Path) -> None:
+    """Deprecated: no new job may use it; then removed."""
     assert "deprecated base:1.0" in run_cli(["template", "deprecate", "base:1.0"],
                                             cli_home).stdout
     shown = json.loads(run_cli(["template", "show", "base:1.0", "--format", "json"],
