@@ -155,6 +155,10 @@ def test_missing_required_field_is_named(shared_server: ServerProcess, admin: Cl
     ({"inputs": [{"data": 7, "name": "a"}]}, ["/inputs/0/data"]),
     ({"inputs": [{"name": "a"}]}, ["/inputs/0"]),
     ({"label": "x" * 256}, ["/label"]),
+    ({"args": ["a"] * 1025}, ["/args"]),
+    ({"env": {f"V{i}": "x" for i in range(257)}}, ["/env"]),
+    ({"network": "lan"}, ["/network"]),
+    ({"pilot_idle_s": 0}, ["/pilot_idle_s"]),
 ])
 def test_wrong_types_name_the_json_path(shared_server: ServerProcess, admin: Client,
                                         app_name: str, extra: dict[str, Any],
@@ -425,6 +429,43 @@ def test_event_log_queries_are_checked(shared_server: ServerProcess, admin: Clie
     with pytest.raises(ApiError) as e:
         c.events(theirs["uid"])
     assert (e.value.status, e.value.code) == (403, "forbidden_access")
+
+
+@pytest.mark.parametrize("probe,path", [
+    ({"usable": True, "reason": "r" * 4097}, "/hypervisors/libvirt/reason"),
+    ({"usable": True, "version": "v" * 257}, "/hypervisors/libvirt/version"),
+    ({"usable": True, "networks": ["server"] * 17}, "/hypervisors/libvirt/networks"),
+    ({"usable": True, "limits": {"cpus": -1}}, "/hypervisors/libvirt/limits/cpus"),
+    ({"usable": True, "extra": ["nested"]}, "/hypervisors/libvirt/extra"),
+    ({"reason": "no usable"}, "/hypervisors/libvirt"),
+])
+def test_host_facts_are_bounded_by_the_schema(shared_server: ServerProcess, admin: Client,
+                                              probe: dict[str, Any], path: str) -> None:
+    cred = admin.enroll_worker(public=True)
+    worker = shared_server.client(cred["login"], cred["password"])
+    body = {"name": _name("host"), "os": "linux", "arch": "x86_64", "cpus": 1,
+            "memory_mb": 1024, "disk_mb": 1024, "hypervisors": {"libvirt": probe}}
+    _error(_call(shared_server, "POST", "/hosts", worker.token, json=body), 400,
+           "invalid_body", path)
+    many = {**body, "hypervisors": {f"hv{i}": {"usable": False} for i in range(17)}}
+    _error(_call(shared_server, "POST", "/hosts", worker.token, json=many), 400,
+           "invalid_body", "/hypervisors")
+
+
+@pytest.mark.parametrize("artifact,path", [
+    ({"role": "bios", "format": "raw"}, "/artifacts/0/role"),
+    ({"role": "disk", "format": "linux-kernel"}, "/artifacts/0/format"),
+    ({"role": "kernel", "format": "qcow2"}, "/artifacts/0/format"),
+])
+def test_template_artifact_role_and_format_are_schema_checked(
+        shared_server: ServerProcess, admin: Client, artifact: dict[str, Any],
+        path: str) -> None:
+    before = _state(admin)
+    body = {"name": _name("tpl"), "version": "1",
+            "artifacts": [{**artifact, "upload": str(uuid.uuid4())}]}
+    _error(_call(shared_server, "POST", "/templates", admin.token, json=body), 400,
+           "invalid_body", path)
+    assert _state(admin) == before
 
 
 # --- job transitions ---------------------------------------------------------------------

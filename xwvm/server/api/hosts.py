@@ -12,20 +12,40 @@ from xwvm.server.services import hosts as host_service
 
 bp = Blueprint("hosts", __name__)
 
+_NAME = {"type": "string", "pattern": "^[a-z0-9_]{1,32}$"}
+# One hypervisor's probe (protocol HypervisorProbe), bounded here; HostFacts.from_json then
+# checks its types. Fields a newer worker adds are kept small and flat.
+_PROBE = {
+    "type": "object", "required": ["usable"], "maxProperties": 16,
+    "additionalProperties": {"type": ["string", "number", "boolean", "null"],
+                             "maxLength": 256},
+    "properties": {
+        "usable": {"type": "boolean"},
+        "reason": {"type": "string", "maxLength": 4096},
+        "accel": {"type": ["string", "null"], "maxLength": 32},
+        "version": {"type": "string", "maxLength": 256},
+        "networks": {"type": ["array", "null"], "maxItems": 16,
+                     "items": {"type": "string", "maxLength": 32}},
+        "limits": {"type": ["object", "null"], "maxProperties": 8,
+                   "additionalProperties": {"type": "integer", "minimum": 0}},
+        "app_keys": {"type": ["array", "null"], "maxItems": 256,
+                     "items": {"type": "string", "maxLength": 128}},
+        "unsigned_apps": {"type": ["boolean", "null"]},
+    }}
 REGISTER = {
     "type": "object", "additionalProperties": False,
     "required": ["name", "os", "arch", "cpus", "memory_mb", "disk_mb"],
     "properties": {
         "uid": {"type": ["string", "null"]},
         "name": {"type": "string", "maxLength": 255},
-        "os": {"type": "string", "pattern": "^[a-z0-9_]{1,32}$"},
-        "arch": {"type": "string", "pattern": "^[a-z0-9_]{1,32}$"},
+        "os": _NAME, "arch": _NAME,
         "cpus": {"type": "integer", "minimum": 1, "maximum": 100000},
         "memory_mb": {"type": "integer", "minimum": 0},
         "disk_mb": {"type": "integer", "minimum": 0},
         "shared_apps": {"type": "array", "items": {"type": "string", "maxLength": 128},
                         "maxItems": 256},
-        "hypervisors": {"type": "object"},
+        "hypervisors": {"type": "object", "maxProperties": 16, "propertyNames": _NAME,
+                        "additionalProperties": _PROBE},
         "version": {"type": "string", "maxLength": 32},
         "templates_held": {"type": "array", "items": {"type": "string", "maxLength": 36},
                            "maxItems": 1024},

@@ -17,11 +17,18 @@ from xwvm.server.services import templates as template_service
 
 bp = Blueprint("templates", __name__)
 
+# Each artifact role and the formats it may have (a disk in one format per template).
+ARTIFACT_FORMATS = {"disk": ("qcow2", "vdi", "vmdk", "raw"), "kernel": ("linux-kernel",),
+                    "initrd": ("initrd", "initramfs")}
 _ARTIFACT = {"type": "object", "additionalProperties": False,
              "required": ["role", "format", "upload"],
-             "properties": {"role": {"type": "string"}, "format": {"type": "string"},
+             "properties": {"role": {"enum": list(ARTIFACT_FORMATS)},
+                            "format": {"type": "string", "maxLength": 32},
                             "upload": {"type": "string"},
-                            "virtual_size": {"type": ["integer", "null"], "minimum": 0}}}
+                            "virtual_size": {"type": ["integer", "null"], "minimum": 0}},
+             "allOf": [{"if": {"properties": {"role": {"const": role}}},
+                        "then": {"properties": {"format": {"enum": list(formats)}}}}
+                       for role, formats in ARTIFACT_FORMATS.items()]}
 NEW_TEMPLATE = {
     "type": "object", "additionalProperties": False,
     "required": ["name", "version", "artifacts"],

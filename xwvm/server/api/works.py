@@ -15,6 +15,7 @@ bp = Blueprint("works", __name__)
 
 _STR = {"type": "string", "maxLength": 65536}
 _COUNT = {"type": "integer", "minimum": 0, "maximum": 2**40}
+MAX_ARGS, MAX_ENV = 1024, 256
 SUBMIT = {
     "type": "object", "additionalProperties": False,
     "properties": {
@@ -24,8 +25,8 @@ SUBMIT = {
         "network": {"enum": [str(n) for n in NetworkPolicy]},
         "pilot": {"type": "boolean"},
         "pilot_idle_s": {"type": ["integer", "null"], "minimum": 1},
-        "args": {"type": "array", "items": _STR},
-        "env": {"type": "object", "additionalProperties": _STR},
+        "args": {"type": "array", "items": _STR, "maxItems": MAX_ARGS},
+        "env": {"type": "object", "additionalProperties": _STR, "maxProperties": MAX_ENV},
         "inputs": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["data", "name"],
             "properties": {"data": {"type": "string"}, "name": {"type": "string"}}}},

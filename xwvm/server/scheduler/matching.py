@@ -7,20 +7,35 @@ from typing import Any
 from sqlalchemy import and_, exists, false, or_, select
 
 from xwvm.protocol import NetworkPolicy
+from xwvm.protocol.messages import HypervisorProbe
 from xwvm.protocol.vocab import NATIVE_ENTRY
 from xwvm.server.db.models import App, AppBinary, AppSigner, Host, Template, Work
 from xwvm.server.policy import Principal
 
 GROUP_READ, OTHER_READ = 0o040, 0o004
-NETWORKS = tuple(str(n) for n in NetworkPolicy)  # a VM job's network policies
 # The host record's hypervisors entry that says whether the host runs native jobs (on the
 # host itself); not a hypervisor. A worker that does not say (older versions) runs them.
 NATIVE = NATIVE_ENTRY
+# What a usable hypervisor enforces when its worker does not say (older versions).
+UNSTATED_NETWORKS = (NetworkPolicy.SERVER,)
+
+
+def probes(host: Host) -> dict[str, HypervisorProbe]:
+    """The host's stored probes, read as the protocol's HypervisorProbe (the API stored
+    each one from a checked HostFacts); one that does not read (a row written before the
+    checks) counts as unusable."""
+    found: dict[str, HypervisorProbe] = {}
+    for kind, doc in (host.hypervisors or {}).items():
+        try:
+            found[kind] = HypervisorProbe.from_json(doc, f"hypervisors.{kind}")
+        except ValueError:
+            found[kind] = HypervisorProbe(usable=False, reason="unreadable probe")
+    return found
 
 
 def runs_native(host: Host) -> bool:
-    entry = (host.hypervisors or {}).get(NATIVE)
-    return not isinstance(entry, dict) or bool(entry.get("usable"))
+    entry = probes(host).get(NATIVE)
+    return entry is None or entry.usable
 
 
 def confinement(worker: Principal) -> Any:
@@ -38,11 +53,10 @@ def signed_for(host: Host) -> list[Any]:
     """A native app's binary runs only where a key that signed it is trusted: the host's
     worker says which keys it trusts (``hypervisors["native"]["app_keys"]``) or that its
     owner runs unsigned apps; a worker that does not say (older versions) is not filtered."""
-    entry = (host.hypervisors or {}).get(NATIVE)
-    if not isinstance(entry, dict) or "app_keys" not in entry or entry.get("unsigned_apps"):
+    entry = probes(host).get(NATIVE)
+    if entry is None or entry.app_keys is None or entry.unsigned_apps:
         return []
-    keys = entry["app_keys"]
-    keys = [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+    keys = list(entry.app_keys)
     return [exists(select(AppSigner.app_uid).where(
         AppSigner.app_uid == Work.app_uid, AppSigner.key_id.in_(keys)))]
 
@@ -64,23 +78,21 @@ def vm_networks(host: Host) -> list[str]:
     """The network policies that a usable hypervisor of the host enforces, as its worker
     reported them; a worker that does not say (older versions) enforced ``server``."""
     found: set[str] = set()
-    for kind, hv in (host.hypervisors or {}).items():
-        if kind != NATIVE and isinstance(hv, dict) and hv.get("usable"):
-            nets = hv.get("networks", ["server"])
-            if isinstance(nets, list):
-                found.update(n for n in nets if n in NETWORKS)
+    for kind, probe in probes(host).items():
+        if kind != NATIVE and probe.usable:
+            nets = UNSTATED_NETWORKS if probe.networks is None else probe.networks
+            found.update(str(n) for n in nets)
     return sorted(found)
 
 
 def vm_limits(host: Host) -> dict[str, int] | None:
-    """The ceilings the host's owner set on any one VM (``hypervisors[kind]["limits"]`` of
-    its usable hypervisor); None from a worker that does not say (older versions). A value
-    that is not a count allows nothing."""
-    for kind, hv in (host.hypervisors or {}).items():
-        if kind != NATIVE and isinstance(hv, dict) and hv.get("usable") and "limits" in hv:
-            raw = hv["limits"] if isinstance(hv["limits"], dict) else {}
-            return {k: v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
-                    for k in ("memory_mb", "cpus", "disk_mb") for v in [raw.get(k)]}
+    """The ceilings the host's owner set on any one VM (the ``limits`` of its usable
+    hypervisor's probe); None from a worker that does not say (older versions)."""
+    for kind, probe in probes(host).items():
+        if kind != NATIVE and probe.usable and probe.limits is not None:
+            lim = probe.limits
+            return {"memory_mb": max(lim.memory_mb, 0), "cpus": max(lim.cpus, 0),
+                    "disk_mb": max(lim.disk_mb, 0)}
     return None
 
 

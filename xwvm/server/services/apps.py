@@ -58,8 +58,6 @@ def create(db: Session, p: Principal, name: str, kind: str, binaries: dict[str, 
     if not NAME_RE.match(name):
         raise BadRequest("an app name is 1-128 letters, digits or _.+-", code="bad_name")
     check_name(name, "app")
-    if kind not in ("native", "shared"):
-        raise BadRequest("app kind must be 'native' or 'shared'", code="bad_kind")
     if kind == "native" and not binaries:
         raise BadRequest("a native app needs at least one binary (os/arch → data id)",
                          code="no_binary")
