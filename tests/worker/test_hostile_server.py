@@ -31,7 +31,8 @@ from tests.support.lan import free_port
 from tests.support.processes import XWVM
 from xwvm import signing
 from xwvm.client.sdk import Client
-from xwvm.protocol.messages import InputFile
+from xwvm.protocol.messages import InputFile, TemplateDescription
+from xwvm.protocol.paths import template_artifact
 from xwvm.server import pki
 from xwvm.worker.cache import DataCache
 from xwvm.worker.credential import Credential
@@ -356,7 +357,8 @@ class _Template:
         self.trusted = {signing.key_id(key.public_key()): key.public_key()}
         self.disk = disk
         art = {"role": "disk", "format": "raw", "size": len(disk),
-               "sha256": hashlib.sha256(disk).hexdigest()}
+               "sha256": hashlib.sha256(disk).hexdigest(),
+               "path": template_artifact(uid, "disk", "raw")}
         if chunks is not None:
             art["chunk_count"] = len(chunks["chunks"])
         desc: dict[str, Any] = {"uid": uid, "name": "hostile", "version": version,
@@ -365,7 +367,7 @@ class _Template:
                                 "status": "published", "artifacts": [art]}
         desc["manifest"] = signing.canonical_manifest(desc)
         desc["signatures"] = [signing.sign(desc["manifest"], key).to_dict()]
-        self.desc = desc
+        self.desc = TemplateDescription.from_json(desc)
         base = r"/.*/artifacts/disk"  # whatever the uid makes of the path
         fake.routes[("GET", base)] = lambda h, m: (200, {}, serve() if serve else disk)
         if chunks is not None:
@@ -416,7 +418,7 @@ def test_planted_blob_is_never_booted(fake: FakeServer, tmp_path: Path) -> None:
     root = tmp_path / "images"
     with ImageCache(root, 64 * MiB, t.trusted).use(fake.client(), t.desc):
         pass
-    blob = root / "blobs" / t.desc["artifacts"][0]["sha256"]
+    blob = root / "blobs" / t.desc.artifacts[0].sha256
     for cache in (ImageCache(root, 64 * MiB, t.trusted), ImageCache(root, 64 * MiB,
                                                                      t.trusted)):
         with cache.use(fake.client(), t.desc):
@@ -429,57 +431,85 @@ def test_planted_blob_is_never_booted(fake: FakeServer, tmp_path: Path) -> None:
         assert [x.mode for x in cache.transfers] == ["hit", "full"]
 
 
+# The child that updates a template through ImageCache and reports its peak RSS.
+_PEAK_RSS_SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from xwvm import signing
+    from xwvm.client.sdk import Client
+    from xwvm.protocol.messages import TemplateDescription
+    from xwvm.worker.images import ImageCache, ImageError
+    args = json.loads(sys.argv[1])
+    keys = {k: Ed25519PublicKey.from_public_bytes(signing.unb64(v, "key"))
+            for k, v in args["keys"].items()}
+    cache = ImageCache(Path(args["root"]), 1 << 40, keys)
+    client = Client(args["url"], args["ca"], "tok")
+    with cache.use(client, TemplateDescription.from_json(args["base"])):
+        pass
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with cache.use(client, TemplateDescription.from_json(args["new"])):
+            pass
+        outcome = "ok"
+    except ImageError as e:
+        outcome = e.code
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"before_kib": before, "peak_kib": peak, "outcome": outcome}))
+""")
+
+
 def test_server_chosen_chunk_size_keeps_memory_bounded(fake: FakeServer,
                                                        tmp_path: Path) -> None:
     """An incremental update whose chunk manifest says 256 MiB chunks: the worker must
     not hold a chunk that size in memory (its peak RSS is measured in a child process)."""
     size, cs = 200 * MiB, 256 * MiB
     block = os.urandom(MiB)
-    digest = hashlib.sha256()
-    for _ in range(size // MiB):
-        digest.update(block)
     base_tpl = _Template(fake, block, version="1", uid=TPL,
                          chunks={"chunk_size": cs, "chunks": ["f" * 64]})
     key_doc = {k: signing.b64(signing.raw_public(v)) for k, v in base_tpl.trusted.items()}
+    base_desc = base_tpl.desc.to_json()
+    new, key = _signed_update(base_desc, block, size)
+    key_doc[signing.key_id(key.public_key())] = signing.b64(signing.raw_public(
+        key.public_key()))
+    _serve_a_huge_chunked_update(fake, block, size, cs)
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS_SCRIPT, json.dumps({
+        "keys": key_doc, "root": str(tmp_path / "images"), "url": fake.url,
+        "ca": str(fake.ca), "base": base_desc, "new": new})],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    grew_mib = (got["peak_kib"] - got["before_kib"]) / 1024
+    print(f"peak RSS growth during the update: {grew_mib:.0f} MiB ({got})")
+    assert grew_mib < 64, got
 
+
+def _signed_update(base_desc: dict[str, Any], block: bytes, size: int
+                   ) -> tuple[dict[str, Any], Ed25519PrivateKey]:
+    """Version 2 of the base template: one raw disk of ``size`` bytes (``block`` repeated)
+    in two chunks, signed by a new key; (its description, the key)."""
+    digest = hashlib.sha256()
+    for _ in range(size // MiB):
+        digest.update(block)
+    key = Ed25519PrivateKey.generate()
+    new_uid = "4f5a6b7c-8d9e-4f0a-9b1c-2d3e4f5a6b7c"
+    new = {**base_desc, "uid": new_uid, "version": "2",
+           "artifacts": [{"role": "disk", "format": "raw", "size": size,
+                          "sha256": digest.hexdigest(), "chunk_count": 2,
+                          "path": template_artifact(new_uid, "disk", "raw")}]}
+    new["manifest"] = signing.canonical_manifest(new)
+    new["signatures"] = [signing.sign(new["manifest"], key).to_dict()]
+    return new, key
+
+
+def _serve_a_huge_chunked_update(fake: FakeServer, block: bytes, size: int, cs: int) -> None:
+    """The fake serves the base template's disk (one block) and the update's disk
+    (``size`` bytes, streamed), each with a chunk manifest of ``cs``-byte chunks."""
     def stream() -> Iterator[bytes]:
         for _ in range(size // MiB):
             yield block
 
     manifest_chunks = {"chunk_size": cs, "chunks": ["e" * 64, "f" * 64]}
-    script = textwrap.dedent("""
-        import json, resource, sys
-        from pathlib import Path
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-        from xwvm import signing
-        from xwvm.client.sdk import Client
-        from xwvm.worker.images import ImageCache, ImageError
-        args = json.loads(sys.argv[1])
-        keys = {k: Ed25519PublicKey.from_public_bytes(signing.unb64(v, "key"))
-                for k, v in args["keys"].items()}
-        cache = ImageCache(Path(args["root"]), 1 << 40, keys)
-        client = Client(args["url"], args["ca"], "tok")
-        with cache.use(client, args["base"]):
-            pass
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        try:
-            with cache.use(client, args["new"]):
-                pass
-            outcome = "ok"
-        except ImageError as e:
-            outcome = e.code
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({"before_kib": before, "peak_kib": peak, "outcome": outcome}))
-    """)
-    base_desc = base_tpl.desc
-    key = Ed25519PrivateKey.generate()
-    new = {**base_desc, "uid": "4f5a6b7c-8d9e-4f0a-9b1c-2d3e4f5a6b7c", "version": "2",
-           "artifacts": [{"role": "disk", "format": "raw", "size": size,
-                          "sha256": digest.hexdigest(), "chunk_count": 2}]}
-    new["manifest"] = signing.canonical_manifest(new)
-    new["signatures"] = [signing.sign(new["manifest"], key).to_dict()]
-    key_doc[signing.key_id(key.public_key())] = signing.b64(signing.raw_public(
-        key.public_key()))
     routes = fake.routes
     base = r"/api/v1/templates/[^/]+/artifacts/disk"
     routes[("GET", base)] = lambda h, m: (
@@ -491,15 +521,6 @@ def test_server_chosen_chunk_size_keeps_memory_bounded(fake: FakeServer,
                      {"chunk_size": cs, "chunks": ["f" * 64]})
 
     routes[("GET", base + "/chunks")] = chunk_doc
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps({
-        "keys": key_doc, "root": str(tmp_path / "images"), "url": fake.url,
-        "ca": str(fake.ca), "base": base_desc, "new": new})],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    grew_mib = (got["peak_kib"] - got["before_kib"]) / 1024
-    print(f"peak RSS growth during the update: {grew_mib:.0f} MiB ({got})")
-    assert grew_mib < 64, got
 
 
 # --- hole 7 in the data cache -------------------------------------------------------------
