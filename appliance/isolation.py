@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from xwvm.protocol.vocab import DEFAULT_WALL_CLOCK_S
+
 TMP_NAME = ".tmp"  # the job's /tmp: a folder of its directory (bound over /tmp by bwrap)
 
 
@@ -59,7 +61,7 @@ def limits_for(wall_clock_s: int | None) -> Limits:
         value = os.environ.get(var, "")
         if value.isdigit() and int(value) > 0:
             chosen[field] = int(value) * unit
-    return Limits(cpu_s=max(1, int(wall_clock_s or 24 * 3600)), **chosen)
+    return Limits(cpu_s=max(1, int(wall_clock_s or DEFAULT_WALL_CLOCK_S)), **chosen)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from xwvm.errors import BadRequest
+from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S
 
 CONFIG_FILE = "server.yaml"
 
@@ -30,9 +31,10 @@ class ServerConfig:
     idle_retry_s: int = 10
     reap_interval_s: float = 5.0
     # The reaper ends a running job after its wall-clock limit, or this default when it
-    # names none, plus the grace (the worker's own report should come first).
-    default_wall_clock_s: int = 24 * 3600
-    wall_clock_grace_s: int = 30
+    # names none, plus the grace (the worker's own report should come first). The protocol's
+    # values by default, which the worker and the delegated token's lifetime use.
+    default_wall_clock_s: int = DEFAULT_WALL_CLOCK_S
+    wall_clock_grace_s: int = WALL_CLOCK_GRACE_S
     # A request body must keep coming: it gets this many seconds, plus one second for every
     # body_min_rate bytes received (Apache mod_reqtimeout's rule), else 408.
     body_timeout_s: int = 20
