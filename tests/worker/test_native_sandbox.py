@@ -17,6 +17,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ import pytest
 from tests.support import appkeys
 from tests.support.processes import ServerProcess, WorkerProcess
 from xwvm.client.sdk import ApiError, Client
+from xwvm.protocol.messages import JobDescription
 from xwvm.worker import facts, sandbox
 from xwvm.worker.credential import Credential
 from xwvm.worker.pull import Worker, WorkerOptions
@@ -114,12 +116,7 @@ echo done
 
 def test_a_hostile_payload_sees_nothing_of_the_worker_and_leaves_nothing_behind(
         server: ServerProcess, tmp_path: Path) -> None:
-    admin = server.client()
-    admin.create_user("victim", "victim-password-1", "standard")
-    admin.create_user("mallory", "mallory-password-1", "standard")
-    victim, mallory = Client(server.url, server.ca), Client(server.url, server.ca)
-    victim.login("victim", "victim-password-1")
-    mallory.login("mallory", "mallory-password-1")
+    admin, victim, mallory = _victim_and_mallory(server)
     private = tmp_path / "private.txt"
     private.write_text(SECRET + "\n")
     data = victim.upload_data(private, access_rights="700")
@@ -128,6 +125,44 @@ def test_a_hostile_payload_sees_nothing_of_the_worker_and_leaves_nothing_behind(
     outside = tmp_path / "outside"
     outside.mkdir(mode=0o777)
     outside.chmod(0o777)
+    name = "sbx1"
+    linger = f"{4000 + os.getpid() % 1000}.{time.time_ns() % 10**6}"  # this run's own
+    with _lan_device() as (lan_port, touched):
+        env = {"WORKER_CRED": str(tmp_path / f"{name}.cred"),
+               "WORKER_DIR": str(tmp_path / name), "OUTSIDE": str(outside),
+               "LAN_PORT": str(lan_port), "SERVER_PORT": str(server.port),
+               "LINGER": linger}
+        hostile = mallory.submit(app(admin, tmp_path, "hostile", HOSTILE), env=env,
+                                 hold=True)["uid"]
+        # The victim's job first: its private input is in the worker's data cache.
+        done, worker = run_jobs(server, tmp_path, [first], admin, name)
+        mallory.work_action(hostile, "release")
+        done += run_jobs(server, tmp_path, [hostile], admin, name)[0]
+    assert [w["status"] for w in done] == ["COMPLETED", "COMPLETED"], \
+        ([w.get("error") for w in done], worker.log)
+    files = results(mallory, hostile, tmp_path)
+    _assert_the_payload_saw_nothing(files, Credential.load(tmp_path / f"{name}.cred").password,
+                                    outside)
+    assert touched == [], "the payload reached the LAN device"
+    survivors = [p for p in os.listdir("/proc") if p.isdigit()
+                 and linger.encode() in _cmdline(p)]
+    assert survivors == [], "a payload process outlived its job"
+
+
+def _victim_and_mallory(server: ServerProcess) -> tuple[Client, Client, Client]:
+    """(the admin, the victim, mallory), both users logged in."""
+    admin = server.client()
+    admin.create_user("victim", "victim-password-1", "standard")
+    admin.create_user("mallory", "mallory-password-1", "standard")
+    victim, mallory = Client(server.url, server.ca), Client(server.url, server.ca)
+    victim.login("victim", "victim-password-1")
+    mallory.login("mallory", "mallory-password-1")
+    return admin, victim, mallory
+
+
+@contextmanager
+def _lan_device() -> Iterator[tuple[int, list[str]]]:
+    """A listening device on the LAN (127.0.0.2): its port, and the peers that reached it."""
     lan = socket.create_server(("127.0.0.2", 0))
     lan.settimeout(0.2)
     touched: list[str] = []
@@ -142,28 +177,18 @@ def test_a_hostile_payload_sees_nothing_of_the_worker_and_leaves_nothing_behind(
             conn.close()
     stop = threading.Event()
     threading.Thread(target=watch, daemon=True).start()
-    name = "sbx1"
-    linger = f"{4000 + os.getpid() % 1000}.{time.time_ns() % 10**6}"  # this run's own
-    env = {"WORKER_CRED": str(tmp_path / f"{name}.cred"),
-           "WORKER_DIR": str(tmp_path / name), "OUTSIDE": str(outside),
-           "LAN_PORT": str(lan.getsockname()[1]), "SERVER_PORT": str(server.port),
-           "LINGER": linger}
-    hostile = mallory.submit(app(admin, tmp_path, "hostile", HOSTILE), env=env,
-                             hold=True)["uid"]
     try:
-        # The victim's job first: its private input is in the worker's data cache.
-        done, worker = run_jobs(server, tmp_path, [first], admin, name)
-        mallory.work_action(hostile, "release")
-        done += run_jobs(server, tmp_path, [hostile], admin, name)[0]
+        yield lan.getsockname()[1], touched
     finally:
         stop.set()
         lan.close()
-    assert [w["status"] for w in done] == ["COMPLETED", "COMPLETED"], \
-        ([w.get("error") for w in done], worker.log)
-    files = results(mallory, hostile, tmp_path)
+
+
+def _assert_the_payload_saw_nothing(files: dict[str, bytes], password: str,
+                                    outside: Path) -> None:
+    """What the hostile payload printed and returned: nothing of the victim or the worker."""
     out = files["stdout.txt"].decode()
     everything = b"".join(files.values())
-    password = Credential.load(tmp_path / f"{name}.cred").password
     assert f"uid: {sandbox.job_account().uid}" in out, out
     assert "cache: 0" in out, out
     assert SECRET.encode() not in everything
@@ -172,11 +197,7 @@ def test_a_hostile_payload_sees_nothing_of_the_worker_and_leaves_nothing_behind(
     assert "cred: unreadable" in out and "workdir: invisible" in out, out
     assert "outside: refused" in out and not (outside / "planted").exists(), out
     assert "reach lan: no" in out and "reach server: no" in out, out
-    assert touched == [], "the payload reached the LAN device"
     assert "done" in out
-    survivors = [p for p in os.listdir("/proc") if p.isdigit()
-                 and linger.encode() in _cmdline(p)]
-    assert survivors == [], "a payload process outlived its job"
 
 
 def _cmdline(pid: str) -> bytes:
@@ -260,7 +281,7 @@ def test_a_worker_without_bubblewrap_advertises_and_refuses_native_jobs(
     w.client.register_host({**facts_now, "uid": w.host})
     assigned = w.client.request_work(w.host)["work"]
     assert assigned["uid"] == job
-    w.run_job(assigned)
+    w.run_job(JobDescription.from_json(assigned))
     assert not marker.exists()
     after = admin.get_work(job)
     assert after["status"] == "ERROR" and "bubblewrap" in (after.get("error") or ""), after
