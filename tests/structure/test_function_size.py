@@ -1,5 +1,5 @@
-"""No function over 50 lines outside database migrations: long functions hide steps that
-deserve a name (and a test)."""
+"""No function over 50 lines outside database migrations, in the tests too: long functions
+hide steps that deserve a name (and a test)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("xwvm", "appliance", "contextualizer", "bench", "scripts")
+SOURCES = ("xwvm", "appliance", "contextualizer", "bench", "scripts", "tests")
 MAX_LINES = 50
 
 
