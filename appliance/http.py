@@ -23,10 +23,11 @@ from urllib.parse import urlsplit
 
 from appliance.errors import GuestError, status_of
 from xwvm.protocol import paths
+from xwvm.protocol.calls import ProgressAnswer, Report, WorkAnswer
 from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.retry import Backoff, retrying
+from xwvm.protocol.vocab import JobStatus
 
-API_PREFIX = "/api/v1"
 BLOCK = 1 << 20
 MAX_ERROR_BODY = 64 * 1024
 MAX_MESSAGE = 2000
@@ -64,11 +65,21 @@ class Server:
         return self.retried(lambda: self._upload(paths.work_result(job_uid), archive, size,
                                                  sha))
 
-    def report(self, uid: str, status: str, exit_code: int | None,
+    def report(self, uid: str, status: JobStatus, exit_code: int | None,
                message: str | None) -> Any:
         """A pilot's report on a job it ran."""
-        return self.post(paths.work_report(uid), {"status": status, "exit_code": exit_code,
-                                                  "message": message})
+        return self.post(paths.work_report(uid),
+                         Report(status, exit_code, message).to_json())
+
+    def progress(self, uid: str, phase: str) -> ProgressAnswer:
+        """A sign of life of job ``uid``'s payload; the answer says whether to end it."""
+        return ProgressAnswer.from_json(self.post(paths.work_progress(uid),
+                                                  {"phase": phase}))
+
+    def pilot_work(self, pilot_uid: str) -> WorkAnswer:
+        """The next job for pilot ``pilot_uid``; its ``work`` is None when none waits
+        (:class:`~xwvm.protocol.calls.MalformedJob` when one does not read)."""
+        return WorkAnswer.from_json(self.post(paths.pilot_work(pilot_uid)))
 
     def retried(self, fn: Callable[[], T]) -> T:
         got = retrying(fn, status_of, self.backoff)
@@ -121,7 +132,7 @@ class Server:
               body: bytes | BinaryIO | None, headers: dict[str, str]
               ) -> http.client.HTTPResponse:
         try:
-            conn.request(method, API_PREFIX + path, body=body,
+            conn.request(method, paths.API_PREFIX + path, body=body,
                          headers={**headers, "Authorization": f"Bearer {self.token}"})
             return conn.getresponse()
         except ssl.SSLError as e:

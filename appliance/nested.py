@@ -31,9 +31,10 @@ from appliance.errors import GuestError
 from appliance.http import Server
 from appliance.isolation import guest_isolation
 from contextualizer.model import JobContext
-from xwvm.protocol import exchange, paths
+from xwvm.protocol import exchange
 from xwvm.protocol.exchange import ExchangeError
 from xwvm.protocol.messages import JobDescription
+from xwvm.protocol.vocab import DEFAULT_PILOT_IDLE_S, JobStatus
 
 log = logging.getLogger("xwvm.nested")
 T = TypeVar("T")
@@ -97,11 +98,12 @@ class NestedWorker:
         if self.server is None:
             return
         try:
-            answer = self.server.post(paths.work_progress(self.ctx.job_uid), {"phase": phase})
-            if isinstance(answer, dict) and answer.get("stop"):
+            if self.server.progress(self.ctx.job_uid, phase).stop:
                 self.stop.set()
         except GuestError as e:
             log.warning("progress beat failed: %s", e.message)
+        except ValueError as e:  # an answer that is not one: as a failed beat
+            log.warning("progress answer malformed: %s", e)
 
     def _beats(self, done: threading.Event) -> None:
         while not done.wait(BEAT_S):
@@ -177,12 +179,12 @@ class NestedWorker:
     def run_pilot(self) -> int:
         """Serve jobs until idle or out of time; returns how many ran."""
         server, ctx = self.online(), self.ctx
-        idle_s = ctx.limits.idle_seconds or 60
+        idle_s = ctx.limits.idle_seconds or DEFAULT_PILOT_IDLE_S
         deadline = time.monotonic() + ctx.limits.wall_clock_seconds - WALL_CLOCK_MARGIN_S
         served: list[dict[str, Any]] = []
         idle_since, delay = time.monotonic(), 1.0
         while not self.stop.is_set() and time.monotonic() < deadline:
-            desc = server.post(paths.pilot_work(ctx.job_uid)).get("work")
+            desc = server.pilot_work(ctx.job_uid).work
             if desc is None:
                 if time.monotonic() - idle_since > idle_s:
                     break
@@ -190,7 +192,7 @@ class NestedWorker:
                 self.stop.wait(delay)
                 delay = min(delay * 1.5, 5.0)
                 continue
-            served.append(self._serve(JobDescription.from_json(desc, "work")))
+            served.append(self._serve(desc))
             idle_since, delay = time.monotonic(), 1.0
         self._pilot_results(served)
         return len(served)
@@ -204,16 +206,16 @@ class NestedWorker:
         try:
             outcome = self._with_beats(lambda: self.run_task(task, self._upload))
         except TASK_ERRORS as e:
-            self._report(task.uid, "ERROR", None, f"the pilot could not run it: {e}")
+            self._report(task.uid, JobStatus.ERROR, None, f"the pilot could not run it: {e}")
             return {"uid": task.uid, "error": str(e)}
         if outcome.stopped:
-            self._report(task.uid, "ERROR", outcome.exit_code, outcome.reason)
+            self._report(task.uid, JobStatus.ERROR, outcome.exit_code, outcome.reason)
         else:
-            self._report(task.uid, "COMPLETED", outcome.exit_code, None)
+            self._report(task.uid, JobStatus.COMPLETED, outcome.exit_code, None)
         return {"uid": task.uid, "exit_code": outcome.exit_code,
                 "seconds": round(time.monotonic() - started, 3)}
 
-    def _report(self, uid: str, status: str, exit_code: int | None,
+    def _report(self, uid: str, status: JobStatus, exit_code: int | None,
                 message: str | None) -> None:
         try:
             self.online().report(uid, status, exit_code, message)

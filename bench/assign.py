@@ -494,7 +494,8 @@ def _timed_call(s: Session, p: Principal, host_uid: str, whole_request: bool
     """One scheduler call and its commit: (seconds, whether it assigned a job)."""
     if whole_request:
         t0 = time.perf_counter()
-        answer = host_service.request_work(s, p, host_uid, b"bench")
+        job = host_service.request_work(s, p, host_uid, b"bench")
+        answer = job.to_json() if job is not None else None  # what the API sends
     else:
         host = s.get(Host, host_uid)
         assert host is not None

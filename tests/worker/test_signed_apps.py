@@ -22,6 +22,7 @@ from typing import Any
 from tests.support import appkeys
 from tests.support.processes import ServerProcess, run_cli
 from xwvm.client.sdk import ApiError
+from xwvm.protocol.messages import JobDescription
 from xwvm.worker.credential import Credential
 from xwvm.worker.pull import Worker, WorkerOptions
 
@@ -98,7 +99,7 @@ def refused_when_sent(server: ServerProcess, tmp: Path, job: dict[str, Any],
     w.host = w.client.register_host(record)["uid"]
     assigned = w.client.request_work(w.host)["work"]
     assert assigned["uid"] == job["uid"]
-    w.run_job(assigned)
+    w.run_job(JobDescription.from_json(assigned))
     return refused(server, job, "")
 
 
@@ -257,7 +258,7 @@ def test_a_command_for_an_app_the_worker_does_not_share_is_refused(
     w.host = w.client.register_host(lie)["uid"]
     assigned = w.client.request_work(w.host)["work"]
     assert assigned["uid"] == job["uid"]
-    w.run_job(assigned)
+    w.run_job(JobDescription.from_json(assigned))
     done = admin.get_work(job["uid"])
     assert done["status"] == "ERROR" and "does not provide" in done["error"], done
     assert not marker.exists()

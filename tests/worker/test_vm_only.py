@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.processes import ServerProcess, enrolled_credential, run_cli
 from xwvm.client.sdk import Client
+from xwvm.protocol.messages import JobDescription
 from xwvm.worker import facts
 from xwvm.worker.credential import Credential
 from xwvm.worker.pull import Worker, WorkerOptions
@@ -113,7 +114,7 @@ def test_a_vm_only_worker_refuses_a_native_job_a_hostile_server_sends(
     w.host = w.client.register_host(facts_now)["uid"]
     assigned = w.client.request_work(w.host)["work"]
     assert assigned["uid"] == job["uid"]
-    w.run_job(assigned)
+    w.run_job(JobDescription.from_json(assigned))
     assert not marker.exists()
     after = server.client().get_work(job["uid"])
     assert after["status"] == "ERROR" and "VM jobs only" in (after.get("error") or "")

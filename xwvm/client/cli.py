@@ -36,7 +36,7 @@ from xwvm.client.cli_template import template_group
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session
 from xwvm.errors import XwvmError
-from xwvm.protocol import NetworkPolicy
+from xwvm.protocol import DEFAULT_PILOT_IDLE_S, JobStatus, NetworkPolicy
 from xwvm.protocol.platforms import normalize_arch
 
 WORK_COLUMNS = ("uid", "status", "app", "label", "exit_code", "retries", "host", "error")
@@ -276,7 +276,7 @@ def submit_jobs(app_name: str | None, args: tuple[str, ...], inputs: tuple[str, 
     if wait:
         works = c.wait([w["uid"] for w in works], timeout=timeout)
     output(works, WORK_COLUMNS, fmt, "work")
-    if wait and any(w["status"] != "COMPLETED" for w in works):
+    if wait and any(w["status"] != JobStatus.COMPLETED for w in works):
         sys.exit(1)
 
 
@@ -294,10 +294,11 @@ def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--pilot", is_flag=True,
                      help="with --template: a pilot VM that runs your jobs of the template's "
                           "shared apps (e.g. root) until idle"),
-        click.option("--pilot-idle", "pilot_idle_s", type=int, default=120, show_default=True,
+        click.option("--pilot-idle", "pilot_idle_s", type=int, default=DEFAULT_PILOT_IDLE_S,
+                     show_default=True,
                      help="a pilot powers off after this many idle seconds"),
         click.option("--network", type=click.Choice([p.value for p in NetworkPolicy]),
-                     default="server", show_default=True,
+                     default=str(NetworkPolicy.SERVER), show_default=True,
                      help="VM jobs: what the guest may reach"),
         click.option("--input", "inputs", multiple=True,
                      type=click.Path(exists=True, dir_okay=False),

@@ -37,6 +37,7 @@ from xwvm.client.cli_template_store import admin_group
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session, config_dir
 from xwvm.client.signer import signer
+from xwvm.protocol.paths import API_PREFIX
 
 CERT_COLUMNS = ("serial", "subject", "issued_at", "not_after", "revoked_at")
 
@@ -73,7 +74,7 @@ def pin_ca(url: str, expected: str | None) -> Path:
             ssl.get_server_certificate((host, port), timeout=30).encode())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unverified on purpose: checked below
-            resp = requests.get(f"{url.rstrip('/')}/api/v1/ca", verify=False, timeout=30)
+            resp = requests.get(f"{url.rstrip('/')}{API_PREFIX}/ca", verify=False, timeout=30)
         resp.raise_for_status()
         ca = x509.load_pem_x509_certificate(resp.content)
     except (OSError, ValueError, requests.RequestException) as e:

@@ -16,13 +16,14 @@ import requests
 
 from xwvm.errors import XwvmError
 from xwvm.protocol import paths, retry
+from xwvm.protocol.calls import Report
 from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.retry import Backoff
+from xwvm.protocol.vocab import TERMINAL_STATUSES, JobStatus
 
 CHUNK = 1024 * 1024
 UPLOAD_CHUNK = 8 * 1024 * 1024  # one resumable-upload request
 DOWNLOAD_BLOCK = 4 * 1024 * 1024
-TERMINAL = ("COMPLETED", "ERROR", "ABORTED")
 UIDS_PER_QUERY = 50
 EVENT_PAGE = 1000
 Progress = Callable[[int], None]
@@ -158,7 +159,7 @@ class Client:
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
             try:
-                resp = self.http.request(method, f"{self.server}/api/v1{path}",
+                resp = self.http.request(method, f"{self.server}{paths.API_PREFIX}{path}",
                                          headers=headers, verify=self.verify, **kw)
             except requests.exceptions.SSLError as e:
                 raise ApiError(f"TLS verification of {self.server} failed: {e}",
@@ -390,7 +391,7 @@ class Client:
         return rows
 
     def get_work(self, uid: str) -> dict[str, Any]:
-        return self.get(f"/works/{uid}")
+        return self.get(paths.work(uid))
 
     def work_action(self, uid: str, action: str) -> dict[str, Any]:
         return self.post(f"/works/{uid}/{action}")
@@ -404,7 +405,7 @@ class Client:
         delay = poll
         while True:
             works = self.list_works(uids)
-            if len(works) == len(uids) and all(w["status"] in TERMINAL for w in works):
+            if len(works) == len(uids) and all(w["status"] in TERMINAL_STATUSES for w in works):
                 return works
             if deadline and time.monotonic() > deadline:
                 raise ApiError(f"timed out after {timeout} s waiting for {len(uids)} job(s)",
@@ -536,10 +537,10 @@ class Client:
         return self._put_file(paths.work_result(uid), path, path.stat().st_size,
                               sha256_file(path), None)
 
-    def report(self, uid: str, status: str, exit_code: int | None = None,
+    def report(self, uid: str, status: JobStatus, exit_code: int | None = None,
                message: str | None = None) -> dict[str, Any]:
-        return self.post(paths.work_report(uid), {"status": status, "exit_code": exit_code,
-                                                  "message": message})
+        return self.post(paths.work_report(uid),
+                         Report(JobStatus(status), exit_code, message).to_json())
 
     # --- the nested worker's side (a VM job's delegated token) ----------------------------
 

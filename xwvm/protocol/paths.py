@@ -1,9 +1,12 @@
-"""Every endpoint path the worker and the nested worker (in the guest) call, written once.
+"""Every endpoint path the worker, the nested worker (in the guest) and the SDK share,
+written once.
 
 Ids are put in as given: callers pass ids they checked (:func:`xwvm.ids.check_uid`)."""
 
 from __future__ import annotations
 
+#: Where the API lives on the server; every path below is relative to it.
+API_PREFIX = "/api/v1"
 HOSTS = "/hosts"
 
 
@@ -17,6 +20,7 @@ def host_work(host_uid: str) -> str:
 
 
 def work(uid: str) -> str:
+    """A job as its owner (or its worker) reads it."""
     return f"/works/{uid}"
 
 

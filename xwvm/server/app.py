@@ -11,6 +11,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from xwvm.errors import XwvmError
+from xwvm.protocol.paths import API_PREFIX
 from xwvm.server import api, events
 from xwvm.server.blobs import BlobStore
 from xwvm.server.config import ServerConfig
@@ -52,7 +53,7 @@ def create_app(config: ServerConfig) -> Flask:
         if token is not None:
             read_only.reset(token)
 
-    @app.get("/api/v1/health")
+    @app.get(f"{API_PREFIX}/health")
     def health() -> Any:
         return jsonify(ok=True, version=_version())
 

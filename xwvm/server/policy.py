@@ -9,6 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import Conflict, Forbidden
+from xwvm.protocol.vocab import JobStatus
 from xwvm.server.db.models import Host, Work, WorkData
 from xwvm.server.rights import STICKY, Level
 
@@ -16,7 +17,7 @@ Mode = Literal["r", "w", "x"]
 _SHIFT = {"r": 2, "w": 1, "x": 0}
 
 # Jobs in these states are "held" by a worker: it may update them and read their data.
-ACTIVE_ON_WORKER = ("RUNNING", "RESULTREQUEST")
+ACTIVE_ON_WORKER = (JobStatus.RUNNING, JobStatus.RESULTREQUEST)
 
 
 @dataclass(frozen=True)

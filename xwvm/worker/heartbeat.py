@@ -10,6 +10,7 @@ from typing import Any
 
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
+from xwvm.protocol.calls import HeartbeatAnswer
 
 log = logging.getLogger("xwvm.worker")
 # A hostile or broken server must not make the worker spin (0) or sleep for ever: the
@@ -46,11 +47,12 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
     def beat(self) -> None:
-        answer = self.client.heartbeat(self.host, self.running(),
-                                       self.held() if self.held else None)
+        answer = HeartbeatAnswer.from_json(
+            self.client.heartbeat(self.host, self.running(),
+                                  self.held() if self.held else None))
         # a server answering 0 (or nonsense) must not make this thread spin
-        self.period = clamp_period(answer.get("alive_period"), self.period)
-        for uid in answer.get("stop") or []:
+        self.period = clamp_period(answer.alive_period, self.period)
+        for uid in answer.stop:
             self.on_stop(uid)
 
     def _loop(self) -> None:
@@ -59,3 +61,5 @@ class Heartbeat:
                 self.beat()
             except XwvmError as e:  # a missed beat is survivable; the server allows three
                 log.warning("heartbeat failed: %s", e.message)
+            except ValueError as e:  # an answer that is not one: as a missed beat
+                log.warning("heartbeat answer malformed: %s", e)

@@ -25,8 +25,10 @@ from xwvm.client.sdk import ApiError, Client, retrying
 from xwvm.errors import XwvmError
 from xwvm.ids import BadId, check_file_name, check_relative_name, check_uid
 from xwvm.protocol import DEFAULT_WALL_CLOCK_S
+from xwvm.protocol.calls import MalformedJob, WorkAnswer
 from xwvm.protocol.messages import HostFacts, HypervisorProbe, JobDescription
 from xwvm.protocol.retry import Backoff
+from xwvm.protocol.vocab import NATIVE_ENTRY, JobStatus
 from xwvm.worker import facts, sandbox
 from xwvm.worker.apps import AppRefused, FileFilter, binary_filter
 from xwvm.worker.cache import DEFAULT_QUOTA_BYTES, DataCache
@@ -126,21 +128,20 @@ class Worker:
         log.info("worker %s registered as host %s", self.opts.name, self.host)
         done, idle_since, delay = 0, time.monotonic(), 1.0
         while not self.stopping.is_set():
-            answer = self._retry(lambda: self.client.request_work(self.host))
-            if answer is None:
+            raw = self._retry(lambda: self.client.request_work(self.host))
+            if raw is None:
                 break
-            job = answer.get("work")
-            if job is None:
+            answer, ran = self._take(raw)
+            if ran is None:
                 if self.opts.max_idle and time.monotonic() - idle_since > self.opts.max_idle:
                     break
-                retry_after = clamp_period(answer.get("retry_after"), self.opts.max_backoff,
+                retry_after = clamp_period(answer.retry_after, self.opts.max_backoff,
                                            max(self.opts.max_backoff, MIN_PERIOD_S))
                 delay = min(max(delay * 2, 1.0), self.opts.max_backoff, retry_after)
                 self.stopping.wait(delay * random.uniform(0.5, 1.0))
                 continue
-            self.alive_period = clamp_period(answer.get("alive_period"), self.alive_period)
             delay = 0.0
-            if not self.run_job(job):
+            if not ran:
                 # Refused without running: the server may send it again at once.
                 delay = min(max(delay * 2, 1.0), self.opts.max_backoff)
                 self.stopping.wait(delay)
@@ -150,6 +151,34 @@ class Worker:
             if self.opts.max_jobs and done >= self.opts.max_jobs:
                 break
         return done
+
+    def _take(self, raw: Any) -> tuple[WorkAnswer, bool | None]:
+        """The server's answer to a work request, read once, and its job run: (the answer,
+        None when it holds no job, else what :meth:`run_job` said)."""
+        try:
+            answer = WorkAnswer.from_json(raw)
+        except MalformedJob as e:
+            return WorkAnswer(), self._refuse_malformed(e)
+        except ValueError as e:  # not an object at all: as if no job were waiting
+            log.warning("the server's answer to a work request is malformed: %s", e)
+            return WorkAnswer(), None
+        if answer.work is None:
+            return answer, None
+        self.alive_period = clamp_period(answer.alive_period, self.alive_period)
+        return answer, self.run_job(answer.work)
+
+    def _refuse_malformed(self, e: MalformedJob) -> bool:
+        """A job whose description does not read: reported as refused when its id is one
+        (the id is also the report's URL), else only logged."""
+        try:
+            uid = check_uid(e.uid, "job")
+        except BadId as bad:
+            log.warning("%s", bad.message)
+            return False
+        log.warning("job %s refused: %s", uid, e)
+        self._report(uid, JobStatus.ERROR, message=f"refused by this worker: the job's "
+                                                   f"description is malformed ({e})")
+        return True
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping; the running job is given back", signum)
@@ -164,7 +193,7 @@ class Worker:
         state = self.work_dir / "host.json"
         facts_now = dataclasses.replace(
             facts.collect(self.work_dir, self.opts.name, self.opts.shared_apps),
-            hypervisors={**self.hypervisors, "native": self._native_entry()},
+            hypervisors={**self.hypervisors, NATIVE_ENTRY: self._native_entry()},
             templates_held=tuple(self.templates_held()))
         known = json.loads(state.read_text()) if state.is_file() else {}
         if known.get("server") == self.client.server and known.get("uid"):
@@ -314,21 +343,14 @@ class Worker:
 
     # --- one job ----------------------------------------------------------------------------
 
-    def run_job(self, job: dict[str, Any]) -> bool:
+    def run_job(self, desc: JobDescription) -> bool:
         """Run one job; False if it was refused unrun (an id that is not one: nothing is
         reported, since the id is also the report's URL)."""
         try:
-            uid = check_uid(job.get("uid") if isinstance(job, dict) else None, "job")
+            uid = check_uid(desc.uid, "job")
         except BadId as e:
             log.warning("%s", e.message)
             return False
-        try:
-            desc = JobDescription.from_json(job)
-        except ValueError as e:  # names the field, never the value
-            log.warning("job %s refused: %s", uid, e)
-            self._report(uid, "ERROR", message=f"refused by this worker: the job's "
-                                               f"description is malformed ({e})")
-            return True
         self.current = uid
         self.job_stop.clear()
         if self.stopping.is_set():
@@ -365,16 +387,17 @@ class Worker:
             return
         refusal, accept = self._native_refusal(desc)
         if refusal is not None:
-            self._report(desc.uid, "ERROR", message=refusal)
+            self._report(desc.uid, JobStatus.ERROR, message=refusal)
             return
         sandbox.create()
         try:
             program, stdin, placed = self._prepare(desc, sandbox, accept)
         except (XwvmError, OSError) as e:
             if self.stopping.is_set():
-                self._report(desc.uid, "PENDING", message="worker stopping")
+                self._report(desc.uid, JobStatus.PENDING, message="worker stopping")
             else:
-                self._report(desc.uid, "ERROR", message=f"could not fetch the job's files: {e}")
+                self._report(desc.uid, JobStatus.ERROR,
+                             message=f"could not fetch the job's files: {e}")
             return
         self._run_native(desc, sandbox, program, stdin, placed)
 
@@ -403,7 +426,8 @@ class Worker:
         outcome = runner.run(runner.Command(args, desc.env, desc.wall_clock_s), sandbox,
                              program, stdin, self.job_stop, isolation)
         if outcome.stopped and self.stopping.is_set():
-            self._report(desc.uid, "PENDING", message="worker stopping: job given back")
+            self._report(desc.uid, JobStatus.PENDING,
+                         message="worker stopping: job given back")
             return
         if outcome.reason == runner.STOPPED:
             return  # the server took the job away; there is nobody to report to
@@ -413,18 +437,19 @@ class Worker:
             if not self._upload(desc.uid, archive, outcome.exit_code):
                 return
         if outcome.stopped:
-            self._report(desc.uid, "ERROR", outcome.exit_code, outcome.reason)
+            self._report(desc.uid, JobStatus.ERROR, outcome.exit_code, outcome.reason)
         else:
-            self._report(desc.uid, "COMPLETED", outcome.exit_code)
+            self._report(desc.uid, JobStatus.COMPLETED, outcome.exit_code)
 
     def _execute_vm(self, desc: JobDescription) -> None:
         if self.vm_runner is None:
-            self._report(desc.uid, "ERROR", message="this worker has no usable hypervisor")
+            self._report(desc.uid, JobStatus.ERROR,
+                         message="this worker has no usable hypervisor")
             return
         try:
             outcome = self.vm_runner.run(desc, self.job_stop, self.stopping)
         except (XwvmError, OSError) as e:
-            self._report(desc.uid, "ERROR", message=f"VM job failed on the worker: {e}")
+            self._report(desc.uid, JobStatus.ERROR, message=f"VM job failed on the worker: {e}")
             return
         if outcome.status:
             self._report(desc.uid, outcome.status, outcome.exit_code, outcome.message or None)
@@ -473,13 +498,13 @@ class Worker:
                 log.warning("result upload of %s failed (%s), attempt %d", uid, e.message,
                             attempt)
                 if attempt >= self.opts.upload_attempts and not told:
-                    told = self._report(uid, "RESULTREQUEST", exit_code,
+                    told = self._report(uid, JobStatus.RESULTREQUEST, exit_code,
                                         f"result upload failed: {e.message}")
             if self.stopping.wait(delay):
                 return False
             delay = min(delay * 2, self.opts.max_backoff)
 
-    def _report(self, uid: str, status: str, exit_code: int | None = None,
+    def _report(self, uid: str, status: JobStatus, exit_code: int | None = None,
                 message: str | None = None) -> bool:
         try:
             self._retry(lambda: self.client.report(uid, status, exit_code, message))

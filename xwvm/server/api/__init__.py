@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 
+from xwvm.protocol.paths import API_PREFIX
+
 
 def register(app: Flask) -> None:
     from xwvm.server.api import (
@@ -23,4 +25,4 @@ def register(app: Flask) -> None:
 
     for module in (auth, users, apps, data, works, hosts, events, objects, contexts, uploads,
                    templates, admin):
-        app.register_blueprint(module.bp, url_prefix="/api/v1")
+        app.register_blueprint(module.bp, url_prefix=API_PREFIX)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from xwvm.errors import BadRequest
+from xwvm.protocol.calls import WorkAnswer
 from xwvm.protocol.messages import HostFacts
 from xwvm.server.api import views
 from xwvm.server.api.base import cfg, commit, db, json_body, principal, secret
@@ -74,7 +75,7 @@ def heartbeat(uid: str):
     answer = host_service.heartbeat(db(), principal(), uid, body.get("running", []),
                                     body.get("templates_held"))
     commit()
-    return jsonify(answer)
+    return jsonify(answer.to_json())
 
 
 @bp.post("/hosts/<uid>/work")
@@ -82,8 +83,8 @@ def request_work(uid: str):
     work = host_service.request_work(db(), principal(), uid, secret())
     commit()
     if work is None:
-        return jsonify(retry_after=cfg().idle_retry_s), 200
-    return jsonify(work=work, alive_period=cfg().alive_period_s)
+        return jsonify(WorkAnswer(retry_after=cfg().idle_retry_s).to_json())
+    return jsonify(WorkAnswer(work=work, alive_period=cfg().alive_period_s).to_json())
 
 
 @bp.get("/hosts")

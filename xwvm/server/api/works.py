@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from xwvm.protocol import NetworkPolicy
+from xwvm.protocol.calls import WorkAnswer
 from xwvm.server.api import views
 from xwvm.server.api.base import cfg, commit, db, json_body, principal, store, upload_length
 from xwvm.server.api.download import blob_response
@@ -41,8 +42,10 @@ SUBMIT = {
         "access_rights": {"type": "string", "maxLength": 64},
         "context": {"type": ["string", "null"]},
     }}
+# The status's vocabulary is checked by the protocol's Report, in the service, once the
+# caller is known to hold the job (a schema enum here would answer strangers first).
 REPORT = {"type": "object", "additionalProperties": False, "required": ["status"],
-          "properties": {"status": {"type": "string"},
+          "properties": {"status": {"type": "string", "maxLength": 32},
                          "exit_code": {"type": ["integer", "null"]},
                          "message": {"type": ["string", "null"], "maxLength": 65536}}}
 
@@ -113,14 +116,14 @@ def progress(uid: str):
     body = json_body(PROGRESS)
     answer = work_service.progress(db(), principal(), uid, body.get("phase", "running"))
     commit()
-    return jsonify(answer)
+    return jsonify(answer.to_json())
 
 
 @bp.post("/works/<uid>/pilot-work")
 def pilot_work(uid: str):
     work = work_service.pilot_work(db(), principal(), uid)
     commit()
-    return jsonify(work=work.to_json() if work is not None else None)
+    return jsonify(WorkAnswer(work=work).to_json())
 
 
 @bp.post("/works/<uid>/report")

@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from xwvm.protocol.vocab import NetworkPolicy
+
 UID = String(36)
 
 
@@ -234,7 +236,7 @@ class Work(Owned, Base):
     app_uid: Mapped[str | None] = mapped_column(ForeignKey("apps.uid"), nullable=True)
     template_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
     command: Mapped[str | None] = mapped_column(Text, nullable=True)
-    network: Mapped[str] = mapped_column(String(16), default="server")
+    network: Mapped[str] = mapped_column(String(16), default=str(NetworkPolicy.SERVER))
     nested_seen_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     # A pilot VM job keeps pulling its owner's jobs of the template's shared app; each job
     # it runs points back to it.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Forbidden
-from xwvm.protocol.messages import HostFacts
+from xwvm.protocol.calls import HeartbeatAnswer
+from xwvm.protocol.messages import HostFacts, JobDescription
 from xwvm.server import events, policy
 from xwvm.server.db.models import Host, User, Work, utcnow
 from xwvm.server.policy import Principal
@@ -63,7 +63,7 @@ def register(db: Session, p: Principal, facts: HostFacts, alive_period_s: int) -
 
 
 def heartbeat(db: Session, p: Principal, uid: str, running: list[str],
-              templates_held: list[str] | None = None) -> dict[str, Any]:
+              templates_held: list[str] | None = None) -> HeartbeatAnswer:
     """Mark the host alive and tell it which of its jobs it must stop (aborted, timed out,
     reassigned after it was thought lost)."""
     host = _own_host(db, p, uid)
@@ -79,10 +79,10 @@ def heartbeat(db: Session, p: Principal, uid: str, running: list[str],
             Work.uid.in_(running), Work.host_uid == host.uid,
             Work.status.in_(policy.ACTIVE_ON_WORKER))))
         stop = sorted(set(running) - held)
-    return {"alive_period": host.alive_period, "stop": stop}
+    return HeartbeatAnswer(alive_period=host.alive_period, stop=tuple(stop))
 
 
-def request_work(db: Session, p: Principal, uid: str, secret: bytes) -> dict[str, Any] | None:
+def request_work(db: Session, p: Principal, uid: str, secret: bytes) -> JobDescription | None:
     policy.require(p, "request_work")
     host = _own_host(db, p, uid)
     host.last_seen = utcnow()
@@ -91,8 +91,8 @@ def request_work(db: Session, p: Principal, uid: str, secret: bytes) -> dict[str
     if work is None:
         return None
     if work.template_uid:
-        return work_service.vm_description(db, work, secret).to_json()
-    return work_service.description_for_worker(db, work).to_json()
+        return work_service.vm_description(db, work, secret)
+    return work_service.description_for_worker(db, work)
 
 
 def list_hosts(db: Session, p: Principal) -> list[Host]:

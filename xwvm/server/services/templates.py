@@ -20,6 +20,7 @@ from xwvm import signing
 from xwvm.errors import BadRequest, Conflict, NotFound
 from xwvm.protocol import paths
 from xwvm.protocol.messages import TemplateArtifact, TemplateDescription
+from xwvm.protocol.vocab import JobStatus
 from xwvm.server import events, policy
 from xwvm.server.blobs import BlobStore
 from xwvm.server.db.models import Template, Work, utcnow
@@ -31,7 +32,8 @@ from xwvm.server.services.common import check_name, id_in_ref, resolve_name, sam
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
 # Jobs in these states still need their template: it cannot be removed under them.
-USING_STATES = ("PENDING", "RUNNING", "WAITING", "DATAREQUEST", "RESULTREQUEST")
+USING_STATES = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING,
+                JobStatus.DATAREQUEST, JobStatus.RESULTREQUEST)
 
 
 def version_key(version: str) -> tuple[Any, ...]:

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound
-from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S, NetworkPolicy
+from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S, JobStatus, NetworkPolicy
+from xwvm.protocol.calls import ProgressAnswer, Report
 from xwvm.protocol.messages import InputFile, JobDescription, VMPart
 from xwvm.server import events, policy, states
 from xwvm.server.auth import tokens
@@ -255,45 +256,46 @@ def _as_super(p: Principal) -> Principal:
 
 
 def report(db: Session, p: Principal, uid: str, body: dict[str, Any]) -> Work:
-    """The worker's final or intermediate report on a job it holds."""
+    """The worker's final or intermediate report on a job it holds. The body is read
+    only once the caller is known to hold the job (a stranger learns nothing from it)."""
     work = get_or_404(db, Work, uid, "job")
     if p.is_delegated and work.pilot_uid != p.scope_work_uid:
         raise Forbidden("the outer worker reports a VM job's status, not its nested worker",
                         code="forbidden_delegated")
     policy.check_worker_holds(db, p, work)
-    status = str(body.get("status", "")).upper()
-    message = str(body.get("message") or "")[:2000]
-    exit_code = body.get("exit_code")
-    if exit_code is not None and not isinstance(exit_code, int):
-        raise BadRequest("exit_code must be an integer", code="bad_exit_code")
-    if status == states.COMPLETED:
-        if work.result_data_uid is None:
-            raise Conflict(f"job {uid} has no uploaded results yet; upload them first",
-                           code="no_results")
-        work.exit_code = exit_code
-        if exit_code not in (None, 0):
-            states.move(db, work, states.ERROR, actor_uid=p.uid,
-                        reason=message or f"exit code {exit_code}")
-        else:
-            states.move(db, work, states.COMPLETED, actor_uid=p.uid, reason=message)
-    elif status == states.ERROR:
-        work.exit_code = exit_code
-        states.move(db, work, states.ERROR, actor_uid=p.uid,
-                    reason=message or "the worker reported an error")
-    elif status == states.RESULTREQUEST:
-        work.exit_code = exit_code
-        states.move(db, work, states.RESULTREQUEST, actor_uid=p.uid,
-                    reason=message or "result upload failed; the worker retries")
-    elif status == states.PENDING:
-        states.move(db, work, states.PENDING, actor_uid=p.uid,
-                    reason=message or "given back by its worker")
-    else:
-        raise BadRequest("status must be COMPLETED, ERROR, RESULTREQUEST or PENDING",
-                         code="bad_status")
+    try:
+        got = Report.from_json(body)
+    except ValueError as e:  # names the field, never its value
+        raise BadRequest(f"invalid report: {e}", code="bad_status") from None
+    _apply_report(db, p, work, got, (got.message or "")[:2000])
     return work
 
 
-def progress(db: Session, p: Principal, uid: str, phase: str) -> dict[str, Any]:
+def _apply_report(db: Session, p: Principal, work: Work, got: Report, message: str) -> None:
+    if got.status == states.COMPLETED:
+        if work.result_data_uid is None:
+            raise Conflict(f"job {work.uid} has no uploaded results yet; upload them first",
+                           code="no_results")
+        work.exit_code = got.exit_code
+        if got.exit_code not in (None, 0):
+            states.move(db, work, states.ERROR, actor_uid=p.uid,
+                        reason=message or f"exit code {got.exit_code}")
+        else:
+            states.move(db, work, states.COMPLETED, actor_uid=p.uid, reason=message)
+    elif got.status == states.ERROR:
+        work.exit_code = got.exit_code
+        states.move(db, work, states.ERROR, actor_uid=p.uid,
+                    reason=message or "the worker reported an error")
+    elif got.status == states.RESULTREQUEST:
+        work.exit_code = got.exit_code
+        states.move(db, work, states.RESULTREQUEST, actor_uid=p.uid,
+                    reason=message or "result upload failed; the worker retries")
+    else:  # PENDING: Report admits nothing else
+        states.move(db, work, states.PENDING, actor_uid=p.uid,
+                    reason=message or "given back by its worker")
+
+
+def progress(db: Session, p: Principal, uid: str, phase: str) -> ProgressAnswer:
     """A nested worker's (or worker's) sign of life for a running VM job. Answers whether
     it must stop; a job that is no longer running is answered, not refused, so the nested
     worker learns it."""
@@ -301,9 +303,9 @@ def progress(db: Session, p: Principal, uid: str, phase: str) -> dict[str, Any]:
     try:
         policy.check_worker_holds(db, p, work)
     except Conflict:
-        return {"stop": True, "status": work.status}
+        return ProgressAnswer(stop=True, status=JobStatus(work.status))
     work.nested_seen_at = utcnow()
-    return {"stop": False, "status": work.status, "phase": phase}
+    return ProgressAnswer(stop=False, status=JobStatus(work.status), phase=phase)
 
 
 def description_for_worker(db: Session, work: Work) -> JobDescription:
