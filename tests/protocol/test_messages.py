@@ -14,6 +14,8 @@ from xwvm.protocol.messages import (
     HypervisorProbe,
     InputFile,
     JobDescription,
+    SignedApp,
+    SignedBinary,
     TemplateArtifact,
     TemplateDescription,
     VMCeilings,
@@ -33,7 +35,10 @@ NATIVE_JOB = JobDescription(
     uid="w1", args=("-v",), env={"A": "1"},
     files=(InputFile(role="input", name="in.txt", data="d1", sha256=SHA, size=3),),
     wall_clock_s=60, min_memory_mb=1, min_cpus=2, min_disk_mb=3, listen_port=8080,
-    app="hello", app_kind="native", signed_app={"uid": "a1", "signatures": []})
+    app="hello", app_kind="native", signed_app=SignedApp(
+        uid="a1", name="hello", kind="native",
+        binaries=(SignedBinary(os="linux", arch="x86_64", sha256=SHA, size=3),),
+        manifest="{}", signatures=({"key_id": "k", "signature": "s"},)))
 VM_JOB = JobDescription(
     uid="w2", app="base", command="echo hi", files=NATIVE_JOB.files,
     vm=VMPart(template=TEMPLATE, owner="alice", delegated_token="secret-token",

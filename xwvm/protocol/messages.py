@@ -151,6 +151,56 @@ class VMPart:
 
 
 @dataclass(frozen=True)
+class SignedBinary:
+    """One platform's binary of a native app, as its manifest signs it."""
+
+    os: str
+    arch: str
+    sha256: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"os": self.os, "arch": self.arch, "sha256": self.sha256, "size": self.size}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str = "binary") -> SignedBinary:
+        d = f.document(doc, where)
+        return cls(os=f.req(d, "os", str, where), arch=f.req(d, "arch", str, where),
+                   sha256=f.req(d, "sha256", str, where), size=f.req(d, "size", int, where))
+
+
+@dataclass(frozen=True)
+class SignedApp:
+    """A native app as a worker checks it before running its binary: the fields its
+    manifest signs (``to_json`` is what :func:`xwvm.signing.canonical_app_manifest`
+    reads), the manifest as the server computed it, and the signatures over it."""
+
+    uid: str
+    name: str
+    kind: str
+    binaries: tuple[SignedBinary, ...] = ()
+    manifest: str | None = None
+    signatures: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"uid": self.uid, "name": self.name, "kind": self.kind,
+                               "binaries": [b.to_json() for b in self.binaries],
+                               "signatures": [dict(s) for s in self.signatures]}
+        if self.manifest is not None:
+            doc["manifest"] = self.manifest
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str = "signed_app") -> SignedApp:
+        d = f.document(doc, where)
+        return cls(uid=f.req(d, "uid", str, where), name=f.req(d, "name", str, where),
+                   kind=f.req(d, "kind", str, where),
+                   binaries=f.objects(d, "binaries", where, SignedBinary.from_json),
+                   manifest=f.opt(d, "manifest", str, where),
+                   signatures=f.dicts(d, "signatures", where))
+
+
+@dataclass(frozen=True)
 class JobDescription:
     """The job the server sends a worker (and a pilot's nested worker): what to run, the
     files to fetch, the limits; ``vm`` for a VM job. On the wire it is one flat object
@@ -167,7 +217,7 @@ class JobDescription:
     listen_port: int | None = None
     app: str | None = None
     app_kind: str | None = None          # "native" | "shared"
-    signed_app: dict[str, Any] | None = None  # the app's signed description (native)
+    signed_app: SignedApp | None = None  # the app's signed description (native)
     command: str | None = None
     vm: VMPart | None = None
 
@@ -177,8 +227,9 @@ class JobDescription:
             "files": [x.to_json() for x in self.files], "wall_clock_s": self.wall_clock_s,
             "min_memory_mb": self.min_memory_mb, "min_cpus": self.min_cpus,
             "min_disk_mb": self.min_disk_mb, "listen_port": self.listen_port}
-        optional = {"app": self.app, "app_kind": self.app_kind,
-                    "signed_app": self.signed_app, "command": self.command}
+        signed = None if self.signed_app is None else self.signed_app.to_json()
+        optional = {"app": self.app, "app_kind": self.app_kind, "signed_app": signed,
+                    "command": self.command}
         doc.update((k, v) for k, v in optional.items() if v is not None)
         if self.vm is not None:
             doc.update(self.vm.to_json(), command=self.command)
@@ -196,7 +247,8 @@ class JobDescription:
                    min_disk_mb=f.opt(d, "min_disk_mb", int, where, 0),
                    listen_port=f.opt(d, "listen_port", int, where),
                    app=f.opt(d, "app", str, where), app_kind=f.opt(d, "app_kind", str, where),
-                   signed_app=f.opt(d, "signed_app", dict, where),
+                   signed_app=None if d.get("signed_app") is None
+                   else SignedApp.from_json(d["signed_app"], f"{where}.signed_app"),
                    command=f.opt(d, "command", str, where),
                    vm=VMPart.from_json(d, where) if d.get("template") is not None else None)
 

@@ -63,28 +63,25 @@ def signed_sha256(job: JobDescription, trusted: Mapping[str, Ed25519PublicKey],
                   host: tuple[str, str]) -> str:
     """The sha256 a trusted key signed for ``host``'s (os, arch) binary of the job's app."""
     signed = job.signed_app
-    if not isinstance(signed, Mapping):
+    if signed is None:
         raise AppRefused(f"the app comes without a manifest: it is unsigned; {TRUST_HINT}",
                          code="unsigned")
-    try:
-        manifest = signing.canonical_app_manifest(signed)
-    except (KeyError, TypeError, AttributeError):
-        raise AppRefused("the app's manifest is malformed", code="bad_manifest") from None
-    label = f"app {str(signed['name'])[:128]}"
-    if signed.get("manifest") not in (None, manifest):
+    manifest = signing.canonical_app_manifest(signed.to_json())
+    label = f"app {signed.name[:128]}"
+    if signed.manifest not in (None, manifest):
         raise AppRefused(f"{label}: its manifest does not match its fields (altered)",
                          code="manifest_mismatch")
-    if signed["name"] != job.app:
+    if signed.name != job.app:
         raise AppRefused(f"{label}: the job names another app than the signed one",
                          code="manifest_mismatch")
     try:
-        signing.trusted_signer(manifest, signed.get("signatures") or [], trusted)
+        signing.trusted_signer(manifest, signed.signatures, trusted)
     except signing.Unverified as e:
         raise AppRefused(f"{label} {e.message}; {TRUST_HINT}", code=e.code) from None
-    for b in signed["binaries"]:
-        if (b["os"], b["arch"]) == host:
+    for b in signed.binaries:
+        if (b.os, b.arch) == host:
             try:
-                return check_sha256(b["sha256"], "app binary")
+                return check_sha256(b.sha256, "app binary")
             except BadId as e:
                 raise AppRefused(e.message, code="bad_manifest") from None
     raise AppRefused(f"{label} has no signed binary for {host[0]}/{host[1]}",

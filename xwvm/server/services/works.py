@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound
 from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S, JobStatus, NetworkPolicy
 from xwvm.protocol.calls import ProgressAnswer, Report
-from xwvm.protocol.messages import InputFile, JobDescription, VMPart
+from xwvm.protocol.messages import InputFile, JobDescription, SignedApp, VMPart
 from xwvm.server import events, policy, states
 from xwvm.server.auth import tokens
 from xwvm.server.blobs import BlobStore
@@ -321,7 +321,8 @@ def description_for_worker(db: Session, work: Work) -> JobDescription:
         wall_clock_s=work.wall_clock_s, min_memory_mb=work.min_memory_mb,
         min_cpus=work.min_cpus, min_disk_mb=work.min_disk_mb, listen_port=work.listen_port,
         app=app.name if app else None, app_kind=app.kind if app else None,
-        signed_app=app_service.description_for_worker(db, app) if app else None,
+        signed_app=SignedApp.from_json(app_service.description_for_worker(db, app))
+        if app else None,
         command=work.command if app else None)
 
 
