@@ -17,35 +17,32 @@ from tests.support.processes import ServerProcess
 from tests.templates.conftest import Keys, MiB, push, random_file, server_blob, sha
 from xwvm import signing
 from xwvm.client.sdk import Client
+from xwvm.protocol.messages import TemplateDescription
 from xwvm.worker.images import ImageCache, ImageError, verify
 
 
-def _desc(c: Client, t: dict[str, Any]) -> dict[str, Any]:
+def _desc(c: Client, t: dict[str, Any]) -> TemplateDescription:
     """What the worker gets in its job (the server's description_for_worker)."""
-    view = c.get_template(t["uid"])
-    keys = ("uid", "name", "version", "os", "arch", "cmdline", "min_memory_mb", "min_cpus",
-            "shared_apps", "status", "artifacts", "signatures", "manifest")
-    return {k: view[k] for k in keys}
+    return TemplateDescription.from_json(c.get_template(t["uid"]))
 
 
 @pytest.fixture(scope="module")
 def signed(admin: Client, keys: Keys, tmp_path_factory: pytest.TempPathFactory
-           ) -> tuple[dict[str, Any], Path, Path]:
+           ) -> tuple[TemplateDescription, Path, Path]:
     root = tmp_path_factory.mktemp("signed")
     disk, kernel = random_file(root / "disk", 3 * MiB + 1), random_file(root / "k", 50_000)
     t = push(admin, "cache-base", "1", {"disk": disk, "kernel": kernel}, key=keys.private)
     return _desc(admin, t), disk, kernel
 
 
-def test_verify_refuses_tampered_unsigned_and_untrusted(signed: tuple[dict[str, Any], Path,
-                                                                      Path],
-                                                        keys: Keys) -> None:
-    desc = signed[0]
-    verify(desc, keys.trusted)
+def test_verify_refuses_tampered_unsigned_and_untrusted(
+        signed: tuple[TemplateDescription, Path, Path], keys: Keys) -> None:
+    verify(signed[0], keys.trusted)
+    desc = signed[0].to_json()
     cases: list[tuple[str, Any]] = []
     t = copy.deepcopy(desc)
     t["cmdline"] += " init=/bin/sh"  # a signed field changed (by a compromised server)
-    t.pop("manifest")
+    t["manifest"] = signing.canonical_manifest(t)  # ...and the manifest sent along too
     cases.append(("bad_signature", t))
     t = copy.deepcopy(desc)
     t["artifacts"][0]["sha256"] = "0" * 64
@@ -61,10 +58,10 @@ def test_verify_refuses_tampered_unsigned_and_untrusted(signed: tuple[dict[str, 
     cases.append(("untrusted_signature", {**desc, "signatures": [other.to_dict()]}))
     for code, bad in cases:
         with pytest.raises(ImageError) as e:
-            verify(bad, keys.trusted)
+            verify(TemplateDescription.from_json(bad), keys.trusted)
         assert e.value.code == code, (code, e.value.message)
     with pytest.raises(ImageError) as e:
-        verify(desc, {})
+        verify(signed[0], {})
     assert "does not trust" in e.value.message and keys.key_id in e.value.message
 
 
@@ -78,7 +75,7 @@ def test_unsigned_template_is_refused_before_download(admin: Client, tmp_path: P
     assert cache.transfers == [] and cache.holdings() == []
 
 
-def test_download_once_verified_then_hits(signed: tuple[dict[str, Any], Path, Path],
+def test_download_once_verified_then_hits(signed: tuple[TemplateDescription, Path, Path],
                                           admin: Client, keys: Keys, tmp_path: Path) -> None:
     desc, disk, kernel = signed
     cache = ImageCache(tmp_path / "cache", 10 * MiB, keys.trusted)
@@ -89,11 +86,11 @@ def test_download_once_verified_then_hits(signed: tuple[dict[str, Any], Path, Pa
     with cache.use(admin, desc):
         pass
     assert [t.mode for t in cache.transfers] == ["full", "full", "hit", "hit"]
-    assert cache.holdings() == [desc["uid"]]
+    assert cache.holdings() == [desc.uid]
     assert not list((tmp_path / "cache" / "blobs").glob("*.part"))
 
 
-def test_partial_download_resumes(signed: tuple[dict[str, Any], Path, Path], admin: Client,
+def test_partial_download_resumes(signed: tuple[TemplateDescription, Path, Path], admin: Client,
                                   keys: Keys, tmp_path: Path) -> None:
     desc, disk, _ = signed
     cache = ImageCache(tmp_path / "cache", 10 * MiB, keys.trusted)
@@ -104,7 +101,7 @@ def test_partial_download_resumes(signed: tuple[dict[str, Any], Path, Path], adm
     assert cache.transfers[0].fetched == disk.stat().st_size - 2 * MiB
 
 
-def test_corrupted_partial_file_is_refetched(signed: tuple[dict[str, Any], Path, Path],
+def test_corrupted_partial_file_is_refetched(signed: tuple[TemplateDescription, Path, Path],
                                              admin: Client, keys: Keys, tmp_path: Path) -> None:
     desc, disk, _ = signed
     cache = ImageCache(tmp_path / "cache", 10 * MiB, keys.trusted)
@@ -148,10 +145,10 @@ def test_lru_eviction_under_quota_spares_pinned_images(admin: Client, keys: Keys
     use("b")
     use("a")  # a is now more recent than b
     use("c")  # evicts b, the least recently used
-    assert sorted(cache.holdings()) == sorted([descs["a"]["uid"], descs["c"]["uid"]])
+    assert sorted(cache.holdings()) == sorted([descs["a"].uid, descs["c"].uid])
     with cache.use(admin, descs["a"]):  # a pinned: d must evict c, though a is older
         use("d")
-        assert sorted(cache.holdings()) == sorted([descs["a"]["uid"], descs["d"]["uid"]])
+        assert sorted(cache.holdings()) == sorted([descs["a"].uid, descs["d"].uid])
         small = ImageCache(tmp_path / "cache", MiB + 1000, keys.trusted)
         with pytest.raises(ImageError) as e, small.use(admin, descs["b"]):
             pass  # only d could go, and that is not enough: a is in use
@@ -207,4 +204,4 @@ def test_incremental_update_fetches_only_changed_chunks(admin: Client, keys: Key
         assert sha(paths["disk"]) == sha(v2)
     last = cache.transfers[-1]
     assert (last.mode, last.fetched, last.reused) == ("incremental", 4 * MiB, 28 * MiB)
-    assert sorted(cache.holdings()) == sorted([d1["uid"], d2["uid"]])
+    assert sorted(cache.holdings()) == sorted([d1.uid, d2.uid])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -101,21 +101,30 @@ def _room(size: int | None, have: int) -> int | None:
     return None if size is None else size - have
 
 
+def blocks(resp: requests.Response, limit: int | None) -> Iterator[bytes]:
+    """The body in blocks of our size (never the server's), stopping with ``too_large``
+    past ``limit`` bytes (a hostile server may stream forever); a body that breaks off is
+    no answer (``unreachable``, transient: a resumed download continues from there)."""
+    got, where = 0, urlsplit(resp.url).path
+    try:
+        for block in resp.iter_content(DOWNLOAD_BLOCK):
+            got += len(block)
+            if limit is not None and got > limit:
+                raise ApiError(f"the server sent more than the declared size for {where}: "
+                               "download stopped", code="too_large", status=0)
+            yield block
+    except requests.exceptions.RequestException as e:
+        raise ApiError(f"the download of {where} broke off ({e.__class__.__name__})",
+                       code="unreachable", status=0) from None
+
+
 def _receive(resp: requests.Response, out: BinaryIO, digest: Any, limit: int | None,
-             progress: Progress | None, part: Path) -> int:
-    """Copy the body to ``out`` in blocks of our size (never the server's), stopping
-    with ``too_large`` past ``limit`` bytes: a hostile server may stream forever."""
+             progress: Progress | None) -> int:
+    """Copy the body to ``out`` (at most ``limit`` bytes), hashing it; the bytes copied."""
     got = 0
-    for block in resp.iter_content(DOWNLOAD_BLOCK):
+    for block in blocks(resp, limit):
         got += len(block)
-        if limit is not None and got > limit:
-            out.close()
-            part.unlink(missing_ok=True)
-            raise ApiError(f"the server sent more than the declared size for "
-                           f"{urlsplit(resp.url).path}: download stopped",
-                           code="too_large", status=0)
-        if digest is not None:
-            digest.update(block)
+        digest.update(block)
         out.write(block)
         if progress:
             progress(len(block))
@@ -287,6 +296,28 @@ class Client:
                                          "Content-Type": "application/octet-stream",
                                          "Content-Length": str(size)}).json()
 
+    def get_range(self, route: str, start: int = 0, end: int | None = None, *,
+                  sha256: str | None = None,
+                  expect: Iterable[int] = (200, 206)) -> requests.Response:
+        """GET ``route`` streamed, from byte ``start`` to ``end`` (inclusive; None: to its
+        end). ``sha256`` is sent as If-Range: a file that changed comes whole (200)."""
+        headers = {}
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end}"
+            if sha256:
+                headers["If-Range"] = f'"{sha256}"'
+        return self.request("GET", route, expect=expect, headers=headers, stream=True)
+
+    def read_range(self, route: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``start``..``end`` (inclusive) of ``route`` in blocks; a server that
+        sends more than the range is cut off (``too_large``), one that ignores it refused
+        unread."""
+        with self.get_range(route, start, end) as resp:
+            if resp.status_code != 206:
+                raise ApiError(f"the server ignored the byte range asked of {route}",
+                               code="http_error", status=resp.status_code)
+            yield from blocks(resp, end - start + 1)
+
     def download(self, route: str, dest: Path, *, sha256: str | None = None,
                  progress: Progress | None = None, size: int | None = None) -> int:
         """Download to ``dest`` through ``dest.part``, resuming a partial file with Range,
@@ -297,11 +328,7 @@ class Client:
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
         digest, have = _partial(part, size)
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        if have and sha256:
-            headers["If-Range"] = f'"{sha256}"'
-        resp = self.request("GET", route, expect=(200, 206, 416), headers=headers,
-                            stream=True)
+        resp = self.get_range(route, have, sha256=sha256, expect=(200, 206, 416))
         if resp.status_code == 416:  # the partial file is already whole (or bogus)
             resp.close()
             expected = sha256 or resp.headers.get("X-Content-SHA256")
@@ -314,8 +341,13 @@ class Client:
             digest, have = hashlib.sha256(), 0
         if progress and have:
             progress(have)
-        with resp, open(part, "ab" if have else "wb") as out:
-            got = _receive(resp, out, digest, _room(size, have), progress, part)
+        try:
+            with resp, open(part, "ab" if have else "wb") as out:
+                got = _receive(resp, out, digest, _room(size, have), progress)
+        except ApiError as e:
+            if e.code == "too_large":
+                part.unlink(missing_ok=True)
+            raise
         expected = sha256 or resp.headers.get("X-Content-SHA256")
         if expected and digest.hexdigest() != expected:
             part.unlink()
@@ -501,8 +533,7 @@ class Client:
         return self.get(f"/templates/{ref}")
 
     def template_chunks(self, ref: str, role: str, fmt: str | None = None) -> dict[str, Any]:
-        return self.get(f"/templates/{ref}/artifacts/{role}/chunks",
-                        params={"format": fmt} if fmt else None)
+        return self.get(paths.template_chunks(ref, role), params={"format": fmt} if fmt else None)
 
     def sign_template(self, ref: str, public_key: str, signature: str) -> dict[str, Any]:
         return self.post(f"/templates/{ref}/signatures", {"public_key": public_key,

@@ -38,6 +38,7 @@ from xwvm import signing
 from xwvm.client.sdk import ApiError, Client
 from xwvm.errors import XwvmError
 from xwvm.ids import check_sha256, check_uid
+from xwvm.protocol.messages import TemplateArtifact, TemplateDescription
 from xwvm.worker.cache import VerifiedFiles
 
 BLOCK = 4 * 1024 * 1024
@@ -51,19 +52,19 @@ class ImageError(XwvmError):
     status, code = 422, "image_refused"
 
 
-def verify(desc: Mapping[str, Any], trusted_keys: Mapping[str, Ed25519PublicKey]) -> None:
+def verify(desc: TemplateDescription, trusted_keys: Mapping[str, Ed25519PublicKey]) -> None:
     """Raise :class:`ImageError` unless a trusted key signed the template's manifest.
 
     The manifest is recomputed from the description's own fields (the artifacts' sha256
     included, which every download is checked against), so changing any signed field
     breaks the signature; the description's ``manifest`` string must agree too."""
-    label = f"template {desc.get('name')}:{desc.get('version')}"
-    manifest = signing.canonical_manifest(desc)
-    if desc.get("manifest") not in (None, manifest):
+    label = f"template {desc.name}:{desc.version}"
+    manifest = signing.canonical_manifest(desc.to_json())
+    if desc.manifest != manifest:
         raise ImageError(f"{label}: its manifest does not match its fields (altered)",
                          code="manifest_mismatch")
     try:
-        signing.trusted_signer(manifest, desc.get("signatures") or [], trusted_keys)
+        signing.trusted_signer(manifest, desc.signatures, trusted_keys)
     except signing.Unverified as e:
         if e.code == "unsigned":
             raise ImageError(f"{label} is unsigned: this worker boots only templates signed "
@@ -136,33 +137,33 @@ class ImageCache:
     # --- the worker's interface ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def use(self, client: Client, desc: Mapping[str, Any],
+    def use(self, client: Client, desc: TemplateDescription,
             disk_formats: Collection[str] | None = None,
             progress: Progress | None = None) -> Iterator[dict[str, Path]]:
-        """Verify ``desc`` (a ``description_for_worker``), fetch what is missing, and
+        """Verify ``desc`` (a job's template), fetch what is missing, and
         yield {role: path} of its disk (the first of ``disk_formats`` it has), kernel and
         initrd; the files stay pinned (never evicted) until the block ends."""
         verify(desc, self.trusted_keys)
         try:  # the uid is not signed; the sha256s are, but they become paths too
-            check_uid(desc.get("uid"), "template")
+            check_uid(desc.uid, "template")
             wanted = select_artifacts(desc, disk_formats)
             for a in wanted:
-                check_sha256(a.get("sha256"), "artifact")
-                if not isinstance(a.get("size"), int) or a["size"] < 0:
-                    raise ImageError("an artifact's size is not a number", code="bad_size")
+                check_sha256(a.sha256, "artifact")
+                if a.size < 0:
+                    raise ImageError("an artifact's size is negative", code="bad_size")
         except XwvmError as e:
             raise ImageError(e.message, code=e.code) from None
         pins: list[_Pin] = []
         try:
             paths = {}
             for a in wanted:
-                pins.append(self._acquire(client, desc, a, {w["sha256"] for w in wanted},
+                pins.append(self._acquire(client, desc, a, {w.sha256 for w in wanted},
                                           progress))
-                paths[a["role"]] = self.blob(a["sha256"])
-            self._write_json(self._record_path(desc["uid"]), {
-                "uid": desc["uid"], "name": desc["name"], "version": desc["version"],
-                "artifacts": [{k: a[k] for k in ("role", "format", "sha256", "size")}
-                              for a in wanted]})
+                paths[a.role] = self.blob(a.sha256)
+            self._write_json(self._record_path(desc.uid), {
+                "uid": desc.uid, "name": desc.name, "version": desc.version,
+                "artifacts": [{"role": a.role, "format": a.format, "sha256": a.sha256,
+                               "size": a.size} for a in wanted]})
             yield paths
         finally:
             for pin in pins:
@@ -213,9 +214,9 @@ class ImageCache:
 
     # --- fetching ------------------------------------------------------------------------
 
-    def _acquire(self, client: Client, desc: Mapping[str, Any], a: Mapping[str, Any],
+    def _acquire(self, client: Client, desc: TemplateDescription, a: TemplateArtifact,
                  keep: Collection[str], progress: Progress | None) -> _Pin:
-        sha = a["sha256"]
+        sha = a.sha256
         pin = _Pin(self._lock_path(sha))
         try:
             while True:
@@ -231,7 +232,7 @@ class ImageCache:
                     self.blob(sha).unlink(missing_ok=True)  # planted or damaged bytes
                     part = self.blob(sha).with_name(f"{sha}.part")
                     have = part.stat().st_size if part.exists() else 0
-                    self.evict(max(a["size"] - have, 0), keep=keep)
+                    self.evict(max(a.size - have, 0), keep=keep)
                     self.transfers.append(self._fetch(client, desc, a, progress))
                 # Downgrade; an evictor may slip into the gap, so look again.
                 pin.lock(fcntl.LOCK_SH)
@@ -245,54 +246,54 @@ class ImageCache:
         """The blob is there and holds its sha256 (hashed on its first use here)."""
         return self.blob(sha).is_file() and self.verified.check(self.blob(sha), sha)
 
-    def _fetch(self, client: Client, desc: Mapping[str, Any], a: Mapping[str, Any],
+    def _fetch(self, client: Client, desc: TemplateDescription, a: TemplateArtifact,
                progress: Progress | None) -> Transfer:
-        sha, route = a["sha256"], _route(desc, a)
+        sha = a.sha256
         chunks = None
-        if a["role"] == "disk" and a.get("chunk_count"):
-            chunks = _api(lambda: client.template_chunks(desc["uid"], a["role"], a["format"]))
-            chunks = chunks if _sane_chunks(chunks, a["size"]) else None
+        if a.role == "disk" and a.chunk_count:
+            chunks = _api(lambda: client.template_chunks(desc.uid, a.role, a.format))
+            chunks = chunks if _sane_chunks(chunks, a.size) else None
             if chunks is not None:
                 self._write_json(self._chunks_path(sha), chunks)
         base = self._find_base(desc, a, chunks) if chunks and self.incremental else None
         transfer = None
         if base is not None:
             try:
-                transfer = self._assemble(client, route, a, chunks, *base, progress)
+                transfer = self._assemble(client, a, chunks, *base, progress)
             except ImageError as e:  # e.g. a damaged partial file: fetch it whole instead
                 if e.code != "checksum_mismatch":
                     raise
         if transfer is None:
-            transfer = self._download(client, route, a, progress)
+            transfer = self._download(client, a, progress)
         os.chmod(self.blob(sha), 0o444)
         self.verified.record(self.blob(sha))
         return transfer
 
-    def _download(self, client: Client, route: str, a: Mapping[str, Any],
+    def _download(self, client: Client, a: TemplateArtifact,
                   progress: Progress | None) -> Transfer:
         """The whole file, resumed and verified; a mismatch is fetched once more afresh
         (a damaged partial file), and a second mismatch means the server's copy is bad."""
-        sha = a["sha256"]
+        sha = a.sha256
         for attempt in (1, 2):
             try:
-                got = client.download(route, self.blob(sha), sha256=sha, progress=progress,
-                                      size=a["size"])
+                got = client.download(a.path, self.blob(sha), sha256=sha, progress=progress,
+                                      size=a.size)
                 return Transfer(sha, "full", got)
             except ApiError as e:
                 if e.code == "too_large":
-                    raise ImageError(f"the server sent more than the signed {a['size']} "
-                                     f"bytes of the {a['role']}: download stopped",
+                    raise ImageError(f"the server sent more than the signed {a.size} "
+                                     f"bytes of the {a.role}: download stopped",
                                      code="too_large") from None
                 if e.code != "checksum_mismatch":
-                    raise ImageError(f"cannot download {a['role']} {sha[:12]}: {e.message}",
+                    raise ImageError(f"cannot download {a.role} {sha[:12]}: {e.message}",
                                      code="download_failed") from None
                 if attempt == 2:
-                    raise ImageError(f"the {a['role']} artifact does not match its sha256 "
+                    raise ImageError(f"the {a.role} artifact does not match its sha256 "
                                      f"{sha} even after a fresh download: the server's copy "
                                      "is damaged", code="checksum_mismatch") from None
         raise AssertionError("unreachable")
 
-    def _find_base(self, desc: Mapping[str, Any], a: Mapping[str, Any],
+    def _find_base(self, desc: TemplateDescription, a: TemplateArtifact,
                    chunks: Mapping[str, Any]) -> tuple[Path, list[str]] | None:
         """A cached disk of another version of the same template, in the same format and
         chunking, with the most chunks in common."""
@@ -300,11 +301,11 @@ class ImageCache:
         wanted = set(chunks["chunks"])
         for record in (self.root / "templates").glob("*.json"):
             info = self._read_json(record)
-            if not info or info["name"] != desc["name"] or info["uid"] == desc["uid"]:
+            if not info or info["name"] != desc.name or info["uid"] == desc.uid:
                 continue
             for old in info["artifacts"]:
                 old_chunks = self._read_json(self._chunks_path(old["sha256"]))
-                if (old["role"] != "disk" or old["format"] != a["format"]
+                if (old["role"] != "disk" or old["format"] != a.format
                         or not _sane_chunks(old_chunks, old.get("size"))
                         or old_chunks["chunk_size"] != chunks["chunk_size"]
                         or not self.blob(old["sha256"]).is_file()):
@@ -314,12 +315,11 @@ class ImageCache:
                     best = (common, self.blob(old["sha256"]), old_chunks["chunks"])
         return None if best is None else (best[1], best[2])
 
-    def _assemble(self, client: Client, route: str, a: Mapping[str, Any],
-                  chunks: Mapping[str, Any], base: Path, base_chunks: list[str],
-                  progress: Progress | None) -> Transfer:
-        """Build the new artifact from the base's unchanged chunks and Range requests for
-        the others, checking every chunk and then the whole sha256."""
-        sha, size, cs = a["sha256"], a["size"], chunks["chunk_size"]
+    def _assemble(self, client: Client, a: TemplateArtifact, chunks: Mapping[str, Any],
+                  base: Path, base_chunks: list[str], progress: Progress | None) -> Transfer:
+        """Build the new artifact from the base's unchanged chunks and ranges of the
+        others (the SDK's ranged reads), checking every chunk and then the whole sha256."""
+        sha, size, cs = a.sha256, a.size, chunks["chunk_size"]
         wanted: list[str] = chunks["chunks"]
         where = {c: i for i, c in enumerate(base_chunks)}
         part = self.blob(sha).with_name(f"{sha}.part")
@@ -348,7 +348,7 @@ class ImageCache:
                 j = i
                 while j < len(wanted) and wanted[j] not in where:
                     j += 1
-                for k, piece in self._ranges(client, route, i * cs, min(j * cs, size) - 1, cs):
+                for k, piece in _ranges(client, a.path, i * cs, min(j * cs, size) - 1, cs):
                     _check_chunk(piece, wanted[i + k], i + k)
                     digest.update(piece)
                     out.write(piece)
@@ -360,31 +360,10 @@ class ImageCache:
             os.fsync(out.fileno())
         if digest.hexdigest() != sha:
             part.unlink()
-            raise ImageError(f"the assembled {a['role']} does not match its sha256 {sha}",
+            raise ImageError(f"the assembled {a.role} does not match its sha256 {sha}",
                              code="checksum_mismatch")
         os.replace(part, self.blob(sha))
         return Transfer(sha, "incremental", fetched, reused)
-
-    @staticmethod
-    def _ranges(client: Client, route: str, start: int, end: int,
-                cs: int) -> Iterator[tuple[int, bytes]]:
-        resp = _api(lambda: client.request("GET", route, expect=(206,), stream=True,
-                                           headers={"Range": f"bytes={start}-{end}"}))
-        buf = bytearray()
-        k, left = 0, end - start + 1
-        with resp:
-            for block in resp.iter_content(BLOCK):
-                left -= len(block)
-                if left < 0:
-                    raise ImageError("the server sent more than the range asked for: "
-                                     "download stopped", code="too_large")
-                buf += block
-                while len(buf) >= cs:
-                    yield k, bytes(buf[:cs])
-                    del buf[:cs]
-                    k += 1
-        if buf:
-            yield k, bytes(buf)
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -428,26 +407,43 @@ class ImageCache:
             return None
 
 
-def select_artifacts(desc: Mapping[str, Any],
-                     disk_formats: Collection[str] | None = None) -> list[dict[str, Any]]:
+def select_artifacts(desc: TemplateDescription,
+                     disk_formats: Collection[str] | None = None) -> list[TemplateArtifact]:
     """The disk (the first format of ``disk_formats`` the template has), kernel, initrd."""
-    arts = list(desc["artifacts"])
-    disks = [a for a in arts if a["role"] == "disk"]
+    disks = [a for a in desc.artifacts if a.role == "disk"]
     if disk_formats:
         order = list(disk_formats)
-        disks = sorted((a for a in disks if a["format"] in order),
-                       key=lambda a: order.index(a["format"]))
+        disks = sorted((a for a in disks if a.format in order),
+                       key=lambda a: order.index(a.format))
     if not disks:
-        have = ", ".join(a["format"] for a in arts if a["role"] == "disk") or "none"
-        raise ImageError(f"template {desc['name']}:{desc['version']} has no disk in "
+        have = ", ".join(a.format for a in desc.artifacts if a.role == "disk") or "none"
+        raise ImageError(f"template {desc.name}:{desc.version} has no disk in "
                          f"{', '.join(disk_formats or ())} (it has {have})",
                          code="no_usable_disk")
-    return [disks[0]] + [a for a in arts if a["role"] in ("kernel", "initrd")]
+    return [disks[0]] + [a for a in desc.artifacts if a.role in ("kernel", "initrd")]
 
 
-def _route(desc: Mapping[str, Any], a: Mapping[str, Any]) -> str:
-    return a.get("path") or (f"/templates/{desc['uid']}/artifacts/{a['role']}"
-                             f"?format={a['format']}")
+def _ranges(client: Client, route: str, start: int, end: int,
+            cs: int) -> Iterator[tuple[int, bytes]]:
+    """Bytes ``start``..``end`` of ``route`` cut into chunks of ``cs`` bytes (the last may
+    be shorter), numbered from 0; read through the SDK's one ranged, size-bounded reader."""
+    buf = bytearray()
+    k = 0
+    try:
+        for block in client.read_range(route, start, end):
+            buf += block
+            while len(buf) >= cs:
+                yield k, bytes(buf[:cs])
+                del buf[:cs]
+                k += 1
+    except ApiError as e:
+        if e.code == "too_large":
+            raise ImageError("the server sent more than the range asked for: "
+                             "download stopped", code="too_large") from None
+        raise ImageError(f"cannot fetch the template: {e.message}",
+                         code="download_failed") from None
+    if buf:
+        yield k, bytes(buf)
 
 
 def _sane_chunks(chunks: Any, size: Any) -> bool:

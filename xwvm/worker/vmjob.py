@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,7 +36,7 @@ from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.ids import check_relative_name, check_uid
 from xwvm.protocol import exchange, vocab
-from xwvm.protocol.messages import JobDescription, VMPart
+from xwvm.protocol.messages import JobDescription, TemplateArtifact, TemplateDescription, VMPart
 from xwvm.protocol.vocab import (
     DEFAULT_PILOT_IDLE_S,
     DEFAULT_WALL_CLOCK_S,
@@ -73,7 +73,8 @@ def _vm(job: JobDescription) -> VMPart:
 class ImageSource(Protocol):
     def holdings(self) -> list[str]: ...
 
-    def use(self, client: Client, desc: Any, disk_formats: Any = None
+    def use(self, client: Client, desc: TemplateDescription,
+            disk_formats: Collection[str] | None = None
             ) -> contextlib.AbstractContextManager[dict[str, Path]]: ...
 
 
@@ -104,7 +105,7 @@ class VMOptions:
 
 class VMJobRunner:
     def __init__(self, driver: Driver, images: ImageSource, client: Client,
-                 opts: VMOptions, verify: Callable[[dict[str, Any]], None],
+                 opts: VMOptions, verify: Callable[[TemplateDescription], None],
                  upload: Uploader | None = None, data: DataCache | None = None) -> None:
         self.driver, self.images, self.client, self.opts = driver, images, client, opts
         self.verify = verify
@@ -119,10 +120,10 @@ class VMJobRunner:
         if job.vm is None:
             return VMOutcome(JobStatus.ERROR,
                              message="not a VM job: its description has no template")
-        template = job.vm.template.to_json()  # the signed document's fields, as sent
+        template = job.vm.template
         try:
             uid = check_uid(job.uid, "job")
-            check_uid(job.vm.template.uid, "template")
+            check_uid(template.uid, "template")
             for f in job.files:
                 check_relative_name(f.name, "input")
             self.verify(template)
@@ -176,7 +177,7 @@ class VMJobRunner:
         finally:
             disk.unlink(missing_ok=True)
 
-    def _size(self, job: JobDescription, disk: dict[str, Any]) -> tuple[int, int, int, int]:
+    def _size(self, job: JobDescription, disk: TemplateArtifact) -> tuple[int, int, int, int]:
         """(memory MiB, vCPUs, disk cap MiB, CPU percent): the job's and template's minimums,
         within the owner's ceilings; TooBig when they need more than those."""
         tpl = _vm(job).template
@@ -184,7 +185,7 @@ class VMJobRunner:
         cpus = max(_count(job.min_cpus), _count(tpl.min_cpus), 1)
         disk_mb = _count(job.min_disk_mb)
         # A template's own disk size counts too: the guest may fill all of it.
-        template_mb = -(-_count(disk.get("virtual_size")) // 2**20)
+        template_mb = -(-_count(disk.virtual_size) // 2**20)
         c = self.opts.ceilings
         if c is None:
             return max(memory, MIN_VM_MEMORY_MB), cpus, disk_mb, 100
@@ -200,11 +201,11 @@ class VMJobRunner:
               exchange_disk: Path | None = None) -> VMSpec:
         vm = _vm(job)
         # the disk use() chose
-        disk = select_artifacts(vm.template.to_json(), self.driver.disk_formats)[0]
+        disk = select_artifacts(vm.template, self.driver.disk_formats)[0]
         server = urlsplit(self.opts.server_url)
         memory, vcpus, disk_mb, cpu_percent = self._size(job, disk)
         return VMSpec(job_uid=job.uid, worker_id=self.opts.worker_id,
-                      base_image=paths["disk"].resolve(), base_format=disk["format"],
+                      base_image=paths["disk"].resolve(), base_format=disk.format,
                       vcpus=vcpus, memory_mb=memory, cpu_quota_percent=cpu_percent,
                       disk_cap_mb=disk_mb,
                       context_iso=(self.vm_dir / f"{job.uid}-context.iso").resolve(),
