@@ -484,25 +484,37 @@ class Worker:
         return program, stdin, placed
 
     def _upload(self, uid: str, archive: Path, exit_code: int | None) -> bool:
-        """Upload the results; after a few failures, tell the server (RESULTREQUEST) and
-        keep trying until it works or the worker stops."""
-        attempt, delay, told = 0, 1.0, False
-        while True:
-            try:
-                self.client.upload_result(uid, archive)
-                return True
-            except ApiError as e:
-                if e.code == "not_active" or e.status in (403, 404):
-                    return False
-                attempt += 1
-                log.warning("result upload of %s failed (%s), attempt %d", uid, e.message,
-                            attempt)
-                if attempt >= self.opts.upload_attempts and not told:
-                    told = self._report(uid, JobStatus.RESULTREQUEST, exit_code,
-                                        f"result upload failed: {e.message}")
-            if self.stopping.wait(delay):
+        """Upload the results, retrying transient failures under the one retry policy
+        until it works or the worker stops; after a few, tell the server (RESULTREQUEST).
+        False when the results were not taken: the job is no longer this worker's, or the
+        server refused them for good (a 400, 409, 500...: the job's error says why)."""
+        failures, told = 0, False
+
+        def put() -> bool:
+            self.client.upload_result(uid, archive)
+            return True
+
+        def on_retry(e: Exception, delay: float) -> None:
+            nonlocal failures, told
+            failures += 1
+            message = getattr(e, "message", str(e))
+            log.warning("result upload of %s failed (%s), attempt %d; retrying in %.1f s",
+                        uid, message, failures, delay)
+            if failures >= self.opts.upload_attempts and not told:
+                told = self._report(uid, JobStatus.RESULTREQUEST, exit_code,
+                                    f"result upload failed: {message}")
+
+        try:
+            backoff = Backoff(first=min(1.0, self.opts.max_backoff),
+                              cap=self.opts.max_backoff, attempts=None)
+            return bool(retrying(put, backoff, sleep=self.stopping.wait, on_retry=on_retry))
+        except ApiError as e:
+            if e.code == "not_active" or e.status in (403, 404):
                 return False
-            delay = min(delay * 2, self.opts.max_backoff)
+            log.warning("result upload of %s refused: %s", uid, e.message)
+            self._report(uid, JobStatus.ERROR, exit_code,
+                         f"the server refused the job's results: {e.message}")
+            return False
 
     def _report(self, uid: str, status: JobStatus, exit_code: int | None = None,
                 message: str | None = None) -> bool:
