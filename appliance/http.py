@@ -56,7 +56,8 @@ class Server:
 
     def download(self, data_uid: str, dest: Path, sha256: str) -> Path:
         """A data object's content to ``dest`` (through ``dest.part``), checked against
-        ``sha256`` before it takes its name."""
+        ``sha256`` before it takes its name. A transient failure is retried from where
+        the partial file ends (Range, with If-Range on the sha256 ETag)."""
         return self.retried(lambda: self._download(paths.data_content(data_uid), dest, sha256))
 
     def upload_result(self, job_uid: str, archive: Path) -> Any:
@@ -94,11 +95,20 @@ class Server:
 
     def _download(self, path: str, dest: Path, sha256: str) -> Path:
         part = Path(dest).with_name(Path(dest).name + ".part")
-        digest = hashlib.sha256()
-        with self._request("GET", path) as resp, part.open("wb") as out:
-            for block in iter(lambda: _read(resp, path), b""):
-                digest.update(block)
-                out.write(block)
+        digest, have = _partial(part)
+        headers = {"Range": f"bytes={have}-", "If-Range": f'"{sha256}"'} if have else {}
+        try:
+            with self._request("GET", path, None, headers) as resp:
+                if resp.status != 206:  # the whole file (or no partial one): from zero
+                    digest, have = hashlib.sha256(), 0
+                with part.open("ab" if have else "wb") as out:
+                    _copy(resp, out, digest, path)
+        except GuestError as e:
+            if e.status != 416:  # 416: the partial file is whole already, or bogus
+                raise
+            if digest.hexdigest() != sha256:
+                part.unlink()
+                return self._download(path, dest, sha256)
         if digest.hexdigest() != sha256:
             part.unlink()
             raise GuestError(f"the download of {path} does not match its sha256", 0,
@@ -141,6 +151,29 @@ class Server:
         except (OSError, http.client.HTTPException) as e:
             raise GuestError(f"{method} {path}: no answer ({e.__class__.__name__})", 0,
                              "unreachable") from None
+
+
+def _copy(resp: http.client.HTTPResponse, out: BinaryIO, digest: Any, path: str) -> None:
+    """The answer's body to ``out`` and ``digest``; one shorter than its Content-Length
+    broke off (no answer: retried, and the partial file kept for the next attempt)."""
+    declared, got = resp.getheader("Content-Length"), 0
+    for block in iter(lambda: _read(resp, path), b""):
+        digest.update(block)
+        out.write(block)
+        got += len(block)
+    if declared is not None and declared.isdigit() and got < int(declared):
+        raise GuestError(f"{path}: the answer broke off after {got} bytes", 0, "unreachable")
+
+
+def _partial(part: Path) -> tuple[Any, int]:
+    """(the sha256 so far, the length) of an earlier attempt's partial file."""
+    digest, have = hashlib.sha256(), 0
+    if part.exists():
+        with part.open("rb") as f:
+            for block in iter(lambda: f.read(BLOCK), b""):
+                digest.update(block)
+                have += len(block)
+    return digest, have
 
 
 def _json_answer(resp: http.client.HTTPResponse, method: str, path: str) -> Any:
