@@ -295,8 +295,7 @@ def submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="with --template: a pilot VM that runs your jobs of the template's "
                           "shared apps (e.g. root) until idle"),
         click.option("--pilot-idle", "pilot_idle_s", type=int, default=DEFAULT_PILOT_IDLE_S,
-                     show_default=True,
-                     help="a pilot powers off after this many idle seconds"),
+                     show_default=True, help="a pilot powers off after this many idle seconds"),
         click.option("--network", type=click.Choice([p.value for p in NetworkPolicy]),
                      default=str(NetworkPolicy.SERVER), show_default=True,
                      help="VM jobs: what the guest may reach"),
