@@ -31,6 +31,8 @@ MAX_MESSAGE = 2000
 DEFAULT_PORTS = {"https": 443, "http": 80}
 #: ApiError codes of a request that got no answer at all (retried as transient).
 NO_ANSWER = ("unreachable", "timeout")
+#: A token that has ended: renew it through ``Client.reauth`` (when set) and try once more.
+REAUTH_CODES = ("token_expired", "token_revoked")
 T = TypeVar("T")
 
 
@@ -182,7 +184,7 @@ class Client:
             if resp.status_code in expect:
                 return resp
             err = ApiError.from_response(resp)
-            retryable = err.code in ("token_expired", "token_revoked")
+            retryable = err.code in REAUTH_CODES
             if attempt == 0 and retryable and self.reauth and "data" not in kw:
                 self.token = self.reauth()
                 kw["headers"] = headers
@@ -290,11 +292,21 @@ class Client:
 
     def _put_file(self, route: str, path: Path, size: int, sha: str,
                   progress: Progress | None) -> Any:
-        with open(path, "rb") as f:
-            return self.request("PUT", route, data=_ProgressReader(f, size, progress),
-                                headers={"X-Content-SHA256": sha,
-                                         "Content-Type": "application/octet-stream",
-                                         "Content-Length": str(size)}).json()
+        """PUT a file; a token that expired (or was revoked) meanwhile is renewed through
+        ``reauth`` once and the file sent again from its start (a stream cannot be
+        replayed by :meth:`request` itself)."""
+        for attempt in (0, 1):
+            try:
+                with open(path, "rb") as f:
+                    return self.request("PUT", route, data=_ProgressReader(f, size, progress),
+                                        headers={"X-Content-SHA256": sha,
+                                                 "Content-Type": "application/octet-stream",
+                                                 "Content-Length": str(size)}).json()
+            except ApiError as e:
+                if attempt or e.code not in REAUTH_CODES or self.reauth is None:
+                    raise
+                self.token = self.reauth()
+        raise AssertionError("unreachable")
 
     def get_range(self, route: str, start: int = 0, end: int | None = None, *,
                   sha256: str | None = None,
