@@ -35,7 +35,7 @@ NATIVE_JOB = JobDescription(
     uid="w1", args=("-v",), env={"A": "1"},
     files=(InputFile(role="input", name="in.txt", data="d1", sha256=SHA, size=3),),
     wall_clock_s=60, min_memory_mb=1, min_cpus=2, min_disk_mb=3, listen_port=8080,
-    app="hello", app_kind="native", signed_app=SignedApp(
+    app="hello", signed_app=SignedApp(
         uid="a1", name="hello", kind="native",
         binaries=(SignedBinary(os="linux", arch="x86_64", sha256=SHA, size=3),),
         manifest="{}", signatures=({"key_id": "k", "signature": "s"},)))

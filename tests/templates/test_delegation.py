@@ -8,6 +8,7 @@ import base64
 import json
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,25 @@ def test_delegated_credential_expires_at_the_wall_clock_end(shared_server: Serve
     exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
     assert before + 600 <= exp <= time.time() + 600 + 30 + 1, exp - before
     assert worker.report(job["uid"], "ERROR", None, "test over")["status"] == "ERROR"
+
+
+def test_a_job_without_a_limit_gets_the_servers_one_wall_clock(tmp_path: Path) -> None:
+    """The server's configured default is the one value: sent to the worker as the job's
+    limit, and the delegated token ends with it (plus the grace), as the reaper ends the
+    job."""
+    server = ServerProcess(tmp_path / "srv", env={"XWVM_DEFAULT_WALL_CLOCK_S": "900",
+                                                  "XWVM_WALL_CLOCK_GRACE_S": "7"})
+    server.init().start()
+    try:
+        admin = server.client()
+        push(admin, "wall-tpl", "1.0", {"disk": random_file(tmp_path / "d.qcow2", MiB)})
+        job = admin.submit(template="wall-tpl", command="true")
+        worker, host = vm_capable_worker(server, admin, "wall-h1")
+        before = time.time()
+        desc = worker.request_work(host)["work"]
+        assert desc["uid"] == job["uid"] and desc["wall_clock_s"] == 900
+        payload = desc["delegated_token"].split(".")[1]
+        exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+        assert before + 907 - 1 <= exp <= time.time() + 907 + 1, exp - before
+    finally:
+        server.stop()

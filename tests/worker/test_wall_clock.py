@@ -112,7 +112,9 @@ def test_the_reaper_ends_a_running_job_without_a_limit(tmp_path: Path) -> None:
         out = facts.collect(tmp_path, "silent", []).to_json()
         out["hypervisors"] = {"native": facts.native_entry(True, unsigned_apps=True).to_json()}
         host = w.register_host(out)["uid"]
-        assert w.request_work(host)["work"]["uid"] == job["uid"]
+        desc = w.request_work(host)["work"]
+        assert desc["uid"] == job["uid"]
+        assert desc["wall_clock_s"] == 2, "the worker is told the limit the reaper applies"
 
         def ended() -> dict | None:
             w.heartbeat(host, [job["uid"]])

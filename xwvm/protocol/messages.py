@@ -216,7 +216,6 @@ class JobDescription:
     min_disk_mb: int = 0
     listen_port: int | None = None
     app: str | None = None
-    app_kind: str | None = None          # "native" | "shared"
     signed_app: SignedApp | None = None  # the app's signed description (native)
     command: str | None = None
     vm: VMPart | None = None
@@ -228,7 +227,7 @@ class JobDescription:
             "min_memory_mb": self.min_memory_mb, "min_cpus": self.min_cpus,
             "min_disk_mb": self.min_disk_mb, "listen_port": self.listen_port}
         signed = None if self.signed_app is None else self.signed_app.to_json()
-        optional = {"app": self.app, "app_kind": self.app_kind, "signed_app": signed,
+        optional = {"app": self.app, "signed_app": signed,
                     "command": self.command}
         doc.update((k, v) for k, v in optional.items() if v is not None)
         if self.vm is not None:
@@ -246,7 +245,7 @@ class JobDescription:
                    min_cpus=f.opt(d, "min_cpus", int, where, 0),
                    min_disk_mb=f.opt(d, "min_disk_mb", int, where, 0),
                    listen_port=f.opt(d, "listen_port", int, where),
-                   app=f.opt(d, "app", str, where), app_kind=f.opt(d, "app_kind", str, where),
+                   app=f.opt(d, "app", str, where),
                    signed_app=None if d.get("signed_app") is None
                    else SignedApp.from_json(d["signed_app"], f"{where}.signed_app"),
                    command=f.opt(d, "command", str, where),

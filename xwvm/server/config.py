@@ -17,6 +17,17 @@ from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S
 CONFIG_FILE = "server.yaml"
 
 
+@dataclass(frozen=True)
+class WallClock:
+    """The server's one wall-clock rule, which the reaper, the worker and the delegated
+    token all follow: a job that names no limit gets ``default_s`` (sent to the worker in
+    its description); the reaper ends a job ``grace_s`` after its limit, when the token of
+    its nested worker ends too. ServerConfig sets both."""
+
+    default_s: int = DEFAULT_WALL_CLOCK_S
+    grace_s: int = WALL_CLOCK_GRACE_S
+
+
 @dataclass
 class ServerConfig:
     data_dir: Path
@@ -35,6 +46,10 @@ class ServerConfig:
     # values by default, which the worker and the delegated token's lifetime use.
     default_wall_clock_s: int = DEFAULT_WALL_CLOCK_S
     wall_clock_grace_s: int = WALL_CLOCK_GRACE_S
+
+    @property
+    def wall_clock(self) -> WallClock:
+        return WallClock(self.default_wall_clock_s, self.wall_clock_grace_s)
     # A request body must keep coming: it gets this many seconds, plus one second for every
     # body_min_rate bytes received (Apache mod_reqtimeout's rule), else 408.
     body_timeout_s: int = 20

@@ -8,7 +8,7 @@ server (or an admin account) that swaps a binary, or edits the manifest to match
 one, runs nothing. A shared app (e.g. root) has no binary: its command runs only for an
 app this worker's owner shares (``--shared-app``); the server cannot make one up.
 
-Nothing the server says is believed for the choice: not the job's ``app_kind``, nor a
+Nothing the server says is believed for the choice: not the kind of app it claims, nor a
 file's role; a job with a command places no binary, a job without one runs only the
 signed binary.
 """

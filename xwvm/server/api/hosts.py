@@ -80,7 +80,7 @@ def heartbeat(uid: str):
 
 @bp.post("/hosts/<uid>/work")
 def request_work(uid: str):
-    work = host_service.request_work(db(), principal(), uid, secret())
+    work = host_service.request_work(db(), principal(), uid, secret(), cfg().wall_clock)
     commit()
     if work is None:
         return jsonify(WorkAnswer(retry_after=cfg().idle_retry_s).to_json())

@@ -121,7 +121,7 @@ def progress(uid: str):
 
 @bp.post("/works/<uid>/pilot-work")
 def pilot_work(uid: str):
-    work = work_service.pilot_work(db(), principal(), uid)
+    work = work_service.pilot_work(db(), principal(), uid, cfg().wall_clock)
     commit()
     return jsonify(WorkAnswer(work=work).to_json())
 

@@ -11,6 +11,7 @@ from xwvm.errors import BadRequest, Forbidden
 from xwvm.protocol.calls import HeartbeatAnswer
 from xwvm.protocol.messages import HostFacts, JobDescription
 from xwvm.server import events, policy
+from xwvm.server.config import WallClock
 from xwvm.server.db.models import Host, User, Work, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC, Level
@@ -82,7 +83,9 @@ def heartbeat(db: Session, p: Principal, uid: str, running: list[str],
     return HeartbeatAnswer(alive_period=host.alive_period, stop=tuple(stop))
 
 
-def request_work(db: Session, p: Principal, uid: str, secret: bytes) -> JobDescription | None:
+def request_work(db: Session, p: Principal, uid: str, secret: bytes,
+                 wall: WallClock = WallClock()
+                 ) -> JobDescription | None:
     policy.require(p, "request_work")
     host = _own_host(db, p, uid)
     host.last_seen = utcnow()
@@ -91,8 +94,8 @@ def request_work(db: Session, p: Principal, uid: str, secret: bytes) -> JobDescr
     if work is None:
         return None
     if work.template_uid:
-        return work_service.vm_description(db, work, secret)
-    return work_service.description_for_worker(db, work)
+        return work_service.vm_description(db, work, secret, wall)
+    return work_service.description_for_worker(db, work, wall)
 
 
 def list_hosts(db: Session, p: Principal) -> list[Host]:

@@ -11,12 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound
-from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S, JobStatus, NetworkPolicy
+from xwvm.protocol import JobStatus, NetworkPolicy
 from xwvm.protocol.calls import ProgressAnswer, Report
 from xwvm.protocol.messages import InputFile, JobDescription, SignedApp, VMPart
 from xwvm.server import events, policy, states
 from xwvm.server.auth import tokens
 from xwvm.server.blobs import BlobStore
+from xwvm.server.config import WallClock
 from xwvm.server.db.models import (
     App,
     Context,
@@ -308,8 +309,10 @@ def progress(db: Session, p: Principal, uid: str, phase: str) -> ProgressAnswer:
     return ProgressAnswer(stop=False, status=JobStatus(work.status), phase=phase)
 
 
-def description_for_worker(db: Session, work: Work) -> JobDescription:
-    """What a worker needs to run the job: the app, the files to fetch, the limits."""
+def description_for_worker(db: Session, work: Work,
+                           wall: WallClock = WallClock()) -> JobDescription:
+    """What a worker needs to run the job: the app, the files to fetch, the limits (its
+    own wall clock, or the server's default: the worker never has to guess one)."""
     rows = db.execute(select(WorkData, Data).join(Data, Data.uid == WorkData.data_uid)
                       .where(WorkData.work_uid == work.uid)).all()
     files = sorted((InputFile(role=wd.role, name=wd.name, data=d.uid, sha256=d.sha256,
@@ -318,15 +321,16 @@ def description_for_worker(db: Session, work: Work) -> JobDescription:
     app = app_service.get(db, work.app_uid) if work.app_uid else None
     return JobDescription(
         uid=work.uid, args=tuple(work.args), env=dict(work.env), files=tuple(files),
-        wall_clock_s=work.wall_clock_s, min_memory_mb=work.min_memory_mb,
+        wall_clock_s=work.wall_clock_s or wall.default_s, min_memory_mb=work.min_memory_mb,
         min_cpus=work.min_cpus, min_disk_mb=work.min_disk_mb, listen_port=work.listen_port,
-        app=app.name if app else None, app_kind=app.kind if app else None,
+        app=app.name if app else None,
         signed_app=SignedApp.from_json(app_service.description_for_worker(db, app))
         if app else None,
         command=work.command if app else None)
 
 
-def pilot_work(db: Session, p: Principal, pilot_uid: str) -> JobDescription | None:
+def pilot_work(db: Session, p: Principal, pilot_uid: str,
+               wall: WallClock = WallClock()) -> JobDescription | None:
     """The next job a pilot VM runs: its owner's oldest pending job of an app the template
     shares, within what the pilot's outer worker may run. None when there is none."""
     pilot = get_or_404(db, Work, pilot_uid, "job")
@@ -351,10 +355,11 @@ def pilot_work(db: Session, p: Principal, pilot_uid: str) -> JobDescription | No
     states.move(db, work, states.RUNNING, actor_uid=p.uid,
                 reason=f"taken by pilot VM job {pilot.uid}", host_uid=pilot.host_uid,
                 pilot_uid=pilot.uid)
-    return description_for_worker(db, work)
+    return description_for_worker(db, work, wall)
 
 
-def vm_description(db: Session, work: Work, secret: bytes) -> JobDescription:
+def vm_description(db: Session, work: Work, secret: bytes,
+                   wall: WallClock = WallClock()) -> JobDescription:
     """The whole description of a VM job for its outer worker: the common part, the
     template, the command, the network policy, the owner's context document and a
     credential delegated to the nested worker for this job only (revoked when the job
@@ -365,7 +370,7 @@ def vm_description(db: Session, work: Work, secret: bytes) -> JobDescription:
     context = db.get(Context, work.context_uid) if work.context_uid else None
     # It ends with the job's wall clock, as the reaper ends the job itself (both counted
     # from the assignment); it is revoked sooner if the job ends sooner.
-    lifetime = (work.wall_clock_s or DEFAULT_WALL_CLOCK_S) + WALL_CLOCK_GRACE_S
+    lifetime = (work.wall_clock_s or wall.default_s) + wall.grace_s
     token, _ = tokens.issue(db, secret, work.owner_uid, lifetime, kind="delegated",
                             scope_work_uid=work.uid)
     vm = VMPart(template=template_service.describe(template),
@@ -373,5 +378,5 @@ def vm_description(db: Session, work: Work, secret: bytes) -> JobDescription:
                 network=NetworkPolicy(work.network), pilot=bool(work.pilot),
                 pilot_idle_s=work.pilot_idle_s,
                 context=context.document if context else None)
-    return replace(description_for_worker(db, work), app=template.name,
+    return replace(description_for_worker(db, work, wall), app=template.name,
                    command=work.command, vm=vm)
