@@ -168,7 +168,7 @@ def fake(tmp_path: Path) -> Iterator[FakeServer]:
 
 def _native_job(uid: str = JOB, files: list[dict[str, Any]] | None = None,
                 **extra: Any) -> dict[str, Any]:
-    return {"uid": uid, "app": "tool", "app_kind": "native", "args": [], "env": {},
+    return {"uid": uid, "app": "tool", "args": [], "env": {},
             "files": files or [], "wall_clock_s": 30, "min_memory_mb": None,
             "min_cpus": None, "min_disk_mb": None, "listen_port": None, **extra}
 

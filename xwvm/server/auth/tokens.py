@@ -54,7 +54,7 @@ def issue(db: Session, secret: bytes, user_uid: str, lifetime_s: int,
     now = utcnow()
     expires = now + dt.timedelta(seconds=lifetime_s)
     jti = secrets.token_hex(16)
-    db.add(Token(jti=jti, user_uid=user_uid, kind=kind, issued_at=now, expires_at=expires,
+    db.add(Token(jti=jti, user_uid=user_uid, expires_at=expires,
                  scope_work_uid=scope_work_uid))
     payload = _b64(json.dumps({"jti": jti, "sub": user_uid, "exp": int(expires.timestamp()),
                                "kind": kind}, separators=(",", ":")).encode())

@@ -97,10 +97,8 @@ class Token(Base):
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"),
                                           index=True)
-    kind: Mapped[str] = mapped_column(String(16), default="session")
-    # A delegated token (kind "delegated") acts only for this VM job.
+    # A delegated token acts only for this VM job (its kind is in its signed payload).
     scope_work_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
-    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column()
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     # A session opened with a certificate: its issuer (DN) and serial, so that revoking
@@ -154,7 +152,6 @@ class Identity(Base):
     subject: Mapped[str] = mapped_column(String(512), primary_key=True)
     user_uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"),
                                           index=True)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Data(Owned, Base):
