@@ -41,6 +41,8 @@ ALIGN = 4096
 DISK_ALIGN = 1 << 20   # whole MiB: what every hypervisor attaches (VMDK counts sectors)
 COPY_CHUNK = 1 << 20
 DEFAULT_RESULTS_CAPACITY = 1 << 30  # sparse: costs nothing until the guest writes
+MAX_OFFSET = 1 << 62  # far beyond any disk; keeps every seek and sum an ordinary int
+EXIT_CODE_RANGE = (-(1 << 31), (1 << 31) - 1)  # what a report's exit code may be
 
 
 class ExchangeError(Exception):
@@ -83,15 +85,19 @@ class Layout:
     @classmethod
     def from_json(cls, doc: Any, disk_size: int | None = None) -> Layout:
         try:
-            if doc["format"] != FORMAT:
-                raise ExchangeError(f"exchange disk format {doc['format']!r} is not "
-                                    f"{FORMAT}: worker and appliance disagree")
-            inputs = tuple(InputSlot(name=check_name(str(i["name"])), offset=int(i["offset"]),
-                                     length=int(i["length"]), sha256=str(i["sha256"]))
-                           for i in doc["inputs"])
-            layout = cls(job_uid=str(doc["job"]), inputs=inputs,
-                         results_offset=int(doc["results"]["offset"]),
-                         results_capacity=int(doc["results"]["capacity"]))
+            fmt = doc["format"]
+            if type(fmt) is not int or fmt != FORMAT:
+                shown = fmt if type(fmt) is int else type(fmt).__name__
+                raise ExchangeError(f"exchange disk format {shown} is not {FORMAT}: "
+                                    "worker and appliance disagree")
+            inputs = tuple(InputSlot(name=check_name(_str(i["name"], "name")),
+                                     offset=_offset(i["offset"], "offset"),
+                                     length=_offset(i["length"], "length"),
+                                     sha256=_str(i["sha256"], "sha256"))
+                           for i in _list(doc["inputs"]))
+            layout = cls(job_uid=_str(doc["job"], "job"), inputs=inputs,
+                         results_offset=_offset(doc["results"]["offset"], "offset"),
+                         results_capacity=_offset(doc["results"]["capacity"], "capacity"))
         except (KeyError, TypeError, ValueError) as e:
             raise ExchangeError(f"exchange disk header is malformed: {e!r}") from None
         layout.check(disk_size)
@@ -128,6 +134,35 @@ def check_name(name: str) -> str:
     return str(path)
 
 
+def _int(value: Any, what: str, low: int, high: int) -> int:
+    """A number the other side wrote: an int (not a bool, not a float) in [low, high]."""
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{what} is not an integer in [{low}, {high}]")
+    return value
+
+
+def _offset(value: Any, what: str) -> int:
+    """An offset, length or capacity: a non-negative int a seek accepts."""
+    return _int(value, what, 0, MAX_OFFSET)
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is not a string")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError("inputs is not a list")
+    return value
+
+
+def _exit_code(value: Any) -> int | None:
+    """The payload's exit code: None, or an int a report accepts (signed 32 bits)."""
+    return None if value is None else _int(value, "exit_code", *EXIT_CODE_RANGE)
+
+
 def _align(n: int, to: int = ALIGN) -> int:
     return (n + to - 1) // to * to
 
@@ -140,8 +175,9 @@ def read_header(f: BinaryIO, offset: int, size: int, magic: bytes) -> dict[str, 
     text = block[len(magic):].split(b"\0", 1)[0]
     try:
         doc = json.loads(text)
-    except ValueError as e:
-        raise ExchangeError(f"exchange disk header is not JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+        raise ExchangeError(f"exchange disk header is not JSON: {type(e).__name__}") \
+            from None
     if not isinstance(doc, dict):
         raise ExchangeError("exchange disk header is not a JSON object")
     return doc
@@ -227,15 +263,18 @@ def _verdict(doc: dict[str, Any], job_uid: str) -> tuple[Results, int, str | Non
     """(the verdict without its archive, the archive's length, its sha256 or None)."""
     try:
         if doc["job"] != job_uid:
-            raise ExchangeError(f"results on the exchange disk are for job {doc['job']}")
-        length, sha = int(doc["length"]), doc["sha256"]
-        exit_code = doc["exit_code"] if isinstance(doc["exit_code"], int) else None
-        message = str(doc.get("message") or "")
+            raise ExchangeError("results on the exchange disk are for another job")
+        length, sha = _offset(doc["length"], "length"), doc["sha256"]
+        exit_code = _exit_code(doc["exit_code"])
+        message = doc.get("message")
         uploaded = doc.get("uploaded") is True
+        if sha is not None:
+            _str(sha, "sha256")
+        if message is not None:
+            _str(message, "message")
     except (KeyError, TypeError, ValueError) as e:
-        raise ExchangeError(f"results header is malformed: {e!r}") from None
-    if sha is not None and not isinstance(sha, str):
-        raise ExchangeError("results header is malformed: sha256 is not a string")
+        raise ExchangeError(f"results header is malformed: {e}") from None
+    message = message or ""
     if sha is None and not uploaded and not message:
         message = "the guest wrote no results"
     return Results(exit_code, message, None, uploaded and sha is None), length, sha
