@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from xwvm.errors import XwvmError
 from xwvm.protocol.paths import API_PREFIX
-from xwvm.server import api, events
+from xwvm.server import api, events, sweeping
 from xwvm.server.blobs import BlobStore
 from xwvm.server.config import ServerConfig
 from xwvm.server.db.engine import make_engine, make_sessionmaker, read_only
@@ -55,7 +55,9 @@ def create_app(config: ServerConfig) -> Flask:
 
     @app.get(f"{API_PREFIX}/health")
     def health() -> Any:
-        return jsonify(ok=True, version=_version())
+        # This process's last sweep that raised nothing (null: none yet, or no sweeper).
+        last = app.extensions["xwvm"].get(sweeping.LAST_SWEEP)
+        return jsonify(ok=True, version=_version(), last_sweep=last and last.isoformat())
 
     return app
 

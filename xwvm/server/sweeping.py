@@ -9,22 +9,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 from flask import Flask
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from xwvm.errors import XwvmError
+from xwvm.protocol.retry import Backoff
 from xwvm.server.blobs import BlobStore
 from xwvm.server.config import ServerConfig
+from xwvm.server.db.models import utcnow
 from xwvm.server.scheduler import reaper
 from xwvm.server.services import uploads
 
 log = logging.getLogger("xwvm.server")
 UPLOAD_SWEEP_S = 600
-# What one round may hit and survive: the database busy or gone, a blob file that cannot be
-# removed, a state change refused. Anything else is a bug and ends the thread, loudly.
-_ROUND_ERRORS = (sa_exc.SQLAlchemyError, OSError, XwvmError)
+#: Where the thread notes the end of its last round that raised nothing (UTC), for /health.
+LAST_SWEEP = "last_sweep"
+#: After a failed round the next waits longer, doubling up to this many intervals, so a
+#: database that is gone is not hammered; one good round brings the interval back.
+MAX_BACKOFF_INTERVALS = 16
 
 
 def sweep_once(db: Session, cfg: ServerConfig, images: BlobStore) -> None:
@@ -42,20 +45,40 @@ def sweep_once(db: Session, cfg: ServerConfig, images: BlobStore) -> None:
 
 def start(app: Flask) -> threading.Thread:
     """Sweep every ``reap_interval_s`` in a daemon thread for as long as the process lives."""
-    cfg: ServerConfig = app.extensions["xwvm"]["config"]
-    sessions = app.extensions["xwvm"]["sessions"]
-    images = BlobStore(cfg.blob_dir / "images")
-
-    def loop() -> None:
-        while True:
-            time.sleep(cfg.reap_interval_s)
-            try:
-                with sessions() as db:
-                    sweep_once(db, cfg, images)
-                    db.commit()
-            except _ROUND_ERRORS:  # the next round retries; this one is logged
-                log.exception("sweep round failed")
-
-    thread = threading.Thread(target=loop, name="xwvm-reaper", daemon=True)
+    thread = threading.Thread(target=run, args=(app,), name="xwvm-reaper", daemon=True)
     thread.start()
     return thread
+
+
+def run(app: Flask, sleep: Callable[[float], object] = time.sleep,
+        rounds: int | None = None) -> None:
+    """The thread's loop: wait, sweep, and on to the next round whatever a round raised (it
+    is logged with its traceback; the wait doubles after each failure). ``rounds``: stop
+    after that many (None: never), for tests."""
+    cfg: ServerConfig = app.extensions["xwvm"]["config"]
+    waits = _waits(cfg.reap_interval_s)
+    while rounds is None or rounds > 0:
+        sleep(next(waits))
+        if _round(app):
+            waits = _waits(cfg.reap_interval_s)
+        if rounds is not None:
+            rounds -= 1
+
+
+def _round(app: Flask) -> bool:
+    """One round in its own session; True if it raised nothing."""
+    ext = app.extensions["xwvm"]
+    cfg: ServerConfig = ext["config"]
+    try:
+        with ext["sessions"]() as db:
+            sweep_once(db, cfg, BlobStore(cfg.blob_dir / "images"))
+            db.commit()
+    except Exception:  # a bug or an outage: logged, and the sweeper lives on
+        log.exception("sweep round failed; the next round retries")
+        return False
+    ext[LAST_SWEEP] = utcnow()
+    return True
+
+
+def _waits(interval: float) -> Iterator[float]:
+    return Backoff(first=interval, cap=interval * MAX_BACKOFF_INTERVALS, attempts=None).delays()
