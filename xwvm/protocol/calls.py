@@ -35,11 +35,15 @@ class MalformedJob(ValueError):
 
 
 def _period(d: Mapping[str, Any], key: str) -> float | None:
-    """A period in seconds; None when absent or not a finite number."""
+    """A period in seconds; None when absent or not a finite number (an int too large
+    for a float, such as 10**400, included: JSON reads it, math.isfinite would raise)."""
     value = d.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return value if math.isfinite(value) else None
+    try:
+        return value if math.isfinite(value) else None
+    except OverflowError:
+        return None
 
 
 def _job(d: Mapping[str, Any]) -> JobDescription | None:
