@@ -32,6 +32,7 @@ from contextualizer import (
     build_job_context,
     write_iso,
 )
+from contextualizer.errors import ContextError
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.ids import check_relative_name, check_uid
@@ -58,6 +59,13 @@ class TooBig(XwvmError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="vm_too_big")
+
+
+class ContextRefused(XwvmError):
+    """The contextualizer refused the job's context (a user's or server's mistake)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="context_refused")
 
 
 def _count(value: Any) -> int:
@@ -144,6 +152,8 @@ class VMJobRunner:
                 with self._vm(spec):
                     state = self._monitor(job, stop)
                     console = self._console(uid)
+            except ContextRefused as e:
+                return VMOutcome(JobStatus.ERROR, message=e.message)
             except XwvmError as e:
                 return VMOutcome(JobStatus.ERROR, message=f"could not start the VM: {e.message}")
             if stop.is_set():
@@ -216,12 +226,22 @@ class VMJobRunner:
                                        server.port or 443))
 
     def _context_iso(self, job: JobDescription, spec: VMSpec) -> None:
+        """The VM's context ISO; ContextRefused when the contextualizer refuses the job's
+        context document or the job's side of it (its owner, command, credential...)."""
+        assert spec.context_iso is not None
+        try:
+            ctx = build_job_context(_vm(job).context or {}, self._job_spec(job, spec))
+            write_iso(ctx, spec.context_iso)
+        except (ContextError, ValueError) as e:  # neither is an XwvmError
+            raise ContextRefused(f"the job's context was refused: {e}") from None
+
+    def _job_spec(self, job: JobDescription, spec: VMSpec) -> JobSpec:
         vm = _vm(job)
         endpoint = self.driver.guest_endpoint(spec)
         port = endpoint[1] if endpoint else 443
         inputs = tuple(InputRef(uid=f.data, name=f.name, sha256=f.sha256)
                        for f in job.files if f.role == "input")
-        ctx = build_job_context(vm.context or {}, JobSpec(
+        return JobSpec(
             job_uid=job.uid, owner=vm.owner, app=job.app or vm.template.name,
             mode=Mode.PILOT if vm.pilot else Mode.SINGLE, network=spec.network,
             server_url=f"https://{GUEST_SERVER_NAME}:{port}", server_ca_pem=self.opts.ca_pem,
@@ -232,9 +252,7 @@ class VMJobRunner:
                           cpus=spec.vcpus, memory_mb=spec.memory_mb,
                           disk_mb=spec.disk_cap_mb or 1,
                           idle_seconds=(vm.pilot_idle_s or DEFAULT_PILOT_IDLE_S)
-                          if vm.pilot else None)))
-        assert spec.context_iso is not None
-        write_iso(ctx, spec.context_iso)
+                          if vm.pilot else None))
 
     @contextlib.contextmanager
     def _vm(self, spec: VMSpec) -> Iterator[None]:
@@ -295,14 +313,13 @@ class VMJobRunner:
         tail = console[-1500:].strip()
         archive = disk.with_name(f"{uid}-results.tar.gz")
         try:
-            try:
-                got = exchange.read_results(disk, uid, archive)
-            except (exchange.ExchangeError, OSError) as e:
-                message = e.message if isinstance(e, exchange.ExchangeError) else str(e)
-                return VMOutcome(JobStatus.ERROR, message=f"{message}; console:\n{tail}")
-            if got.archive is None and not got.uploaded:
+            got = _read_verdict(disk, uid, archive)
+            if isinstance(got, str):
+                return VMOutcome(JobStatus.ERROR, message=f"{got}; console:\n{tail}")
+            problem = _no_results(got, _vm(job).network)
+            if problem is not None:
                 return VMOutcome(JobStatus.ERROR, exit_code=got.exit_code,
-                                 message=f"{got.message}; console:\n{tail}")
+                                 message=f"{problem}; console:\n{tail}")
             if got.archive is not None and not self.upload(uid, archive, got.exit_code):
                 return VMOutcome(None, message="results not taken: the job is no longer ours")
         finally:
@@ -324,3 +341,32 @@ class VMJobRunner:
                                               f"{CONSOLE_MAX_BYTES // 2**20} MiB to its console "
                                               f"and was stopped; console:\n{tail}")
         return VMOutcome(JobStatus.ERROR, message=f"the VM crashed; console:\n{tail}")
+
+
+def _read_verdict(disk: Path, uid: str, archive: Path) -> exchange.Results | str:
+    """The guest's verdict from its exchange disk, or why it does not read. The guest
+    wrote those bytes: whatever they make the reader raise is that job's error, never
+    an exception that ends the worker (and then the next worker the job goes to)."""
+    try:
+        return exchange.read_results(disk, uid, archive)
+    except exchange.ExchangeError as e:
+        return e.message
+    except OSError as e:
+        return str(e)
+    except Exception as e:  # a reader bug a guest found: logged, and the job's error
+        log.exception("the exchange disk of job %s does not read", uid)
+        return f"the exchange disk does not read ({type(e).__name__})"
+
+
+def _no_results(got: exchange.Results, network: vocab.NetworkPolicy) -> str | None:
+    """Why the verdict brings no results (None: it does). ``uploaded`` is believed only
+    from a VM with a network: a network=none VM has no NIC nor credential to upload
+    with (the server still checks the others: no results, no COMPLETED)."""
+    if got.archive is not None:
+        return None
+    if not got.uploaded:
+        return got.message or "the guest wrote no results"
+    if network == vocab.NetworkPolicy.NONE:
+        return ("the guest claims it uploaded the results, which a network=none VM "
+                "cannot do")
+    return None

@@ -1,0 +1,123 @@
+"""A hostile guest against the outer worker's VM job runner (real VMJobRunner, real exchange
+disk): what the guest writes, or what the job's owner put in its context, ends in an ERROR
+outcome for that job, never in an exception that ends the worker."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import fake_vboxapi
+from tests.support.fake_vboxapi import FakeService, vdi
+from xwvm.protocol import exchange
+from xwvm.protocol.messages import JobDescription
+from xwvm.worker.drivers.virtualbox import VirtualBoxDriver
+from xwvm.worker.vmjob import VMJobRunner, VMOptions
+
+TPL_UID = "00000000-0000-0000-0000-0000000000aa"
+JOB_UID = "00000000-0000-0000-0000-0000000000c1"
+
+
+def _vm_job(network: str = "none", context: dict[str, Any] | None = None,
+            owner: str = "alice", **job: Any) -> JobDescription:
+    tpl = {"uid": TPL_UID, "name": "t", "version": "1", "os": "linux", "arch": "x86_64",
+           "manifest": "", "min_memory_mb": 0, "min_cpus": 0,
+           "artifacts": [{"role": "disk", "format": "qcow2", "virtual_size": 1 << 26,
+                          "size": 1, "sha256": "0" * 64, "path": "disk.qcow2"},
+                         {"role": "disk", "format": "vdi", "virtual_size": 1 << 26,
+                          "size": 1, "sha256": "0" * 64, "path": "disk.vdi"}]}
+    return JobDescription.from_json({"uid": JOB_UID, "template": tpl, "files": [],
+                                     "network": network, "owner": owner, "command": "true",
+                                     "delegated_token": "t", "context": context, **job})
+
+
+class LocalImages:
+    """An image source holding one template disk already (no server)."""
+
+    def __init__(self, disk: Path) -> None:
+        self.disk = disk
+
+    def holdings(self) -> list[str]:
+        return [TPL_UID]
+
+    @contextlib.contextmanager
+    def use(self, *a: Any, **kw: Any) -> Iterator[dict[str, Path]]:
+        yield {"disk": self.disk}
+
+
+@pytest.fixture(autouse=True)
+def fake_vbox() -> Iterator[FakeService]:
+    """The FAKE VirtualBox (tests/support/fake_vboxapi): no VM ever boots here."""
+    svc = fake_vboxapi.start_service()
+    yield svc
+    fake_vboxapi.stop_service()
+
+
+def _runner(work: Path) -> VMJobRunner:
+    base = work / "base.vdi"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    vdi.write(base, 1 << 26)
+    return VMJobRunner(VirtualBoxDriver("w1", work, api=fake_vboxapi), LocalImages(base),
+                       client=None,  # type: ignore[arg-type]  (never reached)
+                       opts=VMOptions("w1", work, "https://127.0.0.1:9", "CA PEM"),
+                       verify=lambda _t: None)
+
+
+def _disk_with_verdict(work: Path, **verdict: Any) -> Path:
+    disk = work / f"{JOB_UID}-exchange.img"
+    exchange.create(disk, JOB_UID, [], results_capacity=1 << 20)
+    exchange.write_results(disk, JOB_UID, **{"archive": None, "exit_code": 0,
+                                             "message": "", **verdict})
+    return disk
+
+
+def test_uploaded_is_not_believed_from_a_vm_without_network(tmp_path: Path) -> None:
+    """network=none: no NIC, no credential; a guest claiming it uploaded lies."""
+    runner = _runner(tmp_path)
+    disk = _disk_with_verdict(tmp_path, uploaded=True)
+    out = runner._verdict(_vm_job("none"), disk, "console tail")
+    assert out.status == "ERROR", out
+    assert "network=none" in out.message and "console tail" in out.message
+
+
+def test_uploaded_is_believed_from_a_vm_with_network(tmp_path: Path) -> None:
+    """The server checks it: a COMPLETED report without results is refused (409), and the
+    pull loop then reports ERROR (tests/worker/test_server_faults.py)."""
+    runner = _runner(tmp_path)
+    disk = _disk_with_verdict(tmp_path, uploaded=True, exit_code=3)
+    out = runner._verdict(_vm_job("server"), disk, "")
+    assert (out.status, out.exit_code) == ("COMPLETED", 3), out
+
+
+@pytest.mark.parametrize("raw", [b"[" * 4000, b'{"job":"%s","length":1e400,"sha256":"x",'
+                                              b'"exit_code":0}' % JOB_UID.encode()])
+def test_a_tampered_verdict_is_the_jobs_error(tmp_path: Path, raw: bytes) -> None:
+    runner = _runner(tmp_path)
+    disk = tmp_path / f"{JOB_UID}-exchange.img"
+    layout = exchange.create(disk, JOB_UID, [], results_capacity=1 << 20)
+    with disk.open("r+b") as f:
+        f.seek(layout.results_offset)
+        f.write(exchange.RESULTS_MAGIC + raw + b"\0")
+    out = runner._verdict(_vm_job("none"), disk, "")
+    assert out.status == "ERROR", out
+    assert "malformed" in out.message or "not JSON" in out.message, out
+
+
+@pytest.mark.parametrize("context, owner, job", [
+    ({"bogus": 1}, "alice", {}), ({"env": {"1BAD": 3}}, "alice", {}),
+    ({}, "alice", {"delegated_token": ""}),  # the job's side: ValueError, not ContextError
+    ({}, "", {}), ({}, "alice", {"command": ""}),
+], ids=["unknown-key", "bad-env", "no-credential", "no-owner", "no-command"])
+def test_a_context_the_contextualizer_refuses_is_the_jobs_error(
+        tmp_path: Path, context: dict[str, Any], owner: str, job: dict[str, Any]) -> None:
+    runner = _runner(tmp_path / "w")
+    out = runner.run(_vm_job("none", context, owner, **job), threading.Event(),
+                     threading.Event())
+    assert out.status == "ERROR", out
+    assert out.message.startswith("the job's context was refused: "), out
+    assert not list((tmp_path / "w" / "vm").glob("*.img")), "the exchange disk is removed"
