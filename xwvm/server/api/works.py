@@ -15,7 +15,15 @@ from xwvm.server.services import works as work_service
 bp = Blueprint("works", __name__)
 
 _STR = {"type": "string", "maxLength": 65536}
-_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**40}
+# Every submitted integer is bounded by what it becomes, so that no value is refused by a
+# timedelta or a database column (a 500) instead of by the schema (invalid_body):
+#: seconds (a wall clock, a pilot's idle time): ten years; a token's lifetime derives from it
+MAX_SECONDS = 10 * 365 * 86400
+#: a 32-bit INTEGER column (PostgreSQL's ``integer``)
+INT32_MAX = 2**31 - 1
+_SECONDS = {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_SECONDS}
+_INT32_COUNT = {"type": "integer", "minimum": 0, "maximum": INT32_MAX}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**40}  # a BIGINT column
 MAX_ARGS, MAX_ENV = 1024, 256
 SUBMIT = {
     "type": "object", "additionalProperties": False,
@@ -25,7 +33,7 @@ SUBMIT = {
         "command": {"type": ["string", "null"], "maxLength": 65536},
         "network": {"enum": [str(n) for n in NetworkPolicy]},
         "pilot": {"type": "boolean"},
-        "pilot_idle_s": {"type": ["integer", "null"], "minimum": 1},
+        "pilot_idle_s": _SECONDS,
         "args": {"type": "array", "items": _STR, "maxItems": MAX_ARGS},
         "env": {"type": "object", "additionalProperties": _STR, "maxProperties": MAX_ENV},
         "inputs": {"type": "array", "items": {
@@ -33,8 +41,8 @@ SUBMIT = {
             "properties": {"data": {"type": "string"}, "name": {"type": "string"}}}},
         "stdin": {"type": ["string", "null"]},
         "max_retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 1000},
-        "wall_clock_s": {"type": ["integer", "null"], "minimum": 1},
-        "min_memory_mb": _COUNT, "min_cpus": _COUNT, "min_disk_mb": _COUNT,
+        "wall_clock_s": _SECONDS,
+        "min_memory_mb": _INT32_COUNT, "min_cpus": _INT32_COUNT, "min_disk_mb": _COUNT,
         "expected_host": {"type": ["string", "null"]},
         "listen_port": {"type": ["integer", "null"]},
         "label": {"type": ["string", "null"], "maxLength": 255},
@@ -46,7 +54,8 @@ SUBMIT = {
 # caller is known to hold the job (a schema enum here would answer strangers first).
 REPORT = {"type": "object", "additionalProperties": False, "required": ["status"],
           "properties": {"status": {"type": "string", "maxLength": 32},
-                         "exit_code": {"type": ["integer", "null"]},
+                         "exit_code": {"type": ["integer", "null"],
+                                       "minimum": -INT32_MAX - 1, "maximum": INT32_MAX},
                          "message": {"type": ["string", "null"], "maxLength": 65536}}}
 
 
