@@ -281,7 +281,7 @@ def main(argv: list[str]) -> int:
             customize(spec, plan, root)
         else:
             raise HookError(f"unknown hook stage {stage!r}")
-    except HookError as exc:
+    except (HookError, sources.SourceError) as exc:
         print(f"xwvm build hook {stage}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -241,9 +241,11 @@ def _semantic_issues(doc: dict[str, Any]) -> Iterator[ValidationIssue]:
     if isinstance(files, list):
         for i, item in enumerate(files):
             source = item.get("source") if isinstance(item, dict) else None
-            if isinstance(source, str) and not (sources.import_root() / source).exists():
-                yield ValidationIssue(json_path(["files", i, "source"]),
-                                      f"does not exist under {sources.import_root()}")
+            try:
+                if isinstance(source, str):
+                    sources.files_source(source)
+            except sources.SourceError as e:
+                yield ValidationIssue(json_path(["files", i, "source"]), str(e))
     checks = doc.get("checks")
     if isinstance(checks, list):
         names = [c.get("name") for c in checks if isinstance(c, dict)]
