@@ -1,6 +1,6 @@
-"""The worker's results upload retries only what the one retry policy calls transient (no
-answer, 502/503/504), tells the server RESULTREQUEST after a few failures, and does not
-retry what the server refused for good (a 400 is reported as the job's error)."""
+"""The worker's results upload retries what may pass (no answer, any 5xx: a full blob disk
+answers 500; 408, 429), tells the server RESULTREQUEST after a few failures, and does not
+retry what the server refused for good (a 400, 409 or 413 is reported as the job's error)."""
 
 from __future__ import annotations
 
@@ -60,13 +60,26 @@ def test_transient_failures_are_retried_and_the_server_told(fake: FakeServer,  #
 
 def test_a_permanent_refusal_is_not_retried_and_is_the_jobs_error(
         fake: FakeServer, tmp_path: Path) -> None:  # noqa: F811
-    for status in (400, 409, 500):
+    for status in (400, 409, 413):
         fake.reports.clear()
         _answers(fake, status)
         since = fake.count("PUT", "/result")
         assert _worker(fake, tmp_path)._upload(JOB, _archive(tmp_path), 3) is False
         assert fake.count("PUT", "/result") == since + 1, status
         assert [(r["status"], r["exit_code"]) for r in fake.reports] == [("ERROR", 3)]
+        assert f"refused with {status}" in fake.reports[0]["message"]
+
+
+def test_server_errors_timeouts_and_throttles_are_retried_and_the_results_kept(
+        fake: FakeServer, tmp_path: Path) -> None:  # noqa: F811
+    """Review finding 3: a 500 (a full blob disk) discarded the results as a refusal."""
+    for status in (500, 507, 408, 429):
+        fake.reports.clear()
+        _answers(fake, status, status, status)
+        since = fake.count("PUT", "/result")
+        assert _worker(fake, tmp_path)._upload(JOB, _archive(tmp_path), 0) is True, status
+        assert fake.count("PUT", "/result") == since + 4, status
+        assert [r["status"] for r in fake.reports] == ["RESULTREQUEST"], status
         assert f"refused with {status}" in fake.reports[0]["message"]
 
 

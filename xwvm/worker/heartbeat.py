@@ -63,3 +63,5 @@ class Heartbeat:
                 log.warning("heartbeat failed: %s", e.message)
             except ValueError as e:  # an answer that is not one: as a missed beat
                 log.warning("heartbeat answer malformed: %s", e)
+            except Exception:  # a thread that died would leave the job to the reaper
+                log.exception("heartbeat failed")

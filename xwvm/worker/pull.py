@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 
 from appliance import runner
 from xwvm import signing
-from xwvm.client.sdk import ApiError, Client, retrying
+from xwvm.client.sdk import ApiError, Client, status_of
 from xwvm.errors import XwvmError
 from xwvm.ids import BadId, check_file_name, check_relative_name, check_uid
 from xwvm.protocol import DEFAULT_WALL_CLOCK_S
 from xwvm.protocol.calls import MalformedJob, WorkAnswer
 from xwvm.protocol.messages import HostFacts, HypervisorProbe, JobDescription
-from xwvm.protocol.retry import Backoff
+from xwvm.protocol.retry import Backoff, retrying
 from xwvm.protocol.vocab import NATIVE_ENTRY, JobStatus
 from xwvm.worker import facts, sandbox
 from xwvm.worker.apps import AppRefused, FileFilter, binary_filter
@@ -37,6 +37,23 @@ from xwvm.worker.heartbeat import MIN_PERIOD_S, Heartbeat, clamp_period
 
 log = logging.getLogger("xwvm.worker")
 T = TypeVar("T")
+
+
+def _failure_status(e: Exception) -> int | None:
+    """For :func:`retrying` where the worker must hold on (asking for work, uploading
+    results): a server error (any 5xx: a full blob disk answers 500), a timeout (408) or
+    a throttle (429) reads as transient too. Definite refusals (400, 403, 404, 409,
+    413...) are not retried."""
+    status = status_of(e)
+    if status is not None and (status >= 500 or status in (408, 429)):
+        return 503  # Service Unavailable: what the one policy retries
+    return status
+
+
+def _refused_final(e: ApiError) -> bool:
+    """Whether the server refused a final report for good in a way that an ERROR report
+    can still end the job: no results (a guest that claimed it uploaded) or malformed."""
+    return e.status == 400 or (e.status == 409 and e.code == "no_results")
 
 
 def _nothing(_file: Any) -> bool:
@@ -121,14 +138,15 @@ class Worker:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        self._retry(self._login)
+        self._retry(self._login, _failure_status)
         self._remove_leftovers()
         self._setup_hypervisor()
-        self.host = self._retry(self._register)
+        self.host = self._retry(self._register, _failure_status)
         log.info("worker %s registered as host %s", self.opts.name, self.host)
         done, idle_since, delay = 0, time.monotonic(), 1.0
         while not self.stopping.is_set():
-            raw = self._retry(lambda: self.client.request_work(self.host))
+            # a server error (a 500) is waited out, as no answer is: the loop goes on
+            raw = self._retry(lambda: self.client.request_work(self.host), _failure_status)
             if raw is None:
                 break
             answer, ran = self._take(raw)
@@ -332,13 +350,16 @@ class Worker:
         for part in self.cache.remove_partials():
             log.info("removed partial download %s", part.name)
 
-    def _retry(self, fn: Callable[[], T]) -> T | None:
-        """Call ``fn`` until it succeeds, backing off while the server is unreachable;
-        None if the worker is asked to stop meanwhile."""
+    def _retry(self, fn: Callable[[], T],
+               status: Callable[[Exception], int | None] = status_of) -> T | None:
+        """Call ``fn`` until it succeeds, backing off while the server is unreachable (or
+        failing, with ``status`` :func:`_failure_status`); None if the worker is asked to
+        stop meanwhile."""
         def on_retry(e: Exception, delay: float) -> None:
             log.warning("server unavailable (%s); retrying in %.1f s",
                         getattr(e, "message", e), delay)
-        return retrying(fn, Backoff(first=0.5, cap=self.opts.max_backoff, attempts=None),
+        return retrying(fn, status, Backoff(first=0.5, cap=self.opts.max_backoff,
+                                            attempts=None),
                         sleep=self.stopping.wait, on_retry=on_retry)
 
     # --- one job ----------------------------------------------------------------------------
@@ -484,10 +505,10 @@ class Worker:
         return program, stdin, placed
 
     def _upload(self, uid: str, archive: Path, exit_code: int | None) -> bool:
-        """Upload the results, retrying transient failures under the one retry policy
-        until it works or the worker stops; after a few, tell the server (RESULTREQUEST).
-        False when the results were not taken: the job is no longer this worker's, or the
-        server refused them for good (a 400, 409, 500...: the job's error says why)."""
+        """Upload the results, retrying failures (no answer, any 5xx, 408, 429) until it
+        works or the worker stops; after a few, tell the server (RESULTREQUEST). False
+        when the results were not taken: the job is no longer this worker's, or the
+        server refused them for good (a 400, 409, 413...: the job's error says why)."""
         failures, told = 0, False
 
         def put() -> bool:
@@ -507,7 +528,8 @@ class Worker:
         try:
             backoff = Backoff(first=min(1.0, self.opts.max_backoff),
                               cap=self.opts.max_backoff, attempts=None)
-            return bool(retrying(put, backoff, sleep=self.stopping.wait, on_retry=on_retry))
+            return bool(retrying(put, _failure_status, backoff, sleep=self.stopping.wait,
+                                 on_retry=on_retry))
         except ApiError as e:
             if e.code == "not_active" or e.status in (403, 404):
                 return False
@@ -518,9 +540,23 @@ class Worker:
 
     def _report(self, uid: str, status: JobStatus, exit_code: int | None = None,
                 message: str | None = None) -> bool:
+        """Report ``status``; a final report the server refuses for good (no results to
+        complete with, or malformed) is followed by an ERROR saying why, once, so the job
+        ends now rather than at the reaper's wall clock. False when nothing was taken."""
         try:
             self._retry(lambda: self.client.report(uid, status, exit_code, message))
             return True
         except ApiError as e:
             log.warning("report %s for %s refused: %s", status, uid, e.message)
+            if status not in (JobStatus.COMPLETED, JobStatus.ERROR) or not _refused_final(e):
+                return False
+            error = e
+        reason = f"the server refused the report {status}: {error.message}"
+        kept = exit_code if error.status == 409 else None  # a 400 may be the exit code's
+        try:
+            self._retry(lambda: self.client.report(
+                uid, JobStatus.ERROR, kept, f"{reason}; {message}" if message else reason))
+            return True
+        except ApiError as e:
+            log.warning("report ERROR for %s refused too: %s", uid, e.message)
             return False
