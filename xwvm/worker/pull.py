@@ -472,6 +472,11 @@ class Worker:
         except (XwvmError, OSError) as e:
             self._report(desc.uid, JobStatus.ERROR, message=f"VM job failed on the worker: {e}")
             return
+        except Exception as e:  # a job that crashed a worker would go on to crash the next
+            log.exception("VM job %s failed on the worker", desc.uid)
+            self._report(desc.uid, JobStatus.ERROR,
+                         message=f"VM job failed on the worker ({type(e).__name__})")
+            return
         if outcome.status:
             self._report(desc.uid, outcome.status, outcome.exit_code, outcome.message or None)
 
