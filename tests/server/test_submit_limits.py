@@ -17,7 +17,8 @@ from tests.support.processes import ServerProcess
 from xwvm.client.sdk import Client
 from xwvm.protocol import JobStatus
 from xwvm.protocol.paths import API_PREFIX, work_report
-from xwvm.server.api.works import INT32_MAX, MAX_SECONDS
+from xwvm.server.api.base import INT32_MAX, JSON_INT_MAX
+from xwvm.server.api.works import MAX_SECONDS
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
@@ -87,3 +88,18 @@ def test_the_largest_values_are_served_and_reported(server: ServerProcess,
     worker.report(job["uid"], JobStatus.ERROR, exit_code=-INT32_MAX - 1, message="killed")
     done = admin.get_work(job["uid"])
     assert done["status"] == "ERROR" and done["exit_code"] == -INT32_MAX - 1
+
+
+@pytest.mark.parametrize("field,value", [
+    ("memory_mb", INT32_MAX + 1), ("disk_mb", JSON_INT_MAX + 1), ("cpus", 2**40),
+])
+def test_a_host_record_with_an_out_of_range_integer_is_invalid_body(
+        server: ServerProcess, admin: Client, field: str, value: int) -> None:
+    cred = admin.enroll_worker(public=True)
+    worker = server.client(cred["login"], cred["password"])
+    facts = {"name": f"h-{uuid.uuid4().hex[:8]}", "os": "linux", "arch": "x86_64",
+             "cpus": 2, "memory_mb": 2048, "disk_mb": 4096, field: value}
+    resp = _post(server, worker, "/hosts", facts)
+    assert resp.status_code == 400, (resp.status_code, resp.text)
+    assert resp.json()["error"] == "invalid_body" and f"/{field}" in resp.json()["message"]
+    assert all(h["name"] != facts["name"] for h in admin.get("/hosts"))

@@ -21,7 +21,12 @@ MAX_DEPTH = 32
 # Shapes more than one schema uses. The schema owns a field's shape; services check only
 # what needs the database or the caller. (maxLength: "$" also matches before a final "\n".)
 SHA256 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "minLength": 64, "maxLength": 64}
-SIZE = {"type": "integer", "minimum": 0}
+#: Integer columns are 32-bit (a larger value is a clear 400 here, not a database error).
+INT32_MAX = 2**31 - 1
+#: Sizes and other big counts: exact in every JSON parser, and within a BIGINT column.
+JSON_INT_MAX = 2**53 - 1
+SIZE = {"type": "integer", "minimum": 0, "maximum": JSON_INT_MAX}
+INT32_COUNT = {"type": "integer", "minimum": 0, "maximum": INT32_MAX}
 
 
 def cfg() -> ServerConfig:

@@ -8,7 +8,7 @@ from xwvm.errors import BadRequest
 from xwvm.protocol.calls import WorkAnswer
 from xwvm.protocol.messages import HostFacts
 from xwvm.server.api import views
-from xwvm.server.api.base import cfg, commit, db, json_body, principal, secret
+from xwvm.server.api.base import INT32_COUNT, SIZE, cfg, commit, db, json_body, principal, secret
 from xwvm.server.services import hosts as host_service
 
 bp = Blueprint("hosts", __name__)
@@ -28,7 +28,7 @@ _PROBE = {
         "networks": {"type": ["array", "null"], "maxItems": 16,
                      "items": {"type": "string", "maxLength": 32}},
         "limits": {"type": ["object", "null"], "maxProperties": 8,
-                   "additionalProperties": {"type": "integer", "minimum": 0}},
+                   "additionalProperties": SIZE},
         "app_keys": {"type": ["array", "null"], "maxItems": 256,
                      "items": {"type": "string", "maxLength": 128}},
         "unsigned_apps": {"type": ["boolean", "null"]},
@@ -41,8 +41,8 @@ REGISTER = {
         "name": {"type": "string", "maxLength": 255},
         "os": _NAME, "arch": _NAME,
         "cpus": {"type": "integer", "minimum": 1, "maximum": 100000},
-        "memory_mb": {"type": "integer", "minimum": 0},
-        "disk_mb": {"type": "integer", "minimum": 0},
+        "memory_mb": INT32_COUNT,
+        "disk_mb": SIZE,
         "shared_apps": {"type": "array", "items": {"type": "string", "maxLength": 128},
                         "maxItems": 256},
         "hypervisors": {"type": "object", "maxProperties": 16, "propertyNames": _NAME,

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from xwvm.server.api import views
-from xwvm.server.api.base import cfg, commit, db, json_body, principal
+from xwvm.server.api.base import INT32_COUNT, JSON_INT_MAX, cfg, commit, db, json_body, principal
 from xwvm.server.api.download import blob_response
 from xwvm.server.api.uploads import image_store
 from xwvm.server.db.models import Template
@@ -25,7 +25,8 @@ _ARTIFACT = {"type": "object", "additionalProperties": False,
              "properties": {"role": {"enum": list(ARTIFACT_FORMATS)},
                             "format": {"type": "string", "maxLength": 32},
                             "upload": {"type": "string"},
-                            "virtual_size": {"type": ["integer", "null"], "minimum": 0}},
+                            "virtual_size": {"type": ["integer", "null"], "minimum": 0,
+                                             "maximum": JSON_INT_MAX}},
              "allOf": [{"if": {"properties": {"role": {"const": role}}},
                         "then": {"properties": {"format": {"enum": list(formats)}}}}
                        for role, formats in ARTIFACT_FORMATS.items()]}
@@ -37,8 +38,8 @@ NEW_TEMPLATE = {
         "os": {"type": "string", "maxLength": 64}, "arch": {"type": "string", "maxLength": 32},
         "artifacts": {"type": "array", "minItems": 1, "maxItems": 16, "items": _ARTIFACT},
         "cmdline": {"type": "string", "maxLength": 4096},
-        "min_memory_mb": {"type": "integer", "minimum": 0},
-        "min_cpus": {"type": "integer", "minimum": 0},
+        "min_memory_mb": INT32_COUNT,
+        "min_cpus": INT32_COUNT,
         "shared_apps": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "spec": {"type": "object"}, "description": {"type": "string", "maxLength": 4096},
         "access_rights": {"type": "string", "maxLength": 64}}}

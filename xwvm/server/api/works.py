@@ -7,7 +7,17 @@ from flask import Blueprint, jsonify, request
 from xwvm.protocol import NetworkPolicy
 from xwvm.protocol.calls import WorkAnswer
 from xwvm.server.api import views
-from xwvm.server.api.base import cfg, commit, db, json_body, principal, store, upload_length
+from xwvm.server.api.base import (
+    INT32_COUNT,
+    INT32_MAX,
+    cfg,
+    commit,
+    db,
+    json_body,
+    principal,
+    store,
+    upload_length,
+)
 from xwvm.server.api.download import blob_response
 from xwvm.server.rights import PUBLIC, parse_mode
 from xwvm.server.services import works as work_service
@@ -19,10 +29,7 @@ _STR = {"type": "string", "maxLength": 65536}
 # timedelta or a database column (a 500) instead of by the schema (invalid_body):
 #: seconds (a wall clock, a pilot's idle time): ten years; a token's lifetime derives from it
 MAX_SECONDS = 10 * 365 * 86400
-#: a 32-bit INTEGER column (PostgreSQL's ``integer``)
-INT32_MAX = 2**31 - 1
 _SECONDS = {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_SECONDS}
-_INT32_COUNT = {"type": "integer", "minimum": 0, "maximum": INT32_MAX}
 _COUNT = {"type": "integer", "minimum": 0, "maximum": 2**40}  # a BIGINT column
 MAX_ARGS, MAX_ENV = 1024, 256
 SUBMIT = {
@@ -42,7 +49,7 @@ SUBMIT = {
         "stdin": {"type": ["string", "null"]},
         "max_retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 1000},
         "wall_clock_s": _SECONDS,
-        "min_memory_mb": _INT32_COUNT, "min_cpus": _INT32_COUNT, "min_disk_mb": _COUNT,
+        "min_memory_mb": INT32_COUNT, "min_cpus": INT32_COUNT, "min_disk_mb": _COUNT,
         "expected_host": {"type": ["string", "null"]},
         "listen_port": {"type": ["integer", "null"]},
         "label": {"type": ["string", "null"], "maxLength": 255},
