@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from xwvm.client.imagebuild.packer import packer_template, provision_environment
 from xwvm.client.imagebuild.spec import load_spec
+from xwvm.protocol.hardening import FORBIDDEN_PACKAGES
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout: packer/ lives there
 PACKER_DIR = SOURCE_ROOT / "packer"
@@ -53,9 +55,22 @@ def test_provision_scripts_apply_the_hardening() -> None:
                    "PasswordAuthentication no", "PermitRootLogin no", "chmod ug-s",
                    "/opt/xwvm/bin/xwvm-agent", "e2label"):
         assert needed in provision, needed
-    assert "apt-get purge -y -qq sudo" in finish and "/etc/sudoers.d/*" in finish
+    assert "apt-get purge -y -qq $installed" in finish and "/etc/sudoers.d/*" in finish
+    assert "forbidden=${XWVM_FORBIDDEN_PACKAGES:?" in finish
     for script in ("provision.sh", "finish.sh"):
         subprocess.run(["sh", "-n", str(PACKER_DIR / "scripts" / script)], check=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_finish_is_told_every_forbidden_package(name: str) -> None:
+    """finish.sh purges the protocol's whole list, not sudo alone."""
+    template = json.loads((PACKER_DIR / f"{name}.json").read_text())
+    for builder in template["builders"]:
+        command = builder["shutdown_command"]
+        told = re.search(r"XWVM_FORBIDDEN_PACKAGES='([^']*)' sh /tmp/xwvm-src/finish\.sh$",
+                         command)
+        assert told, command
+        assert tuple(told.group(1).split()) == FORBIDDEN_PACKAGES
 
 
 @pytest.mark.parametrize("name", NAMES)

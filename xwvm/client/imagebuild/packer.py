@@ -17,6 +17,7 @@ from typing import Any
 
 from xwvm.client.imagebuild import sources
 from xwvm.client.imagebuild.spec import TemplateSpec
+from xwvm.protocol.hardening import FORBIDDEN_PACKAGES
 
 CLOUD_IMAGE = ("https://cloud.debian.org/images/cloud/bookworm/latest/"
                "debian-12-genericcloud-amd64.qcow2")
@@ -67,6 +68,11 @@ def provision_environment(spec: TemplateSpec) -> list[str]:
     ]
 
 
+def finish_environment() -> str:
+    """What ``finish.sh`` is told: the protocol's privilege-tool packages, to purge."""
+    return f"XWVM_FORBIDDEN_PACKAGES='{' '.join(FORBIDDEN_PACKAGES)}'"
+
+
 def _extra_cmdline(spec: TemplateSpec) -> str:
     # The image keeps its own bootloader and root= argument; the rest of ours goes to GRUB.
     return " ".join(w for w in spec.cmdline.split() if not w.startswith("root=") and w != "ro")
@@ -84,8 +90,9 @@ def _common(spec: TemplateSpec) -> dict[str, Any]:
         "ssh_username": BUILD_USER,
         "ssh_password": BUILD_PASSWORD,
         "ssh_timeout": "30m",
-        # finish.sh locks the build user, removes sudo and powers off.
-        "shutdown_command": f"echo '{BUILD_PASSWORD}' | sudo -S sh /tmp/xwvm-src/finish.sh",
+        # finish.sh locks the build user, purges every privilege tool and powers off.
+        "shutdown_command": f"echo '{BUILD_PASSWORD}' | sudo -S env {finish_environment()} "
+                            "sh /tmp/xwvm-src/finish.sh",
     }
 
 
