@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from types import MappingProxyType
 
 try:
     from enum import StrEnum
@@ -51,3 +52,22 @@ DEFAULT_WALL_CLOCK_S = 24 * 3600
 WALL_CLOCK_GRACE_S = 30
 #: How long a pilot VM waits idle for work when its job names no limit.
 DEFAULT_PILOT_IDLE_S = 120
+
+#: The hypervisor drivers a worker can run VM jobs with, in the order ``auto`` tries them.
+HYPERVISORS = ("libvirt", "virtualbox")
+
+#: The template disk formats any driver knows, in the drivers' preferred order.
+DISK_FORMATS = ("qcow2", "raw", "vdi", "vmdk")
+#: Each template artifact role and the formats it may have (a disk in one format per
+#: template); read-only, shared by the server's schema, the worker and the client.
+ARTIFACT_FORMATS = MappingProxyType({"disk": DISK_FORMATS, "kernel": ("linux-kernel",),
+                                     "initrd": ("initrd", "initramfs")})
+ARTIFACT_ROLES = tuple(ARTIFACT_FORMATS)
+
+#: What a job's exit code may be (signed 32 bits): the exchange disk's verdict, the
+#: server's report schema and :class:`~xwvm.protocol.calls.Report` all check it.
+EXIT_CODE_MIN = -(1 << 31)
+EXIT_CODE_MAX = (1 << 31) - 1
+
+#: The longest message (in characters) a report or an error answer keeps; the rest is cut.
+MAX_MESSAGE = 2000
