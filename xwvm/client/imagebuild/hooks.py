@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contextualizer.model import DEFAULT_AGENT_COMMAND
 from xwvm.client.imagebuild import sources
 from xwvm.client.imagebuild.spec import TemplateSpec, load_spec
 from xwvm.protocol.hardening import FORBIDDEN_PROGRAMS
 
 LIB_DIR = "/opt/xwvm/lib"
-AGENT = "/opt/xwvm/bin/xwvm-agent"
+#: The agent wrapper, where the context's agent command (and the init) runs it.
+AGENT = DEFAULT_AGENT_COMMAND[0]
 INIT = "/opt/xwvm/init"
 ENV_FILE = "/opt/xwvm/env"
 HOSTNAME = "xwvm"
