@@ -12,7 +12,11 @@ Typical server/worker use::
     write_iso(ctx, overlay_dir / "context.iso")    # attach as CD-ROM / DVD
     log.info("context %s", ctx.redacted())         # never log ctx itself
 
-and in the guest, without cloud-init: ``read_iso("/dev/sr0")``.
+The guest (the xwvm appliance, without cloud-init) carries only ``contextualizer.model``
+and ``contextualizer.errors``: its init (``appliance/init``) mounts the context CD and
+copies ``xwvm/context.json`` to ``/run/xwvm/context.json`` (``GUEST_CONTEXT_PATH``), and
+the agent parses that copy with ``JobContext.from_document``. ``read_iso`` (pycdlib) is
+for the host side: tests and tools that inspect a built ISO.
 """
 
 from importlib import import_module
