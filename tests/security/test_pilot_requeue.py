@@ -94,7 +94,7 @@ def test_pilot_credential_ends_when_its_job_moves_to_another_host(
     job = owner.submit("root", command="root -b -q secret.C", access_rights="700",
                        inputs=[{"data": inp["uid"], "name": "secret.C"}])
     taken = nested.pilot_work(pilot_uid)
-    assert taken["uid"] == job["uid"]
+    assert taken is not None and taken.uid == job["uid"]
     # While the pilot holds it, its credential reads the job's input (the legitimate case).
     nested.download_data(inp["uid"], world["tmp"] / f"ok-{tag}.C")
 

@@ -100,8 +100,8 @@ def test_pilot_takes_only_its_owners_shared_app_jobs(shared_server: ServerProces
     assert nested.pilot_work(pilot["uid"]) is None, "bob's is not"
     mine = [alice.submit("root", command=f"root -b -q a{i}.C")["uid"] for i in range(3)]
     taken = [nested.pilot_work(pilot["uid"]) for _ in range(3)]
-    assert [t["uid"] for t in taken] == mine
-    assert all(t["command"].startswith("root -b -q") for t in taken)
+    assert [t.uid for t in taken] == mine
+    assert all(t.command.startswith("root -b -q") for t in taken)
     assert nested.report(mine[0], "ERROR", None, "macro failed")["status"] == "ERROR"
     with pytest.raises(ApiError) as e:
         nested.get_work(bob_job["uid"])

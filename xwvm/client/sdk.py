@@ -1,6 +1,7 @@
 """The Python SDK: one `Client` over the server's REST API (requests), used by the CLI and
 by the worker; a method for every endpoint they call (paths from :mod:`xwvm.protocol.paths`),
-one resumable downloader, and the retry policy of :mod:`xwvm.protocol.retry` for its errors."""
+one resumable downloader, and :func:`status_of`, which reads its errors for the retry
+policy of :mod:`xwvm.protocol.retry`."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from xwvm.errors import XwvmError
-from xwvm.protocol import paths, retry
-from xwvm.protocol.calls import Report
+from xwvm.protocol import paths
+from xwvm.protocol.calls import Report, WorkAnswer
 from xwvm.protocol.digest import sha256_file
-from xwvm.protocol.retry import Backoff
+from xwvm.protocol.messages import JobDescription
 from xwvm.protocol.vocab import TERMINAL_STATUSES, JobStatus
 
 CHUNK = 1024 * 1024
@@ -33,7 +34,6 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 NO_ANSWER = ("unreachable", "timeout")
 #: A token that has ended: renew it through ``Client.reauth`` (when set) and try once more.
 REAUTH_CODES = ("token_expired", "token_revoked")
-T = TypeVar("T")
 
 
 class ApiError(XwvmError):
@@ -201,7 +201,7 @@ class Client:
     # --- auth, users, groups ------------------------------------------------------------
 
     def login(self, login: str, password: str) -> dict[str, Any]:
-        answer = self.post("/auth/login", {"login": login, "password": password})
+        answer = self.post(paths.LOGIN, {"login": login, "password": password})
         self.token = answer["token"]
         return answer
 
@@ -231,9 +231,9 @@ class Client:
         """Log in with a certificate: ``sign`` signs the server's challenge with its key."""
         import base64
         pem = cert_pem.decode()
-        challenge = self.post("/auth/x509/challenge", {"certificate": pem})
+        challenge = self.post(paths.X509_CHALLENGE, {"certificate": pem})
         signature = sign(challenge["to_sign"].encode())
-        answer = self.post("/auth/x509/login", {
+        answer = self.post(paths.X509_LOGIN, {
             "certificate": pem, "nonce": challenge["nonce"],
             "signature": base64.b64encode(signature).decode()})
         self.token = answer["token"]
@@ -276,7 +276,7 @@ class Client:
         return self.get("/groups")
 
     def enroll_worker(self, project: str | None = None, public: bool = False) -> dict[str, Any]:
-        return self.post("/workers/enroll", {"project": project, "public": public})
+        return self.post(paths.WORKERS_ENROLL, {"project": project, "public": public})
 
     # --- data ---------------------------------------------------------------------------
 
@@ -287,7 +287,7 @@ class Client:
         sha = sha256_file(path)
         data = self.post("/data", {"name": name or path.name, "size": size, "sha256": sha,
                                    "access_rights": access_rights})
-        self._put_file(f"/data/{data['uid']}/content", path, size, sha, progress)
+        self._put_file(paths.data_content(data["uid"]), path, size, sha, progress)
         return self.get(f"/data/{data['uid']}")
 
     def _put_file(self, route: str, path: Path, size: int, sha: str,
@@ -591,9 +591,9 @@ class Client:
         """A sign of life of job ``uid``'s payload; the answer's ``stop`` says to end it."""
         return self.post(paths.work_progress(uid), {"phase": phase})
 
-    def pilot_work(self, pilot_uid: str) -> dict[str, Any] | None:
+    def pilot_work(self, pilot_uid: str) -> JobDescription | None:
         """The next job for pilot ``pilot_uid`` (its description), or None when none waits."""
-        return self.post(paths.pilot_work(pilot_uid)).get("work")
+        return WorkAnswer.from_json(self.post(paths.pilot_work(pilot_uid))).work
 
 
 def status_of(e: Exception) -> int | None:
@@ -604,10 +604,3 @@ def status_of(e: Exception) -> int | None:
     if e.status:
         return e.status
     return 0 if e.code in NO_ANSWER else None
-
-
-def retrying(fn: Callable[[], T], backoff: Backoff = Backoff(),
-             sleep: Callable[[float], bool | None] | None = None,
-             on_retry: Callable[[Exception, float], None] | None = None) -> T | None:
-    """Call ``fn`` (an SDK call) under the one retry policy for transient HTTP failures."""
-    return retry.retrying(fn, status_of, backoff, sleep, on_retry)

@@ -8,6 +8,13 @@ from __future__ import annotations
 #: Where the API lives on the server; every path below is relative to it.
 API_PREFIX = "/api/v1"
 HOSTS = "/hosts"
+#: A password login (the answer's token is the session's credential).
+LOGIN = "/auth/login"
+#: A certificate login: the challenge to sign, then the signed challenge.
+X509_CHALLENGE = "/auth/x509/challenge"
+X509_LOGIN = "/auth/x509/login"
+#: A worker's enrolment (its project and whether it serves everyone).
+WORKERS_ENROLL = "/workers/enroll"
 
 
 def host_heartbeat(host_uid: str) -> str:
@@ -45,6 +52,7 @@ def pilot_work(pilot_uid: str) -> str:
 
 
 def data_content(uid: str) -> str:
+    """A data object's bytes (PUT by its uploader, GET by a reader)."""
     return f"/data/{uid}/content"
 
 
