@@ -26,11 +26,10 @@ from xwvm.protocol import paths
 from xwvm.protocol.calls import ProgressAnswer, Report, WorkAnswer
 from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.retry import Backoff, retrying
-from xwvm.protocol.vocab import JobStatus
+from xwvm.protocol.vocab import MAX_MESSAGE, JobStatus
 
 BLOCK = 1 << 20
 MAX_ERROR_BODY = 64 * 1024
-MAX_MESSAGE = 2000
 T = TypeVar("T")
 
 

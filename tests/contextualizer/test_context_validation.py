@@ -11,6 +11,7 @@ from ctx_testdata import ECDSA_KEY, ED25519_KEY, user_doc
 
 from contextualizer import ContextError, ValidationIssue, parse_user_context, validate_user_context
 from contextualizer.validation import MAX_DOCUMENT_BYTES, json_path, user_context_schema
+from xwvm.protocol.vocab import NetworkPolicy
 
 
 def paths(doc: object) -> list[str]:
@@ -21,6 +22,12 @@ def only_issue(doc: object) -> ValidationIssue:
     issues = validate_user_context(doc)
     assert len(issues) == 1, issues
     return issues[0]
+
+
+def test_the_schemas_network_policies_are_the_protocols() -> None:
+    """The schema file names the policies the worker and the guest know, in their order."""
+    network = user_context_schema()["properties"]["network"]
+    assert network["enum"] == [p.value for p in NetworkPolicy]
 
 
 def test_schema_is_draft_2020_12_and_closed() -> None:

@@ -15,6 +15,7 @@ from xwvm.protocol.calls import (
     WorkAnswer,
 )
 from xwvm.protocol.messages import JobDescription
+from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN
 
 JOB = JobDescription(uid="w1", args=("-v",), app="hello")
 EVERY = [(WorkAnswer, WorkAnswer(work=JOB, alive_period=60)),
@@ -62,6 +63,16 @@ def test_a_malformed_heartbeat_answer_is_refused(doc: Any) -> None:
 def test_a_report_names_a_status_a_worker_may_report(status: Any) -> None:
     with pytest.raises(ValueError, match=r"^report\.status"):
         Report.from_json({"status": status})
+
+
+def test_a_reports_exit_code_is_a_signed_32_bit_integer() -> None:
+    """The same bounds as the exchange disk's verdict and the server's report schema."""
+    assert (EXIT_CODE_MIN, EXIT_CODE_MAX) == (-2 ** 31, 2 ** 31 - 1)
+    for code in (EXIT_CODE_MIN, 0, EXIT_CODE_MAX):
+        assert Report.from_json({"status": "ERROR", "exit_code": code}).exit_code == code
+    for code in (EXIT_CODE_MIN - 1, EXIT_CODE_MAX + 1, 10 ** 30):
+        with pytest.raises(ValueError, match=r"^report\.exit_code: must be in"):
+            Report.from_json({"status": "ERROR", "exit_code": code})
 
 
 def test_an_unknown_progress_status_is_refused() -> None:

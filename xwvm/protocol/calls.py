@@ -17,7 +17,7 @@ from typing import Any
 
 from xwvm.protocol import fields as f
 from xwvm.protocol.messages import JobDescription
-from xwvm.protocol.vocab import JobStatus
+from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN, JobStatus
 
 #: What a worker (or a pilot's nested worker) may report of a job it holds.
 REPORTABLE = (JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.RESULTREQUEST,
@@ -149,5 +149,7 @@ class Report:
         if status not in REPORTABLE:
             raise ValueError(f"{where}.status: must be one of "
                              f"{', '.join(map(str, REPORTABLE))}")
-        return cls(status=status, exit_code=f.opt(d, "exit_code", int, where),
-                   message=f.opt(d, "message", str, where))
+        exit_code = f.opt(d, "exit_code", int, where)
+        if exit_code is not None and not EXIT_CODE_MIN <= exit_code <= EXIT_CODE_MAX:
+            raise ValueError(f"{where}.exit_code: must be in [{EXIT_CODE_MIN}, {EXIT_CODE_MAX}]")
+        return cls(status=status, exit_code=exit_code, message=f.opt(d, "message", str, where))

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN
+
 FORMAT = 1
 MAGIC = b"XWVM-EXCHANGE\n"
 RESULTS_MAGIC = b"XWVM-RESULTS\n"
@@ -42,7 +44,6 @@ DISK_ALIGN = 1 << 20   # whole MiB: what every hypervisor attaches (VMDK counts 
 COPY_CHUNK = 1 << 20
 DEFAULT_RESULTS_CAPACITY = 1 << 30  # sparse: costs nothing until the guest writes
 MAX_OFFSET = 1 << 62  # far beyond any disk; keeps every seek and sum an ordinary int
-EXIT_CODE_RANGE = (-(1 << 31), (1 << 31) - 1)  # what a report's exit code may be
 
 
 class ExchangeError(Exception):
@@ -160,7 +161,7 @@ def _list(value: Any) -> list[Any]:
 
 def _exit_code(value: Any) -> int | None:
     """The payload's exit code: None, or an int a report accepts (signed 32 bits)."""
-    return None if value is None else _int(value, "exit_code", *EXIT_CODE_RANGE)
+    return None if value is None else _int(value, "exit_code", EXIT_CODE_MIN, EXIT_CODE_MAX)
 
 
 def _align(n: int, to: int = ALIGN) -> int:

@@ -6,10 +6,10 @@ from flask import Blueprint, jsonify, request
 
 from xwvm.protocol import NetworkPolicy
 from xwvm.protocol.calls import WorkAnswer
+from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN
 from xwvm.server.api import views
 from xwvm.server.api.base import (
     INT32_COUNT,
-    INT32_MAX,
     cfg,
     commit,
     db,
@@ -62,7 +62,7 @@ SUBMIT = {
 REPORT = {"type": "object", "additionalProperties": False, "required": ["status"],
           "properties": {"status": {"type": "string", "maxLength": 32},
                          "exit_code": {"type": ["integer", "null"],
-                                       "minimum": -INT32_MAX - 1, "maximum": INT32_MAX},
+                                       "minimum": EXIT_CODE_MIN, "maximum": EXIT_CODE_MAX},
                          "message": {"type": ["string", "null"], "maxLength": 65536}}}
 
 

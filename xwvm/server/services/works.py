@@ -14,6 +14,7 @@ from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound
 from xwvm.protocol import JobStatus, NetworkPolicy
 from xwvm.protocol.calls import ProgressAnswer, Report
 from xwvm.protocol.messages import InputFile, JobDescription, SignedApp, VMPart
+from xwvm.protocol.vocab import MAX_MESSAGE
 from xwvm.server import events, policy, states
 from xwvm.server.auth import tokens
 from xwvm.server.blobs import BlobStore
@@ -268,7 +269,7 @@ def report(db: Session, p: Principal, uid: str, body: dict[str, Any]) -> Work:
         got = Report.from_json(body)
     except ValueError as e:  # names the field, never its value
         raise BadRequest(f"invalid report: {e}", code="bad_status") from None
-    _apply_report(db, p, work, got, (got.message or "")[:2000])
+    _apply_report(db, p, work, got, (got.message or "")[:MAX_MESSAGE])
     return work
 
 
