@@ -24,10 +24,10 @@ from xwvm.client.cli_template import template_group
 from xwvm.client.sdk import Client
 from xwvm.client.session import config_dir
 from xwvm.protocol.digest import sha256_file
+from xwvm.protocol.vocab import ARTIFACT_ROLES
 
 TEMPLATE_COLUMNS = ("uid", "name", "version", "status", "os", "arch", "signed", "disk",
                     "access_rights")
-ROLES = ("disk", "kernel", "initrd")
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
@@ -102,7 +102,7 @@ def artifacts_from_build(out_dir: Path, disk_formats: tuple[str, ...]) -> tuple[
               "description": m.get("description", "")}
     files = []
     for a in m["artifacts"]:
-        if a["role"] not in ROLES:
+        if a["role"] not in ARTIFACT_ROLES:
             continue
         if a["role"] == "disk" and disk_formats and a["format"] not in disk_formats:
             continue
@@ -182,7 +182,7 @@ def template_push(out_dir: Path | None, disk: Path | None, kernel: Path | None,
 @click.argument("ref", callback=path_refs)
 @click.option("-o", "--output", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path))
-@click.option("--role", "roles", multiple=True, type=click.Choice(ROLES),
+@click.option("--role", "roles", multiple=True, type=click.Choice(ARTIFACT_ROLES),
               help="only these artifacts (default: all)")
 @click.option("--disk-format", "disk_formats", multiple=True)
 @handle_errors

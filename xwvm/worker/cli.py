@@ -19,6 +19,7 @@ import click
 
 from xwvm.client.cli_common import WALL_CLOCK, fail, handle_errors
 from xwvm.client.session import Session
+from xwvm.protocol.vocab import HYPERVISORS
 from xwvm.worker.credential import Credential
 from xwvm.worker.pull import Worker, WorkerOptions
 
@@ -68,7 +69,7 @@ RUN_OPTIONS = (
     click.option("--max-jobs", type=int, help="exit after this many jobs"),
     click.option("--max-idle", type=float, help="exit after this many idle seconds"),
     click.option("--hypervisor",
-                 type=click.Choice(["auto", "libvirt", "virtualbox", "none"]),
+                 type=click.Choice(["auto", *HYPERVISORS, "none"]),
                  default="auto", show_default=True,
                  help="VM jobs: libvirt if usable, else VirtualBox (auto); require one; "
                       "or none"),

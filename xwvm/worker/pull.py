@@ -28,7 +28,7 @@ from xwvm.protocol import DEFAULT_WALL_CLOCK_S
 from xwvm.protocol.calls import MalformedJob, WorkAnswer
 from xwvm.protocol.messages import HostFacts, HypervisorProbe, JobDescription
 from xwvm.protocol.retry import Backoff, retrying
-from xwvm.protocol.vocab import NATIVE_ENTRY, JobStatus
+from xwvm.protocol.vocab import HYPERVISORS, NATIVE_ENTRY, JobStatus
 from xwvm.worker import facts, sandbox
 from xwvm.worker.apps import AppRefused, FileFilter, binary_filter
 from xwvm.worker.cache import DEFAULT_QUOTA_BYTES, DataCache
@@ -266,7 +266,7 @@ class Worker:
         if self.opts.hypervisor == "none":
             return
         # auto: libvirt if usable, else VirtualBox if usable; each one's probe is reported.
-        kinds = ["libvirt", "virtualbox"] if self.opts.hypervisor == "auto" \
+        kinds = list(HYPERVISORS) if self.opts.hypervisor == "auto" \
             else [self.opts.hypervisor]
         self.hypervisors = {}
         for kind in kinds:

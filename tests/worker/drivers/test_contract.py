@@ -23,7 +23,7 @@ from tests.support.guest import Guest
 from tests.worker.drivers.conftest import DRIVERS, LIBVIRT_ONLY, new_driver
 from xwvm.protocol import exchange
 from xwvm.protocol.messages import HypervisorProbe
-from xwvm.protocol.vocab import NetworkPolicy
+from xwvm.protocol.vocab import DISK_FORMATS, NetworkPolicy
 from xwvm.worker.drivers import (
     Driver,
     SpecError,
@@ -33,7 +33,6 @@ from xwvm.worker.drivers import (
     VMSpec,
     VMState,
 )
-from xwvm.worker.drivers.spec import DISK_FORMATS
 
 BOOT_TIMEOUT_S = 90  # TCG on 2 shared cores; a guest usually powers off within ~10 s
 

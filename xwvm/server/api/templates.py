@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from xwvm.protocol.vocab import ARTIFACT_FORMATS, ARTIFACT_ROLES
 from xwvm.server.api import views
 from xwvm.server.api.base import INT32_COUNT, JSON_INT_MAX, cfg, commit, db, json_body, principal
 from xwvm.server.api.download import blob_response
@@ -17,12 +18,9 @@ from xwvm.server.services import templates as template_service
 
 bp = Blueprint("templates", __name__)
 
-# Each artifact role and the formats it may have (a disk in one format per template).
-ARTIFACT_FORMATS = {"disk": ("qcow2", "vdi", "vmdk", "raw"), "kernel": ("linux-kernel",),
-                    "initrd": ("initrd", "initramfs")}
 _ARTIFACT = {"type": "object", "additionalProperties": False,
              "required": ["role", "format", "upload"],
-             "properties": {"role": {"enum": list(ARTIFACT_FORMATS)},
+             "properties": {"role": {"enum": list(ARTIFACT_ROLES)},
                             "format": {"type": "string", "maxLength": 32},
                             "upload": {"type": "string"},
                             "virtual_size": {"type": ["integer", "null"], "minimum": 0,

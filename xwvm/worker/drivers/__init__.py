@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xwvm.protocol.vocab import HYPERVISORS
 from xwvm.worker.drivers.base import Driver, VMSpec, VMState
 from xwvm.worker.drivers.errors import (
     DriverError,
@@ -32,8 +33,8 @@ __all__ = ["Driver", "DriverError", "HypervisorUnavailable",
 
 
 def make_driver(name: str, worker_id: str, work_dir: Path) -> Driver:
-    """The driver called ``name`` ("libvirt" or "virtualbox"); imported lazily, so a host
-    without a hypervisor library can still run native jobs."""
+    """The driver called ``name`` (one of :data:`~xwvm.protocol.vocab.HYPERVISORS`);
+    imported lazily, so a host without a hypervisor library can still run native jobs."""
     if name == "libvirt":
         from xwvm.worker.drivers.libvirt import LibvirtDriver
 
@@ -42,4 +43,4 @@ def make_driver(name: str, worker_id: str, work_dir: Path) -> Driver:
         from xwvm.worker.drivers.virtualbox import VirtualBoxDriver
 
         return VirtualBoxDriver(worker_id, work_dir)
-    raise Unsupported(f"no hypervisor driver called {name!r} (have: libvirt, virtualbox)")
+    raise Unsupported(f"no hypervisor driver called {name!r} (have: {', '.join(HYPERVISORS)})")

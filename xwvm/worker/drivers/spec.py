@@ -7,14 +7,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xwvm.protocol.vocab import NetworkPolicy
+from xwvm.protocol.vocab import DISK_FORMATS, NetworkPolicy
 from xwvm.worker.drivers.errors import SpecError, Unsupported
 
 # Worker ids and job uids become parts of VM and file names: keep them to a safe alphabet.
 # No underscore: the backends join the two with one ("xwvm_<worker>_<job>"), unambiguously.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
-DISK_FORMATS = ("qcow2", "raw", "vdi", "vmdk")  # template disk formats any driver knows
 NO_EGRESS_PROXY = ("network=internet is not supported yet: it needs an egress proxy that "
                    "blocks LAN ranges (RFC 1918, link-local, CGNAT, ULA, loopback)")
 
