@@ -20,7 +20,7 @@ from xwvm.protocol import paths
 from xwvm.protocol.calls import Report, WorkAnswer
 from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.messages import JobDescription
-from xwvm.protocol.vocab import TERMINAL_STATUSES, JobStatus
+from xwvm.protocol.vocab import MAX_MESSAGE, TERMINAL_STATUSES, JobStatus
 
 CHUNK = 1024 * 1024
 UPLOAD_CHUNK = 8 * 1024 * 1024  # one resumable-upload request
@@ -28,7 +28,6 @@ DOWNLOAD_BLOCK = 4 * 1024 * 1024
 UIDS_PER_QUERY = 50
 EVENT_PAGE = 1000
 Progress = Callable[[int], None]
-MAX_MESSAGE = 2000
 DEFAULT_PORTS = {"https": 443, "http": 80}
 #: ApiError codes of a request that got no answer at all (retried as transient).
 NO_ANSWER = ("unreachable", "timeout")
