@@ -1,5 +1,5 @@
 """The typed messages between server, worker and guest: a job description, a template
-description, host facts and hypervisor probes.
+description and its artifacts' chunk manifests, host facts and hypervisor probes.
 
 Each is a frozen dataclass with ``to_json()`` (the wire form, a plain JSON object) and
 ``from_json(doc)``, which checks every field's type and raises ValueError naming the field
@@ -72,6 +72,41 @@ class TemplateArtifact:
                    virtual_size=f.opt(d, "virtual_size", int, where),
                    chunk_size=f.opt(d, "chunk_size", int, where),
                    chunk_count=f.opt(d, "chunk_count", int, where, 0))
+
+
+@dataclass(frozen=True)
+class ChunkManifest:
+    """An artifact's chunk list (:func:`xwvm.protocol.paths.template_chunks`): the sha256
+    of each ``chunk_size``-byte piece, in order (the last may be shorter). It comes
+    unsigned: the reader bounds ``chunk_size`` and checks the count against the artifact's
+    signed size (:meth:`covers`). The artifact's own fields are optional (a cached copy
+    carries only the chunking)."""
+
+    chunk_size: int
+    chunks: tuple[str, ...]
+    role: str | None = None
+    format: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+    def covers(self, size: object, max_chunk: int) -> bool:
+        """Chunks of at most ``max_chunk`` bytes, exactly as many as ``size`` bytes need."""
+        return (0 < self.chunk_size <= max_chunk and isinstance(size, int)
+                and not isinstance(size, bool) and size >= 0
+                and len(self.chunks) == -(-size // self.chunk_size))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "format": self.format, "size": self.size,
+                "sha256": self.sha256, "chunk_size": self.chunk_size,
+                "chunks": list(self.chunks)}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str = "chunks") -> ChunkManifest:
+        d = f.document(doc, where)
+        return cls(chunk_size=f.req(d, "chunk_size", int, where),
+                   chunks=f.str_list(d, "chunks", where, required=True),
+                   role=f.opt(d, "role", str, where), format=f.opt(d, "format", str, where),
+                   size=f.opt(d, "size", int, where), sha256=f.opt(d, "sha256", str, where))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,10 @@ from xwvm import signing
 from xwvm.client.sdk import ApiError, Client
 from xwvm.errors import XwvmError
 from xwvm.ids import check_sha256, check_uid
-from xwvm.protocol.messages import TemplateArtifact, TemplateDescription
+from xwvm.protocol.digest import BLOCK
+from xwvm.protocol.messages import ChunkManifest, TemplateArtifact, TemplateDescription
 from xwvm.worker.cache import VerifiedFiles
 
-BLOCK = 4 * 1024 * 1024
 MAX_CHUNK = 16 * 1024 * 1024  # a chunk is held in memory once: the server does not choose
 Progress = Callable[[int], None]
 
@@ -251,10 +251,10 @@ class ImageCache:
         sha = a.sha256
         chunks = None
         if a.role == "disk" and a.chunk_count:
-            chunks = _api(lambda: client.template_chunks(desc.uid, a.role, a.format))
-            chunks = chunks if _sane_chunks(chunks, a.size) else None
+            chunks = _sane_chunks(_api(lambda: client.template_chunks(desc.uid, a.role,
+                                                                       a.format)), a.size)
             if chunks is not None:
-                self._write_json(self._chunks_path(sha), chunks)
+                self._write_json(self._chunks_path(sha), chunks.to_json())
         base = self._find_base(desc, a, chunks) if chunks and self.incremental else None
         transfer = None
         if base is not None:
@@ -294,33 +294,35 @@ class ImageCache:
         raise AssertionError("unreachable")
 
     def _find_base(self, desc: TemplateDescription, a: TemplateArtifact,
-                   chunks: Mapping[str, Any]) -> tuple[Path, list[str]] | None:
+                   chunks: ChunkManifest) -> tuple[Path, Sequence[str]] | None:
         """A cached disk of another version of the same template, in the same format and
         chunking, with the most chunks in common."""
-        best: tuple[int, Path, list[str]] | None = None
-        wanted = set(chunks["chunks"])
+        best: tuple[int, Path, Sequence[str]] | None = None
+        wanted = set(chunks.chunks)
         for record in (self.root / "templates").glob("*.json"):
             info = self._read_json(record)
             if not info or info["name"] != desc.name or info["uid"] == desc.uid:
                 continue
             for old in info["artifacts"]:
-                old_chunks = self._read_json(self._chunks_path(old["sha256"]))
-                if (old["role"] != "disk" or old["format"] != a.format
-                        or not _sane_chunks(old_chunks, old.get("size"))
-                        or old_chunks["chunk_size"] != chunks["chunk_size"]
+                if old["role"] != "disk" or old["format"] != a.format:
+                    continue
+                old_chunks = _sane_chunks(self._read_json(self._chunks_path(old["sha256"])),
+                                          old.get("size"))
+                if (old_chunks is None or old_chunks.chunk_size != chunks.chunk_size
                         or not self.blob(old["sha256"]).is_file()):
                     continue
-                common = len(wanted.intersection(old_chunks["chunks"]))
+                common = len(wanted.intersection(old_chunks.chunks))
                 if common and (best is None or common > best[0]):
-                    best = (common, self.blob(old["sha256"]), old_chunks["chunks"])
+                    best = (common, self.blob(old["sha256"]), old_chunks.chunks)
         return None if best is None else (best[1], best[2])
 
-    def _assemble(self, client: Client, a: TemplateArtifact, chunks: Mapping[str, Any],
-                  base: Path, base_chunks: list[str], progress: Progress | None) -> Transfer:
+    def _assemble(self, client: Client, a: TemplateArtifact, chunks: ChunkManifest,
+                  base: Path, base_chunks: Sequence[str],
+                  progress: Progress | None) -> Transfer:
         """Build the new artifact from the base's unchanged chunks and ranges of the
         others (the SDK's ranged reads), checking every chunk and then the whole sha256."""
-        sha, size, cs = a.sha256, a.size, chunks["chunk_size"]
-        wanted: list[str] = chunks["chunks"]
+        sha, size, cs = a.sha256, a.size, chunks.chunk_size
+        wanted = chunks.chunks
         where = {c: i for i, c in enumerate(base_chunks)}
         part = self.blob(sha).with_name(f"{sha}.part")
         digest = hashlib.sha256()
@@ -446,16 +448,15 @@ def _ranges(client: Client, route: str, start: int, end: int,
         yield k, bytes(buf)
 
 
-def _sane_chunks(chunks: Any, size: Any) -> bool:
-    """A chunk manifest the worker may follow: a bounded chunk size (a chunk is held in
-    memory) and exactly as many sha256s as the artifact's size needs."""
+def _sane_chunks(doc: Any, size: Any) -> ChunkManifest | None:
+    """The chunk manifest ``doc`` if the worker may follow it: it reads as one, its chunk
+    size is bounded (a chunk is held in memory) and it lists exactly as many sha256s as
+    the artifact's ``size`` needs; None otherwise (the artifact is then fetched whole)."""
     try:
-        cs, listed = chunks["chunk_size"], chunks["chunks"]
-        return (isinstance(cs, int) and 0 < cs <= MAX_CHUNK and isinstance(size, int)
-                and isinstance(listed, list) and len(listed) == -(-size // cs)
-                and all(isinstance(c, str) for c in listed))
-    except (TypeError, KeyError):
-        return False
+        manifest = ChunkManifest.from_json(doc)
+    except ValueError:
+        return None
+    return manifest if manifest.covers(size, MAX_CHUNK) else None
 
 
 def _check_chunk(piece: bytes, expected: str, index: int) -> None:
