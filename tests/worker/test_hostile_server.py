@@ -563,3 +563,14 @@ def test_data_downloads_stop_at_the_declared_size_and_the_cache_has_a_quota(
     with pytest.raises(Exception) as e:
         cache.job_file(client, too_big)
     assert getattr(e.value, "code", "") == "cache_full"
+
+
+@pytest.mark.parametrize("answer", [{}, {"uid": "../../etc"}, ["uid"]])
+def test_a_registration_answer_without_a_uid_is_refused(fake: FakeServer, tmp_path: Path,
+                                                        answer: Any) -> None:
+    """The host id the server gives names the worker's state: it must be a uid."""
+    fake.routes[("POST", "/api/v1/hosts")] = lambda h, m: _json(answer)
+    out = _finish(_worker(fake, tmp_path / "w", "--max-jobs", "1"))
+    assert "host id that is not a uid" in out, out
+    assert not fake.count("POST", "/work"), out
+    assert not (tmp_path / "w" / "host.json").exists()

@@ -225,7 +225,8 @@ class Worker:
         return uid
 
     def _register_as(self, host: HostFacts) -> str:
-        return check_uid(self.client.register_host(host.to_json())["uid"], "host")
+        answer = self.client.register_host(host.to_json())
+        return check_uid(answer.get("uid") if isinstance(answer, dict) else None, "host")
 
     def _native_entry(self) -> HypervisorProbe:
         problem = None
