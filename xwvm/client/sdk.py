@@ -20,7 +20,7 @@ from xwvm.protocol import paths
 from xwvm.protocol.calls import Report, WorkAnswer
 from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.messages import JobDescription
-from xwvm.protocol.vocab import MAX_MESSAGE, TERMINAL_STATUSES, JobStatus
+from xwvm.protocol.vocab import MAX_MESSAGE, TERMINAL_STATUSES, Fault, JobStatus
 
 CHUNK = 1024 * 1024
 UPLOAD_CHUNK = 8 * 1024 * 1024  # one resumable-upload request
@@ -580,9 +580,10 @@ class Client:
                               sha256_file(path), None)
 
     def report(self, uid: str, status: JobStatus, exit_code: int | None = None,
-               message: str | None = None) -> dict[str, Any]:
+               message: str | None = None, fault: Fault | None = None) -> dict[str, Any]:
+        """Report a job this worker holds; a job given back (PENDING) names its fault."""
         return self.post(paths.work_report(uid),
-                         Report(JobStatus(status), exit_code, message).to_json())
+                         Report(JobStatus(status), exit_code, message, fault).to_json())
 
     # --- the nested worker's side (a VM job's delegated token) ----------------------------
 

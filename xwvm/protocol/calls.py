@@ -17,7 +17,7 @@ from typing import Any
 
 from xwvm.protocol import fields as f
 from xwvm.protocol.messages import JobDescription
-from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN, JobStatus
+from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN, Fault, JobStatus
 
 #: What a worker (or a pilot's nested worker) may report of a job it holds.
 REPORTABLE = (JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.RESULTREQUEST,
@@ -132,15 +132,21 @@ class ProgressAnswer:
 @dataclass(frozen=True)
 class Report:
     """A worker's report on a job it holds (:func:`~xwvm.protocol.paths.work_report`):
-    one of :data:`REPORTABLE`, the payload's exit code, and why, in words."""
+    one of :data:`REPORTABLE`, the payload's exit code, and why, in words. A job given
+    back (PENDING) names the infrastructure :class:`~xwvm.protocol.vocab.Fault` that made
+    the worker give it back (None: an older worker, read as HOST)."""
 
     status: JobStatus
     exit_code: int | None = None
     message: str | None = None
+    fault: Fault | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": str(self.status), "exit_code": self.exit_code,
-                "message": self.message}
+        doc: dict[str, Any] = {"status": str(self.status), "exit_code": self.exit_code,
+                               "message": self.message}
+        if self.fault is not None:
+            doc["fault"] = str(self.fault)
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any, where: str = "report") -> Report:
@@ -152,4 +158,10 @@ class Report:
         exit_code = f.opt(d, "exit_code", int, where)
         if exit_code is not None and not EXIT_CODE_MIN <= exit_code <= EXIT_CODE_MAX:
             raise ValueError(f"{where}.exit_code: must be in [{EXIT_CODE_MIN}, {EXIT_CODE_MAX}]")
-        return cls(status=status, exit_code=exit_code, message=f.opt(d, "message", str, where))
+        fault = None
+        if d.get("fault") is not None:
+            fault = f.choice(d, "fault", where, Fault, None)
+            if status != JobStatus.PENDING:
+                raise ValueError(f"{where}.fault: only a job given back (PENDING) names one")
+        return cls(status=status, exit_code=exit_code, message=f.opt(d, "message", str, where),
+                   fault=fault)

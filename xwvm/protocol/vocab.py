@@ -37,6 +37,20 @@ class JobStatus(StrEnum):
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.ABORTED})
 
+
+class Fault(StrEnum):
+    """Why a worker gave a job back: an infrastructure failure, never the payload's. The
+    server counts the retry and, for every kind but STOPPING, the host's fault streak
+    (its circuit breaker). Payload failures are not faults: they end the job."""
+
+    HYPERVISOR = "hypervisor"  # the hypervisor's connection or service failed
+    VM_CRASHED = "vm_crashed"  # QEMU (or VirtualBox's VM process) died under the guest
+    IMAGE = "image"            # the template could not be fetched or verified here
+    DISK_FULL = "disk_full"    # the worker's disk filled (image cache, overlays, results)
+    SERVER = "server"          # the server could not be reached long enough
+    HOST = "host"              # any other failure of the worker's host
+    STOPPING = "stopping"      # the worker is stopping (its owner, a signal)
+
 #: The entry of a host's hypervisor probes that says whether it runs native jobs (on the
 #: host itself, sandboxed) rather than naming a hypervisor.
 NATIVE_ENTRY = "native"

@@ -13,6 +13,7 @@ import yaml
 
 from xwvm.errors import BadRequest
 from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S
+from xwvm.server.scheduler.health import Breaker
 
 CONFIG_FILE = "server.yaml"
 
@@ -46,10 +47,21 @@ class ServerConfig:
     # values by default, which the worker and the delegated token's lifetime use.
     default_wall_clock_s: int = DEFAULT_WALL_CLOCK_S
     wall_clock_grace_s: int = WALL_CLOCK_GRACE_S
+    # A host's circuit breaker (scheduler/health.py): this many infrastructure faults in a
+    # row pause it for host_first_pause_s, doubling with each further one, at most
+    # host_max_pause_s.
+    host_faults_to_pause: int = 3
+    host_first_pause_s: int = 60
+    host_max_pause_s: int = 3600
 
     @property
     def wall_clock(self) -> WallClock:
         return WallClock(self.default_wall_clock_s, self.wall_clock_grace_s)
+
+    @property
+    def breaker(self) -> Breaker:
+        return Breaker(self.host_faults_to_pause, self.host_first_pause_s,
+                       self.host_max_pause_s)
     # A request body must keep coming: it gets this many seconds, plus one second for every
     # body_min_rate bytes received (Apache mod_reqtimeout's rule), else 408.
     body_timeout_s: int = 20

@@ -3,7 +3,9 @@
 PENDING → RUNNING → COMPLETED | ERROR | ABORTED, with WAITING (held by its owner),
 DATAREQUEST (inputs not uploaded yet), RESULTREQUEST (the worker finished but could not
 upload the results yet, and retries) and LOST (its worker went silent: back to PENDING
-with the retry counted, or ERROR once the retries are spent).
+with the retry counted, or ERROR once the retries are spent). A job its worker gives back
+(an infrastructure fault, or the worker stopping) goes back to PENDING with the retry
+counted too: RUNNING → PENDING, or ERROR once the retries are spent.
 """
 
 from __future__ import annotations
@@ -92,3 +94,15 @@ def lose(db: Session, work: Work, *, reason: str) -> None:
     else:
         move(db, work, PENDING, actor_uid=None,
              reason=f"retry {work.retries} of {work.max_retries}")
+
+
+def give_back(db: Session, work: Work, *, reason: str, actor_uid: str | None) -> None:
+    """The job's worker gave it back (never the payload's fault): PENDING with the retry
+    counted, or ERROR once the retries are spent (the reason says why each time)."""
+    work.retries += 1
+    if work.retries > work.max_retries:
+        move(db, work, ERROR, actor_uid=actor_uid,
+             reason=f"{reason}; gave up after {work.max_retries} retries")
+    else:
+        move(db, work, PENDING, actor_uid=actor_uid,
+             reason=f"{reason} (retry {work.retries} of {work.max_retries})")

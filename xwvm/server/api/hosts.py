@@ -82,6 +82,8 @@ def heartbeat(uid: str):
 def request_work(uid: str):
     work = host_service.request_work(db(), principal(), uid, secret(), cfg().wall_clock)
     commit()
+    if isinstance(work, float):  # the host's circuit breaker is open: ask again after it
+        return jsonify(WorkAnswer(retry_after=max(work, cfg().idle_retry_s)).to_json())
     if work is None:
         return jsonify(WorkAnswer(retry_after=cfg().idle_retry_s).to_json())
     return jsonify(WorkAnswer(work=work, alive_period=cfg().alive_period_s).to_json())

@@ -82,7 +82,9 @@ def host(h: Host, public_name: str) -> dict[str, Any]:
             "memory_mb": h.memory_mb, "disk_mb": h.disk_mb, "shared_apps": h.shared_apps,
             "hypervisors": h.hypervisors, "version": h.version, "status": h.status,
             "alive_period": h.alive_period, "last_seen": _t(h.last_seen),
-            "registered_at": _t(h.registered_at)}
+            "registered_at": _t(h.registered_at),
+            "health": {"fault_streak": h.fault_streak or 0, "last_fault": h.last_fault,
+                       "paused_until": _t(h.paused_until)}}
 
 
 def event(e: Event) -> dict[str, Any]:

@@ -63,7 +63,8 @@ REPORT = {"type": "object", "additionalProperties": False, "required": ["status"
           "properties": {"status": {"type": "string", "maxLength": 32},
                          "exit_code": {"type": ["integer", "null"],
                                        "minimum": EXIT_CODE_MIN, "maximum": EXIT_CODE_MAX},
-                         "message": {"type": ["string", "null"], "maxLength": 65536}}}
+                         "message": {"type": ["string", "null"], "maxLength": 65536},
+                         "fault": {"type": ["string", "null"], "maxLength": 32}}}
 
 
 def _view(work):
@@ -145,6 +146,6 @@ def pilot_work(uid: str):
 @bp.post("/works/<uid>/report")
 def report(uid: str):
     body = json_body(REPORT)
-    work = work_service.report(db(), principal(), uid, body)
+    work = work_service.report(db(), principal(), uid, body, cfg().breaker)
     commit()
     return jsonify(_view(work))

@@ -219,6 +219,11 @@ class Host(Owned, Base):
     status: Mapped[str] = mapped_column(String(16), default="alive")  # alive | lost | gone
     # Template uids whose images this host has cached: the scheduler prefers their jobs.
     templates_held: Mapped[list[Any]] = mapped_column(default=list)
+    # Its health (scheduler/health.py): infrastructure faults in a row, the last one, and
+    # until when it gets no job (its circuit breaker is open).
+    fault_streak: Mapped[int] = mapped_column(Integer, default=0)
+    last_fault: Mapped[str | None] = mapped_column(Text, nullable=True)
+    paused_until: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     alive_period: Mapped[int] = mapped_column(Integer)
     registered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -16,7 +16,7 @@ from xwvm.server.db.models import Host, User, Work, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC, Level
 from xwvm.server.scheduler import assign as scheduler
-from xwvm.server.scheduler import reaper
+from xwvm.server.scheduler import health, reaper
 from xwvm.server.services import works as work_service
 from xwvm.server.services.common import get_or_404
 
@@ -85,11 +85,16 @@ def heartbeat(db: Session, p: Principal, uid: str, running: list[str],
 
 def request_work(db: Session, p: Principal, uid: str, secret: bytes,
                  wall: WallClock = WallClock()
-                 ) -> JobDescription | None:
+                 ) -> JobDescription | float | None:
+    """The next job for the host; or, while its circuit breaker is open, the seconds left
+    of its pause (no job); None when no job waits for it."""
     policy.require(p, "request_work")
     host = _own_host(db, p, uid)
     host.last_seen = utcnow()
     host.status = "alive"
+    paused = health.paused_for(host)
+    if paused:
+        return paused
     work = scheduler.assign(db, host, p)
     if work is None:
         return None

@@ -14,7 +14,7 @@ from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound
 from xwvm.protocol import JobStatus, NetworkPolicy
 from xwvm.protocol.calls import ProgressAnswer, Report
 from xwvm.protocol.messages import InputFile, JobDescription, SignedApp, VMPart
-from xwvm.protocol.vocab import MAX_MESSAGE
+from xwvm.protocol.vocab import MAX_MESSAGE, Fault
 from xwvm.server import events, policy, states
 from xwvm.server.auth import tokens
 from xwvm.server.blobs import BlobStore
@@ -32,6 +32,8 @@ from xwvm.server.db.models import (
 )
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
+from xwvm.server.scheduler import health
+from xwvm.server.scheduler.health import Breaker
 from xwvm.server.scheduler.matching import confinement
 from xwvm.server.services import apps as app_service
 from xwvm.server.services import contexts as context_service
@@ -257,7 +259,8 @@ def _as_super(p: Principal) -> Principal:
     return Principal(uid=p.uid, login=p.login, level=policy.Level.SUPER, group_uid=None)
 
 
-def report(db: Session, p: Principal, uid: str, body: dict[str, Any]) -> Work:
+def report(db: Session, p: Principal, uid: str, body: dict[str, Any],
+           breaker: Breaker = Breaker()) -> Work:
     """The worker's final or intermediate report on a job it holds. The body is read
     only once the caller is known to hold the job (a stranger learns nothing from it)."""
     work = get_or_404(db, Work, uid, "job")
@@ -269,11 +272,13 @@ def report(db: Session, p: Principal, uid: str, body: dict[str, Any]) -> Work:
         got = Report.from_json(body)
     except ValueError as e:  # names the field, never its value
         raise BadRequest(f"invalid report: {e}", code="bad_status") from None
-    _apply_report(db, p, work, got, (got.message or "")[:MAX_MESSAGE])
+    _apply_report(db, p, work, got, (got.message or "")[:MAX_MESSAGE], breaker)
     return work
 
 
-def _apply_report(db: Session, p: Principal, work: Work, got: Report, message: str) -> None:
+def _apply_report(db: Session, p: Principal, work: Work, got: Report, message: str,
+                  breaker: Breaker) -> None:
+    host = db.get(Host, work.host_uid) if work.host_uid else None
     if got.status == states.COMPLETED:
         if work.result_data_uid is None:
             raise Conflict(f"job {work.uid} has no uploaded results yet; upload them first",
@@ -293,8 +298,22 @@ def _apply_report(db: Session, p: Principal, work: Work, got: Report, message: s
         states.move(db, work, states.RESULTREQUEST, actor_uid=p.uid,
                     reason=message or "result upload failed; the worker retries")
     else:  # PENDING: Report admits nothing else
-        states.move(db, work, states.PENDING, actor_uid=p.uid,
-                    reason=message or "given back by its worker")
+        _give_back(db, p, work, got.fault or Fault.HOST, message, breaker)
+        return
+    if host is not None:  # the job ran there: the host works
+        health.note_success(db, host)
+
+
+def _give_back(db: Session, p: Principal, work: Work, fault: Fault, message: str,
+               breaker: Breaker) -> None:
+    """The worker gave the job back for an infrastructure fault (or it is stopping): the
+    retry counts, and so does the host's fault streak (its circuit breaker)."""
+    host = db.get(Host, work.host_uid) if work.host_uid else None
+    states.give_back(db, work, actor_uid=p.uid,
+                     reason=f"given back by its worker ({fault}): "
+                            f"{message or 'no reason given'}")
+    if host is not None:
+        health.note_fault(db, host, fault, message, breaker)
 
 
 def progress(db: Session, p: Principal, uid: str, phase: str) -> ProgressAnswer:
