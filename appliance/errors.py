@@ -13,8 +13,3 @@ class GuestError(Exception):
     def __str__(self) -> str:
         return self.message
 
-
-def status_of(e: Exception) -> int | None:
-    """The HTTP status of a failed request (for xwvm.protocol.retry); None for anything
-    that is not one."""
-    return e.status if isinstance(e, GuestError) else None
