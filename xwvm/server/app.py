@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 from typing import Any
 
 from flask import Flask, g, jsonify, request
@@ -13,7 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from xwvm.errors import XwvmError
 from xwvm.protocol.paths import API_PREFIX
 from xwvm.server import api, events, sweeping
-from xwvm.server.blobs import BlobStore
+from xwvm.server.blobs import BlobStore, StorageFull
 from xwvm.server.config import ServerConfig
 from xwvm.server.db.engine import make_engine, make_sessionmaker, read_only
 from xwvm.server.db.models import Setting
@@ -86,11 +88,42 @@ def _errors(app: Flask) -> None:
         headers = [(k, v) for k, v in err.get_headers() if k.lower() != "content-type"]
         return jsonify(error=code, message=message), err.code or 500, headers  # keep Allow
 
+    @app.errorhandler(StorageFull)
+    def _full(err: StorageFull) -> Any:
+        return _storage_full(err.message, err)
+
     @app.errorhandler(sa_exc.OperationalError)
     def _db_down(err: sa_exc.OperationalError) -> Any:
+        if _db_full(err):
+            return _storage_full(DB_FULL, err)
         log.warning("database error: %s", err)
         return jsonify(error="database_unavailable",
                        message="the database is busy or unreachable; retry later"), 503
+
+
+DB_FULL = "the server's database is full: the request was not stored"
+_PG_DISK_FULL = "53100"  # SQLSTATE disk_full (psycopg's errors.DiskFull)
+
+
+def _db_full(err: sa_exc.DBAPIError) -> bool:
+    """The database said its disk is full: SQLite's SQLITE_FULL, PostgreSQL's 53100."""
+    orig = err.orig
+    if getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return True
+    return _PG_DISK_FULL in (getattr(orig, "sqlstate", None), getattr(orig, "pgcode", None))
+
+
+def _storage_full(message: str, err: Exception) -> Any:
+    """507 for a disk the server cannot write: the request's transaction is rolled back,
+    the administrator told (error level, with the cause), and the server serves on. No
+    refusal event is written: the database may be on the full disk."""
+    session = g.get("db")
+    if session is not None:
+        with contextlib.suppress(sa_exc.SQLAlchemyError):  # the teardown tries once more
+            session.rollback()
+    cause = err.__cause__ or getattr(err, "orig", None) or err
+    log.error("%s %s: storage full: %s (%s)", request.method, request.path, message, cause)
+    return jsonify(error=StorageFull.code, message=message), StorageFull.status
 
 
 # Event kinds for refusals that have a name of their own; every other one is "refused".

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from xwvm.server import events, policy
-from xwvm.server.blobs import BlobStore
+from xwvm.server.blobs import BlobStore, full_disk
 from xwvm.server.db.models import Template, UploadSession, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.services.common import check_uid
@@ -92,8 +92,9 @@ def create(db: Session, store: BlobStore, p: Principal, size: int, sha256: str, 
     db.flush()
     if known is None:
         path = part_path(store, up.uid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)  # bytes of a template being pushed: the server's alone
+        with full_disk(f"upload {up.uid}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)  # bytes of a template being pushed: the server's alone
     events.record(db, "upload_created", object_uid=up.uid, actor_uid=p.uid,
                   detail=f"{size} bytes sha256 {sha256}" + (" (already stored)" if known
                                                             is not None else ""))
@@ -173,12 +174,7 @@ def append(db: Session, store: BlobStore, p: Principal, uid: str, content_range:
             raise _offset_conflict(up, start)
         db.rollback()
         os.ftruncate(fd, start)  # drop bytes of a chunk whose commit never happened
-        got = _copy(stream, fd, start, length)
-        if got < length:
-            os.ftruncate(fd, start)
-            raise BadRequest(f"truncated chunk: received {got} of {length} bytes",
-                             code="truncated", details={"offset": start})
-        os.fsync(fd)
+        _write_chunk(fd, stream, start, length, up.uid)
         moved = db.execute(update(UploadSession)
                            .where(UploadSession.uid == up.uid, UploadSession.received == start,
                                   UploadSession.status == "open")
@@ -192,14 +188,30 @@ def append(db: Session, store: BlobStore, p: Principal, uid: str, content_range:
     return up
 
 
+def _write_chunk(fd: int, stream: BinaryIO, start: int, length: int, uid: str) -> None:
+    """The chunk written at ``start`` and synced; a short body or a full disk leaves the
+    part file as the last committed chunk left it (truncated back to ``start``)."""
+    with full_disk(f"{length} bytes of upload {uid} (at offset {start})",
+                   undo=lambda: os.ftruncate(fd, start)):
+        got = _copy(stream, fd, start, length)
+        if got < length:
+            os.ftruncate(fd, start)
+            raise BadRequest(f"truncated chunk: received {got} of {length} bytes",
+                             code="truncated", details={"offset": start})
+        os.fsync(fd)
+
+
 def _copy(stream: BinaryIO, fd: int, offset: int, length: int) -> int:
     got = 0
     while got < length:
         block = stream.read(min(IO_BLOCK, length - got))
         if not block:
             break
-        os.pwrite(fd, block, offset + got)
-        got += len(block)
+        view = memoryview(block)
+        while view:  # a short write (a disk filling up) is not an error yet: go on until one
+            done = os.pwrite(fd, view, offset + got)
+            view = view[done:]
+            got += done
     return got
 
 
@@ -228,12 +240,13 @@ def complete(db: Session, store: BlobStore, p: Principal, uid: str) -> UploadSes
             raise BadRequest(f"checksum mismatch: the uploaded bytes hash to {digests.sha256}, "
                              f"declared {up.sha256}; the upload was reset to offset 0",
                              code="checksum_mismatch", details={"offset": 0})
-        os.fsync(fd)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            path.unlink()
-        else:
-            os.replace(path, final)
+        with full_disk(f"the {up.size} bytes of upload {uid}"):
+            os.fsync(fd)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                path.unlink()
+            else:
+                os.replace(path, final)
     return _mark_complete(db, p, up, digests)
 
 
