@@ -19,8 +19,8 @@ from pathlib import Path
 from appliance import guest, hardening
 from appliance.errors import GuestError
 from appliance.exchange import find_device
-from appliance.http import Server
-from appliance.nested import TASK_ERRORS, NestedWorker, say
+from appliance.http import PATIENT, Server
+from appliance.nested import TASK_ERRORS, NestedWorker, job_deadline, say
 from contextualizer.errors import ContextError
 from contextualizer.model import JobContext, Mode, NetworkPolicy
 from xwvm.protocol.exchange import ExchangeError
@@ -74,13 +74,23 @@ def main(argv: list[str] | None = None) -> int:
 def nested_worker(ctx: JobContext, args: argparse.Namespace) -> NestedWorker:
     """The nested worker for ``ctx``, on its exchange disk (every VM job has one)."""
     device = find_device(ctx.job_uid, args.root / "sys/class/block", args.root / "dev")
+    deadline = job_deadline(ctx.limits.wall_clock_seconds, uptime(args.root))
     if ctx.network == NetworkPolicy.NONE:
         say(f"offline: job {ctx.job_uid} on {device}")
-        return NestedWorker(ctx, None, args.work_dir, args.user, device)
+        return NestedWorker(ctx, None, args.work_dir, args.user, device, deadline)
     ca = args.context.parent / "server-ca.pem"
     ca.write_text(ctx.server_ca_pem)
-    return NestedWorker(ctx, Server(ctx.server_url, ca, ctx.credential), args.work_dir,
-                        args.user, device)
+    # The server may be away for a while: its calls wait it out until the job's deadline.
+    server = Server(ctx.server_url, ca, ctx.credential, backoff=PATIENT, deadline=deadline)
+    return NestedWorker(ctx, server, args.work_dir, args.user, device, deadline)
+
+
+def uptime(root: Path) -> float:
+    """Seconds since the guest booted (0 when the root has no /proc/uptime)."""
+    try:
+        return float((root / "proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def refuse(nested: NestedWorker, reason: str, code: int) -> int:

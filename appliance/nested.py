@@ -11,6 +11,12 @@ verdict from it after the VM powered off; progress beats go to the console, whos
 is the outer worker's hang detection. With network=none (no NIC) the inputs come from
 that disk and the results archive goes back on it; otherwise the nested worker fetches
 and uploads them itself, and tells the server it is alive (whose answer may say stop).
+
+The server may be away for a while: the calls the job's delivery depends on (the inputs,
+the results, a pilot's reports and requests for work) wait it out until the job's
+deadline (:func:`job_deadline`), the results archive kept on the guest's disk meanwhile;
+the payload runs on whatever the beats meet. A refusal (the job moved on) or an outage
+past the deadline is said in the verdict, which the outer worker makes the job's error.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any, TypeVar
 
 from appliance import runner
 from appliance.errors import GuestError
-from appliance.http import Server
+from appliance.http import Server, is_refusal
 from appliance.isolation import guest_isolation
 from contextualizer.model import JobContext
 from xwvm.protocol import exchange
@@ -42,6 +48,8 @@ BEAT_S = 10.0
 # The appliance's environment (/opt/xwvm/env: ROOT's PYTHONPATH and PATH) reaches payloads.
 INHERITED_ENV = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "ROOTSYS", "LANG", "LC_ALL")
 WALL_CLOCK_MARGIN_S = 60
+#: Kept back from the job's wall clock to write the verdict and power off in time.
+VERDICT_RESERVE_S = 10.0
 #: What a payload that could not be run raises (the pilot reports it and goes on).
 TASK_ERRORS = (GuestError, ExchangeError, OSError)
 
@@ -49,6 +57,22 @@ TASK_ERRORS = (GuestError, ExchangeError, OSError)
 def say(message: str) -> None:
     """One line on the console, where the outer worker's logs and hang detection see it."""
     print(f"xwvm-agent: {message}", flush=True)
+
+
+def job_deadline(wall_clock_s: int, up_s: float = 0.0) -> float:
+    """The time.monotonic() by which the nested worker stops waiting for the server: the
+    job's wall clock counted from the guest's boot (``up_s`` ago: the outer worker's clock
+    started with the VM), less a reserve (10 s, or a tenth of a short wall clock) to leave
+    the verdict and power off before the outer worker stops the VM."""
+    reserve = min(VERDICT_RESERVE_S, wall_clock_s / 10)
+    return time.monotonic() - max(0.0, up_s) + wall_clock_s - reserve
+
+
+def undelivered(e: GuestError) -> str:
+    """The verdict's words for results the server did not take."""
+    if is_refusal(e):
+        return f"the server refused the results: {e.message} (HTTP {e.status}, {e.code})"
+    return f"the results were not delivered: {e.message}"
 
 
 @dataclass
@@ -65,12 +89,17 @@ class Task:
 
 class NestedWorker:
     """``server`` None (network=none): no server at all; the inputs come from the
-    exchange disk and the results archive goes back onto it."""
+    exchange disk and the results archive goes back onto it. ``deadline``: as
+    :func:`job_deadline` (None: the job's wall clock from now)."""
 
     def __init__(self, ctx: JobContext, server: Server | None, work_dir: Path,
-                 user: str | None, exchange_disk: Path) -> None:
+                 user: str | None, exchange_disk: Path, deadline: float | None = None,
+                 beat_s: float = BEAT_S) -> None:
         self.ctx, self.server, self.work_dir, self.user = ctx, server, Path(work_dir), user
         self.exchange_disk = exchange_disk
+        self.deadline = deadline if deadline is not None else \
+            job_deadline(ctx.limits.wall_clock_seconds)
+        self.beat_s, self.beats_failing = beat_s, False
         self.stop = threading.Event()
         self.base_env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
         # The appliance has no bubblewrap: the VM is the sandbox, and inside it the payload
@@ -94,19 +123,35 @@ class NestedWorker:
     # --- progress ---------------------------------------------------------------------------
 
     def _beat(self, phase: str) -> None:
+        """A line on the console (the outer worker's sign of life) and one attempt to tell
+        the server. A failed beat never stops the payload: it is said once when beats start
+        failing and once when they are answered again. A job that moved on (its credential
+        revoked, 401, or not active, 409) is stopped."""
         say(f"beat {phase}")
         if self.server is None:
             return
         try:
-            if self.server.progress(self.ctx.job_uid, phase).stop:
-                self.stop.set()
+            stop = self.server.progress(self.ctx.job_uid, phase).stop
         except GuestError as e:
-            log.warning("progress beat failed: %s", e.message)
+            stop = e.status in (401, 409)
+            self._beat_failed(f"{e.message} (HTTP {e.status})" if e.status else e.message)
         except ValueError as e:  # an answer that is not one: as a failed beat
-            log.warning("progress answer malformed: %s", e)
+            stop = False
+            self._beat_failed(f"malformed answer: {e}")
+        else:
+            if self.beats_failing:
+                self.beats_failing = False
+                log.warning("progress beats are answered again")
+        if stop:
+            self.stop.set()
+
+    def _beat_failed(self, why: str) -> None:
+        if not self.beats_failing:
+            self.beats_failing = True
+            log.warning("progress beats fail (%s); the payload goes on", why)
 
     def _beats(self, done: threading.Event) -> None:
-        while not done.wait(BEAT_S):
+        while not done.wait(self.beat_s):
             self._beat("running")
 
     def _with_beats(self, fn: Callable[[], T]) -> T:
@@ -137,9 +182,9 @@ class NestedWorker:
             outcome = runner.run(job, box, Path("/bin/sh"), None, self.stop, self.isolation,
                                  base_env=self.base_env)
             owner = self.isolation.account.uid if self.isolation.account else None
-            with tempfile.TemporaryDirectory() as tmp:
-                archive = runner.pack_results(box, placed, Path(tmp) / "results.tar.gz", owner)
-                deliver(task, archive, outcome)
+            # On the guest's disk, root's (beside run/, never in it), until delivered.
+            archive = runner.pack_results(box, placed, box.root / "results.tar.gz", owner)
+            deliver(task, archive, outcome)
             return outcome
         finally:
             box.remove()
@@ -158,8 +203,21 @@ class NestedWorker:
         if self.server is None:
             self.verdict(outcome.exit_code, outcome.reason, archive)
             return
-        self.server.upload_result(task.uid, archive)
-        self.verdict(outcome.exit_code, outcome.reason, uploaded=True)
+        problem = self._deliver(self.server, task.uid, archive)
+        if problem is None:
+            self.verdict(outcome.exit_code, outcome.reason, uploaded=True)
+        else:
+            self.verdict(outcome.exit_code, "; ".join(m for m in (outcome.reason, problem) if m))
+
+    @staticmethod
+    def _deliver(server: Server, uid: str, archive: Path) -> str | None:
+        """Upload (waiting out an outage until the deadline); None, or why not."""
+        try:
+            server.upload_result(uid, archive)
+        except GuestError as e:
+            say(undelivered(e))
+            return undelivered(e)
+        return None
 
     def _upload(self, task: Task, archive: Path, outcome: runner.Outcome) -> None:
         self.online().upload_result(task.uid, archive)
@@ -177,10 +235,19 @@ class NestedWorker:
         return outcome.exit_code
 
     def run_pilot(self) -> int:
-        """Serve jobs until idle or out of time; returns how many ran."""
+        """Serve jobs until idle or out of time; returns how many ran. The beats go on
+        throughout, also while the server is waited for."""
+        return self._with_beats(self._pilot)
+
+    def _pilot(self) -> int:
+        served = self._pilot_loop()
+        self._pilot_results(served)
+        return len(served)
+
+    def _pilot_loop(self) -> list[dict[str, Any]]:
         server, ctx = self.online(), self.ctx
         idle_s = ctx.limits.idle_seconds or DEFAULT_PILOT_IDLE_S
-        deadline = time.monotonic() + ctx.limits.wall_clock_seconds - WALL_CLOCK_MARGIN_S
+        deadline = self.deadline - WALL_CLOCK_MARGIN_S
         served: list[dict[str, Any]] = []
         idle_since, delay = time.monotonic(), 1.0
         while not self.stop.is_set() and time.monotonic() < deadline:
@@ -194,8 +261,7 @@ class NestedWorker:
                 continue
             served.append(self._serve(desc))
             idle_since, delay = time.monotonic(), 1.0
-        self._pilot_results(served)
-        return len(served)
+        return served
 
     def _serve(self, desc: JobDescription) -> dict[str, Any]:
         task = Task(uid=desc.uid, command=desc.command or "true", args=list(desc.args),
@@ -204,7 +270,7 @@ class NestedWorker:
                             if f.role == "input"], wall_clock_s=desc.wall_clock_s)
         started = time.monotonic()
         try:
-            outcome = self._with_beats(lambda: self.run_task(task, self._upload))
+            outcome = self.run_task(task, self._upload)
         except TASK_ERRORS as e:
             self._report(task.uid, JobStatus.ERROR, None, f"the pilot could not run it: {e}")
             return {"uid": task.uid, "error": str(e)}
@@ -232,5 +298,8 @@ class NestedWorker:
             box.stderr.write_text("")
             (box.run_dir / "served.json").write_text(json.dumps(served, indent=2))
             archive = runner.pack_results(box, {}, Path(tmp) / "results.tar.gz")
-            self.online().upload_result(self.ctx.job_uid, archive)
-        self.verdict(0, message, uploaded=True)
+            problem = self._deliver(self.online(), self.ctx.job_uid, archive)
+        if problem is None:
+            self.verdict(0, message, uploaded=True)
+        else:
+            self.verdict(0, f"{message}; {problem}")
