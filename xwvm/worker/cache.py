@@ -23,6 +23,7 @@ from xwvm.errors import XwvmError
 from xwvm.ids import check_sha256, check_uid
 from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.messages import InputFile
+from xwvm.worker.faults import DiskFull, is_disk_full
 
 log = logging.getLogger("xwvm.worker")
 DEFAULT_QUOTA_BYTES = 10 * 2**30
@@ -31,6 +32,34 @@ PARTIAL_SUFFIXES = (".download", ".download.part", ".part")
 
 def _stat_key(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes the worker may still write on ``path``'s filesystem."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+@contextlib.contextmanager
+def disk_full(cache: str, root: Path, what: str, need: int | None,
+              partials: Iterable[Path]) -> Iterator[None]:
+    """A full disk (ENOSPC, EDQUOT) met inside the block removes ``partials`` and raises
+    :class:`~xwvm.worker.faults.DiskFull` saying which cache, what needed how many bytes
+    and how many are free once they are gone: nothing half-written stays for a later job
+    to trust, and a later fetch, once space is back, starts afresh."""
+    try:
+        yield
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        for path in partials:
+            path.unlink(missing_ok=True)
+        if isinstance(e, DiskFull):
+            raise
+        size = "an unknown number of" if need is None else str(need)
+        raise DiskFull(f"the worker's {cache} is on a full disk: {what} needs {size} bytes, "
+                       f"{free_bytes(root)} bytes are free; the partial file was removed"
+                       ) from e
 
 
 class VerifiedFiles:
@@ -128,7 +157,9 @@ class DataCache:
             final.unlink(missing_ok=True)
             self.evict(size or 0)
             tmp = self.root / f"{sha256}.download"
-            fetch(tmp)
+            with disk_full("data cache", self.root, f"job file {sha256[:12]}", size,
+                           (tmp, tmp.with_name(f"{tmp.name}.part"))):
+                fetch(tmp)
             if sha256_file(tmp) != sha256:
                 tmp.unlink()
                 raise OSError(f"cached download does not match sha256 {sha256}")

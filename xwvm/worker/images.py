@@ -40,8 +40,9 @@ from xwvm.errors import XwvmError
 from xwvm.ids import check_sha256, check_uid
 from xwvm.protocol.digest import BLOCK
 from xwvm.protocol.messages import ChunkManifest, TemplateArtifact, TemplateDescription
-from xwvm.worker.cache import VerifiedFiles
+from xwvm.worker.cache import VerifiedFiles, disk_full
 
+CACHE = "image cache"  # as a full disk's message names it
 MAX_CHUNK = 16 * 1024 * 1024  # a chunk is held in memory once: the server does not choose
 Progress = Callable[[int], None]
 
@@ -160,10 +161,11 @@ class ImageCache:
                 pins.append(self._acquire(client, desc, a, {w.sha256 for w in wanted},
                                           progress))
                 paths[a.role] = self.blob(a.sha256)
-            self._write_json(self._record_path(desc.uid), {
-                "uid": desc.uid, "name": desc.name, "version": desc.version,
-                "artifacts": [{"role": a.role, "format": a.format, "sha256": a.sha256,
-                               "size": a.size} for a in wanted]})
+            with disk_full(CACHE, self.root, f"the record of template {desc.uid}", None, ()):
+                self._write_json(self._record_path(desc.uid), {
+                    "uid": desc.uid, "name": desc.name, "version": desc.version,
+                    "artifacts": [{"role": a.role, "format": a.format, "sha256": a.sha256,
+                                   "size": a.size} for a in wanted]})
             yield paths
         finally:
             for pin in pins:
@@ -232,8 +234,10 @@ class ImageCache:
                     self.blob(sha).unlink(missing_ok=True)  # planted or damaged bytes
                     part = self.blob(sha).with_name(f"{sha}.part")
                     have = part.stat().st_size if part.exists() else 0
-                    self.evict(max(a.size - have, 0), keep=keep)
-                    self.transfers.append(self._fetch(client, desc, a, progress))
+                    with disk_full(CACHE, self.root, f"the {a.role} {sha[:12]}", a.size,
+                                   (part, self._chunks_path(sha))):
+                        self.evict(max(a.size - have, 0), keep=keep)
+                        self.transfers.append(self._fetch(client, desc, a, progress))
                 # Downgrade; an evictor may slip into the gap, so look again.
                 pin.lock(fcntl.LOCK_SH)
                 if self._good(sha):
@@ -398,8 +402,11 @@ class ImageCache:
     @staticmethod
     def _write_json(path: Path, doc: Any) -> None:
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no piece
 
     @staticmethod
     def _read_json(path: Path) -> Any:
