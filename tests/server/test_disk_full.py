@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.postgres import PostgresServer
 from tests.support.processes import ServerProcess
 from tests.support.tmpfs import fill, tmpfs
 from xwvm.client.sdk import Client
@@ -125,6 +128,27 @@ def test_a_full_sqlite_database(tmp_path: Path) -> None:
             srv.stop()
 
 
+@pytest.mark.postgres
+def test_a_full_postgresql_tablespace(postgres: PostgresServer, tmp_path: Path) -> None:
+    """The server's database in a tablespace on a small tmpfs: PostgreSQL's own
+    "could not extend file" (SQLSTATE 53100, psycopg's DiskFull) becomes 507."""
+    import psycopg
+    pw = pwd.getpwnam("postgres")
+    name = f"full_{uuid.uuid4().hex[:8]}"
+    with tmpfs(postgres.root / name, 16 * KiB, owner=(pw.pw_uid, pw.pw_gid)) as disk:
+        with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLESPACE {name} LOCATION '{disk}'")
+            conn.execute(f"CREATE DATABASE {name} TABLESPACE {name}")
+        srv = ServerProcess(tmp_path, db_url=postgres.url(name)).init().start()
+        try:
+            _database_full_then_freed(srv, disk)
+        finally:
+            srv.stop()
+            with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+                conn.execute(f"DROP TABLESPACE {name}")
+
+
 def _database_full_then_freed(srv: ServerProcess, disk: Path) -> None:
     admin = srv.client()
     names = {d["name"] for d in admin.list_data()}
@@ -132,7 +156,7 @@ def _database_full_then_freed(srv: ServerProcess, disk: Path) -> None:
         _truncate_wal(srv.data_dir / "xwvm.db")
     filler = fill(disk)
     answers = []
-    for i in range(50):  # the first commit that needs a new page fails
+    for i in range(500):  # the first commit that needs a new page fails
         resp = _call(srv, admin, "POST", "/data", json={"name": f"full-{i}"})
         answers.append(resp)
         if resp.status_code != 201:
