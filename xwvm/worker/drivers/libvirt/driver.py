@@ -54,9 +54,11 @@ class LibvirtDriver(Driver):
     disk_formats = ("qcow2", "raw")
 
     def __init__(self, worker_id: str, work_dir: Path, uri: str = "qemu:///system",
-                 probe_kernel: Path | None = None) -> None:
+                 probe_kernel: Path | None = None, reconnect_s: float | None = None) -> None:
+        """``reconnect_s``: how long a call waits out a libvirtd restart (None: the
+        default of xwvm.worker.drivers.reconnect, or $XWVM_HYPERVISOR_RECONNECT_S)."""
         super().__init__(worker_id, work_dir)
-        self.host = Host(uri)
+        self.host = Host(uri, reconnect_s)
         self.probe_kernel = probe_kernel or _default_probe_kernel()
         self.socat = shutil.which("socat")
         # network=server: each VM's connections to the server go through its own capped
@@ -130,7 +132,7 @@ class LibvirtDriver(Driver):
     def _launch_probe(self, spec: VMSpec, vm_dir: Path, accel: str) -> Guest:
         """A transient domain: it disappears when powered off."""
         self._make_disk(spec, vm_dir)
-        return Guest(self.host.create_transient(self.domain_xml(spec, accel)))
+        return Guest(self.host, self.host.create_transient(self.domain_xml(spec, accel)))
 
     # -- disks and definition -------------------------------------------------------------
 
@@ -198,10 +200,10 @@ class LibvirtDriver(Driver):
 
     def _lookup(self, name: str) -> Guest | None:
         dom = self.host.lookup(name)
-        return None if dom is None else Guest(dom)
+        return None if dom is None else Guest(self.host, dom)
 
     def _guests(self) -> Iterable[Guest]:
-        return [Guest(dom) for dom in self.host.domains(self.prefix)]
+        return [Guest(self.host, dom) for dom in self.host.domains(self.prefix)]
 
     def _server_address(self, server: tuple[str, int]) -> tuple[str, int]:
         return network.guest_address(server)
