@@ -20,6 +20,8 @@ from tests.support.postgres import PostgresServer
 from tests.support.processes import ServerProcess
 from tests.support.tmpfs import fill, tmpfs
 from xwvm.client.sdk import Client
+from xwvm.server.db.engine import make_engine, make_sessionmaker
+from xwvm.server.db.models import Data, Work
 
 KiB, MiB = 1024, 1024 * 1024
 DB_FULL = "the server's database is full: the request was not stored"
@@ -104,6 +106,37 @@ def test_template_chunk_on_a_full_blob_store(blob_full: ServerProcess) -> None:
     done = _call(blob_full, admin, "POST", f"/uploads/{up['uid']}/complete")
     assert done.status_code == 200 and done.json()["status"] == "complete", done.text
     assert not part.exists()
+
+
+def test_result_archive_on_a_full_blob_store(blob_full: ServerProcess) -> None:
+    """A job's result upload creates its data object in the request's transaction: a
+    full disk leaves no such row, and the job keeps no result."""
+    admin = blob_full.client()
+    engine = make_engine(f"sqlite:///{blob_full.data_dir / 'xwvm.db'}")
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions() as db:  # a job held by a host (the super user may act as its worker)
+            work = Work(owner_uid=admin.whoami()["uid"], access_rights=0o700,
+                        status="RUNNING", command="true")
+            db.add(work)
+            db.commit()
+            rows = db.query(Data).count()
+        filler = fill(blob_full.data_dir / "blobs", leave=256 * KiB)
+        content = os.urandom(MiB)
+        resp = _call(blob_full, admin, "PUT", f"/works/{work.uid}/result", data=content)
+        assert _storage_full(resp).startswith("the server's blob store is full: the 1048576 "
+                                              "bytes of data ")
+        with sessions() as db:
+            assert db.query(Data).count() == rows, "the result's data row was rolled back"
+            assert db.query(Work).filter_by(uid=work.uid).one().result_data_uid is None
+        _healthy(blob_full)
+        filler.unlink()
+        resp = _call(blob_full, admin, "PUT", f"/works/{work.uid}/result", data=content)
+        assert resp.status_code == 200, resp.text
+        with sessions() as db:
+            assert db.query(Work).filter_by(uid=work.uid).one().result_data_uid is not None
+    finally:
+        engine.dispose()
 
 
 def _truncate_wal(db: Path) -> None:

@@ -29,10 +29,12 @@ def create(db: Session, p: Principal, name: str, *, size: int | None = None,
 
 
 def store_content(db: Session, store: BlobStore, data: Data, stream: BinaryIO, length: int,
-                  max_size: int, sha256: str | None, actor_uid: str) -> Data:
+                  max_size: int, sha256: str | None, actor_uid: str, *,
+                  what: str | None = None) -> Data:
     """Write the content once; the object becomes available only when it is verified. A
-    full disk raises StorageFull (507) with nothing stored: the caller's transaction, which
-    may have created ``data``, is rolled back by the error handler."""
+    full disk raises StorageFull (507) naming ``what`` (by default the data object) with
+    nothing stored: the caller's transaction, which may have created ``data``, is rolled
+    back by the error handler."""
     if data.status == "available":
         raise Conflict(f"data {data.uid} already has its content; create a new data object",
                        code="already_uploaded")
@@ -44,7 +46,7 @@ def store_content(db: Session, store: BlobStore, data: Data, stream: BinaryIO, l
         raise BadRequest("the upload's X-Content-SHA256 differs from the declared sha256",
                          code="checksum_mismatch")
     blob = store.put_stream(stream, length=length, max_size=max_size, expected_sha256=expected,
-                            what=f"the {length} bytes of data {data.uid}")
+                            what=what or f"the {length} bytes of data {data.uid}")
     data.size, data.sha256, data.status = blob.size, blob.sha256, "available"
     events.record(db, "data_uploaded", object_uid=data.uid, actor_uid=actor_uid,
                   detail=f"{blob.size} bytes sha256 {blob.sha256}")
