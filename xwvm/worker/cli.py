@@ -9,6 +9,8 @@ unavailable". Shared CLI helpers (error printing, durations) come from the clien
 
 from __future__ import annotations
 
+import logging
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -106,6 +108,10 @@ RUN_OPTIONS = (
                       "free space]"),
     click.option("--vm-cpu-percent", type=click.IntRange(1, 100), default=100,
                  show_default=True, help="share of one host CPU each vCPU may use"),
+    click.option("--min-free-disk", "min_free_mb", type=click.IntRange(0), default=256,
+                 show_default=True,
+                 help="MiB the work dir's disk must keep free for a job to be taken (after "
+                      "a job was given back for a full disk: this much more than then)"),
 )
 
 
@@ -130,10 +136,20 @@ def worker_run(url: str | None, ca: str | None, credential: Path | None, cert: P
                key: Path | None, name: str | None, shared_apps: tuple[str, ...],
                trusted_keys: tuple[Path, ...], **options: Any) -> None:
     """Pull and run jobs until stopped (SIGTERM gives the running job back)."""
+    _log_to_stderr()
     cred = _credential(url, ca, credential, cert, key)
     opts = WorkerOptions(name=name or platform.node(), shared_apps=list(shared_apps),
                          trusted_keys=list(trusted_keys), **options)
     Worker(cred, opts, server=url, ca=ca).run()
+
+
+def _log_to_stderr() -> None:
+    """Each step of each job and each fault, one line each on stderr (the level from
+    XWVM_LOG_LEVEL, INFO by default); nothing secret is ever logged."""
+    level = os.environ.get("XWVM_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
+                        stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @worker_group.command("nested", context_settings={"ignore_unknown_options": True,

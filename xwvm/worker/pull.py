@@ -28,8 +28,8 @@ from xwvm.protocol import DEFAULT_WALL_CLOCK_S
 from xwvm.protocol.calls import MalformedJob, WorkAnswer
 from xwvm.protocol.messages import HostFacts, HypervisorProbe, JobDescription
 from xwvm.protocol.retry import Backoff, retrying
-from xwvm.protocol.vocab import HYPERVISORS, NATIVE_ENTRY, JobStatus
-from xwvm.worker import facts, sandbox
+from xwvm.protocol.vocab import HYPERVISORS, NATIVE_ENTRY, Fault, JobStatus
+from xwvm.worker import facts, faults, sandbox
 from xwvm.worker.apps import AppRefused, FileFilter, binary_filter
 from xwvm.worker.cache import DEFAULT_QUOTA_BYTES, DataCache
 from xwvm.worker.credential import Credential
@@ -100,6 +100,10 @@ class WorkerOptions:
     max_vm_cpus: int | None = None
     max_vm_disk_mb: int | None = None
     vm_cpu_percent: int = 100
+    # The work dir's disk must keep this much free for the worker to take a job; after a
+    # job was given back for a full disk, this much more than was free then.
+    min_free_mb: int = 256
+    disk_poll_s: float = 10.0
 
     @property
     def native_allowed(self) -> bool:
@@ -132,6 +136,8 @@ class Worker:
         self.vm_runner: Any = None
         # Native jobs run only in a sandbox that passed its self-test (see _isolation).
         self._native_sandbox: sandbox.Isolation | str | None = None
+        self._disk_full: bool = False  # a job was given back for a full disk
+        self._deadline = float("inf")  # the running job's wall clock ends (monotonic)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -145,6 +151,9 @@ class Worker:
         log.info("worker %s registered as host %s", self.opts.name, self.host)
         done, idle_since, delay = 0, time.monotonic(), 1.0
         while not self.stopping.is_set():
+            self._sweep()
+            if not self._wait_for_room():
+                break
             # a server error (a 500) is waited out, as no answer is: the loop goes on
             raw = self._retry(lambda: self.client.request_work(self.host), _failure_status)
             if raw is None:
@@ -169,6 +178,40 @@ class Worker:
             if self.opts.max_jobs and done >= self.opts.max_jobs:
                 break
         return done
+
+    def _sweep(self) -> None:
+        """Between jobs: remove whatever a job left (a VM whose destroy failed while the
+        hypervisor was away, a file), so nothing outlives its job."""
+        if self.vm_runner is None:
+            return
+        try:
+            for uid in self.vm_runner.sweep():
+                log.info("removed what job %s left behind", uid)
+        except (XwvmError, OSError) as e:
+            log.warning("could not remove what earlier jobs left (next round retries): %s",
+                        getattr(e, "message", e))
+
+    def _wait_for_room(self) -> bool:
+        """Take no job while the work dir's disk is short of room: below --min-free-disk,
+        or, after a job was given back for a full disk, until that much more is free than
+        then. False if the worker is asked to stop meanwhile."""
+        need = self.opts.min_free_mb
+        if self._disk_full:
+            need += shutil.disk_usage(self.work_dir).free // 2**20
+            self._disk_full = False
+        logged = False
+        while not self.stopping.is_set():
+            free = shutil.disk_usage(self.work_dir).free // 2**20
+            if free >= need:
+                if logged:
+                    log.info("disk space is back (%d MiB free): taking jobs again", free)
+                return True
+            if not logged:
+                log.warning("paused: %d MiB free in %s, %d MiB needed; taking no job until "
+                            "space returns", free, self.work_dir, need)
+                logged = True
+            self.stopping.wait(self.opts.disk_poll_s)
+        return False
 
     def _take(self, raw: Any) -> tuple[WorkAnswer, bool | None]:
         """The server's answer to a work request, read once, and its job run: (the answer,
@@ -404,6 +447,7 @@ class Worker:
         # monitor or the native runner), and told to the guest through its context.
         desc = dataclasses.replace(desc, wall_clock_s=effective_wall_clock(
             desc.wall_clock_s, self.opts.max_wall_clock_s))
+        self._deadline = time.monotonic() + desc.wall_clock_s
         if desc.vm is not None:
             self._execute_vm(desc)
             return
@@ -411,16 +455,14 @@ class Worker:
         if refusal is not None:
             self._report(desc.uid, JobStatus.ERROR, message=refusal)
             return
-        sandbox.create()
+        faults.step("download", desc.uid, self.work_dir)
         try:
+            sandbox.create()
             program, stdin, placed = self._prepare(desc, sandbox, accept)
         except (XwvmError, OSError) as e:
-            if self.stopping.is_set():
-                self._report(desc.uid, JobStatus.PENDING, message="worker stopping")
-            else:
-                self._report(desc.uid, JobStatus.ERROR,
-                             message=f"could not fetch the job's files: {e}")
+            self._fail(desc.uid, e, "could not fetch the job's files")
             return
+        faults.step("running", desc.uid, self.work_dir)
         self._run_native(desc, sandbox, program, stdin, placed)
 
     def _native_refusal(self, desc: JobDescription) -> tuple[str | None, FileFilter]:
@@ -448,11 +490,11 @@ class Worker:
         outcome = runner.run(runner.Command(args, desc.env, desc.wall_clock_s), sandbox,
                              program, stdin, self.job_stop, isolation)
         if outcome.stopped and self.stopping.is_set():
-            self._report(desc.uid, JobStatus.PENDING,
-                         message="worker stopping: job given back")
+            self._give_back(desc.uid, Fault.STOPPING, "worker stopping: job given back")
             return
         if outcome.reason == runner.STOPPED:
             return  # the server took the job away; there is nobody to report to
+        faults.step("upload", desc.uid, self.work_dir)
         with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
             archive = runner.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz",
                                           isolation.account.uid if isolation.account else None)
@@ -471,15 +513,35 @@ class Worker:
         try:
             outcome = self.vm_runner.run(desc, self.job_stop, self.stopping)
         except (XwvmError, OSError) as e:
-            self._report(desc.uid, JobStatus.ERROR, message=f"VM job failed on the worker: {e}")
+            self._fail(desc.uid, e, "VM job failed on the worker")
             return
         except Exception as e:  # a job that crashed a worker would go on to crash the next
             log.exception("VM job %s failed on the worker", desc.uid)
-            self._report(desc.uid, JobStatus.ERROR,
-                         message=f"VM job failed on the worker ({type(e).__name__})")
+            self._give_back(desc.uid, Fault.HOST,
+                            f"VM job failed on the worker ({type(e).__name__})")
             return
-        if outcome.status:
+        if outcome.fault is not None:
+            self._give_back(desc.uid, outcome.fault, outcome.message)
+        elif outcome.status:
             self._report(desc.uid, outcome.status, outcome.exit_code, outcome.message or None)
+
+    def _fail(self, uid: str, e: Exception, what: str) -> None:
+        """A job that failed with ``e``: given back for an infrastructure fault (the one
+        rule: faults.classify), else ended in ERROR with the reason."""
+        message = getattr(e, "message", None) or str(e)
+        fault = Fault.STOPPING if self.stopping.is_set() else faults.classify(e)
+        if fault is None:
+            self._report(uid, JobStatus.ERROR, message=f"{what}: {message}")
+        else:
+            self._give_back(uid, fault, f"{what}: {message}")
+
+    def _give_back(self, uid: str, fault: Fault, message: str) -> None:
+        """Give the job back for an infrastructure fault: the server counts the retry and
+        this host's fault streak; a full disk also pauses this worker until space returns."""
+        log.warning("job %s given back (%s): %s", uid, fault, message)
+        if fault == Fault.DISK_FULL:
+            self._disk_full = True
+        self._report(uid, JobStatus.PENDING, message=message, fault=fault)
 
     def _prepare(self, desc: JobDescription, sandbox: runner.Sandbox,
                  accept: FileFilter) -> tuple[Path, Path | None, dict[str, float]]:
@@ -498,8 +560,8 @@ class Worker:
                 else check_relative_name(f.name, "input")
             if name in placed or name.split("/")[0] == runner.TMP_NAME:
                 # one file must not replace another (an input over the signed program)
-                raise OSError("two of the job's files have the same name, or one is "
-                              "named like the job's /tmp folder")
+                raise XwvmError("two of the job's files have the same name, or one is "
+                                "named like the job's /tmp folder", code="bad_job_files")
             dest = sandbox.place(cached, name, executable=executable)
             placed[name] = dest.stat().st_mtime
             if executable:
@@ -507,7 +569,8 @@ class Worker:
         if program is None and desc.command:
             program = Path("/bin/sh")
         if program is None:
-            raise OSError(f"app {desc.app} has no binary for this host")
+            raise XwvmError(f"app {desc.app} has no binary for this host",
+                            code="no_binary")
         return program, stdin, placed
 
     def _upload(self, uid: str, archive: Path, exit_code: int | None) -> bool:
@@ -531,10 +594,18 @@ class Worker:
                 told = self._report(uid, JobStatus.RESULTREQUEST, exit_code,
                                     f"result upload failed: {message}")
 
+        def wait(delay: float) -> bool:  # True: stop trying
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                log.warning("results of job %s not delivered: the server did not take them "
+                            "before the job's wall clock ended", uid)
+                return True
+            return self.stopping.wait(min(delay, left))
+
         try:
             backoff = Backoff(first=min(1.0, self.opts.max_backoff),
                               cap=self.opts.max_backoff, attempts=None)
-            return bool(retrying(put, _failure_status, backoff, sleep=self.stopping.wait,
+            return bool(retrying(put, _failure_status, backoff, sleep=wait,
                                  on_retry=on_retry))
         except ApiError as e:
             if e.code == "not_active" or e.status in (403, 404):
@@ -545,12 +616,12 @@ class Worker:
             return False
 
     def _report(self, uid: str, status: JobStatus, exit_code: int | None = None,
-                message: str | None = None) -> bool:
+                message: str | None = None, fault: Fault | None = None) -> bool:
         """Report ``status``; a final report the server refuses for good (no results to
         complete with, or malformed) is followed by an ERROR saying why, once, so the job
         ends now rather than at the reaper's wall clock. False when nothing was taken."""
         try:
-            self._retry(lambda: self.client.report(uid, status, exit_code, message))
+            self._retry(lambda: self.client.report(uid, status, exit_code, message, fault))
             return True
         except ApiError as e:
             log.warning("report %s for %s refused: %s", status, uid, e.message)

@@ -42,8 +42,10 @@ from xwvm.protocol.vocab import (
     DEFAULT_PILOT_IDLE_S,
     DEFAULT_WALL_CLOCK_S,
     GUEST_SERVER_NAME,
+    Fault,
     JobStatus,
 )
+from xwvm.worker import faults
 from xwvm.worker.cache import DataCache
 from xwvm.worker.drivers.base import Driver, VMSpec, VMState
 from xwvm.worker.drivers.console import CONSOLE_MAX_BYTES
@@ -95,6 +97,17 @@ class VMOutcome:
     status: JobStatus | None  # COMPLETED | ERROR | PENDING (give back) | None (taken away)
     exit_code: int | None = None
     message: str = ""
+    fault: Fault | None = None  # why it is given back (PENDING)
+
+
+def _failed(e: XwvmError, what: str) -> VMOutcome:
+    """The outcome of a step that raised: given back for an infrastructure fault (the
+    retry counts, not against the user), else the job's own error."""
+    fault = faults.classify(e)
+    if fault is not None:
+        log.warning("%s (%s fault): given back: %s", what, fault, e.message)
+        return VMOutcome(JobStatus.PENDING, message=f"{what}: {e.message}", fault=fault)
+    return VMOutcome(JobStatus.ERROR, message=f"{what}: {e.message}")
 
 
 @dataclass
@@ -138,30 +151,48 @@ class VMJobRunner:
             # Before a byte is fetched: the scheduler should not have sent a job bigger
             # than the host record's ceilings; given back, never run bigger than allowed.
             self._size(job, select_artifacts(template, self.driver.disk_formats)[0])
-        except TooBig as e:
-            return VMOutcome(JobStatus.PENDING, message=f"given back: {e.message}")
+        except TooBig as e:  # a host that advertises ceilings it does not honour is faulty
+            return VMOutcome(JobStatus.PENDING, message=f"given back: {e.message}",
+                             fault=Fault.HOST)
         except XwvmError as e:
             return VMOutcome(JobStatus.ERROR, message=f"template refused: {e.message}")
         with contextlib.ExitStack() as stack:
             try:
-                paths = stack.enter_context(
-                    self.images.use(self.client, template, self.driver.disk_formats))
-                disk = stack.enter_context(self._exchange(job))
-                spec = self._spec(job, paths, disk)
-                self._context_iso(job, spec)
-                with self._vm(spec):
-                    state = self._monitor(job, stop)
-                    console = self._console(uid)
+                state, disk, console = self._boot_and_watch(job, stack, stop)
             except ContextRefused as e:
                 return VMOutcome(JobStatus.ERROR, message=e.message)
             except XwvmError as e:
-                return VMOutcome(JobStatus.ERROR, message=f"could not start the VM: {e.message}")
+                return _failed(e, "could not run the VM")
+            except OSError as e:
+                return _failed(faults.InfrastructureFault(
+                    str(e), faults.Fault.DISK_FULL if faults.is_disk_full(e) else None),
+                    "could not run the VM")
             if stop.is_set():
-                return VMOutcome(JobStatus.PENDING if shutting_down.is_set() else None,
-                                 message="worker stopping: VM job given back")
+                if shutting_down.is_set():
+                    return VMOutcome(JobStatus.PENDING, fault=Fault.STOPPING,
+                                     message="worker stopping: VM job given back")
+                return VMOutcome(None, message="taken away by the server")
             if state == "off":
+                faults.step("upload", uid, self.opts.work_dir)
                 return self._verdict(job, disk, console)
             return self._stopped(job, state, console)
+
+    def _boot_and_watch(self, job: JobDescription, stack: contextlib.ExitStack,
+                        stop: threading.Event) -> tuple[str, Path, str]:
+        """Every step from the template to the VM's end: (how it ended, its exchange disk,
+        its console). What it made is removed when ``stack`` closes, whatever happened."""
+        uid, work_dir = job.uid, self.opts.work_dir
+        faults.step("download", uid, work_dir)
+        paths = stack.enter_context(
+            self.images.use(self.client, _vm(job).template, self.driver.disk_formats))
+        faults.step("overlay", uid, work_dir)
+        disk = stack.enter_context(self._exchange(job))
+        spec = self._spec(job, paths, disk)
+        self._context_iso(job, spec)
+        with self._vm(spec):
+            state = self._monitor(job, stop)
+            console = self._console(uid)
+        return state, disk, console
 
     def _upload_once(self, uid: str, archive: Path, exit_code: int | None) -> bool:
         self.client.upload_result(uid, archive)
@@ -256,15 +287,42 @@ class VMJobRunner:
 
     @contextlib.contextmanager
     def _vm(self, spec: VMSpec) -> Iterator[None]:
+        uid, work_dir = spec.job_uid, self.opts.work_dir
         try:
+            faults.step("define", uid, work_dir)
             self.driver.define(spec)
-            self.driver.start(spec.job_uid)
+            faults.step("boot", uid, work_dir)
+            self.driver.start(uid)
+            faults.step("running", uid, work_dir)
             yield
         finally:
-            with contextlib.suppress(XwvmError):
-                self.driver.destroy(spec.job_uid)
+            faults.step("destroy", uid, work_dir)
+            try:
+                self.driver.destroy(uid)
+            except XwvmError as e:  # swept before the next job (sweep())
+                log.warning("job %s: its VM could not be removed now (%s); it will be "
+                            "before the next job", uid, e.message)
             if spec.context_iso:
                 spec.context_iso.unlink(missing_ok=True)
+
+    def sweep(self, active: Collection[str] = ()) -> list[str]:
+        """Remove every VM and file of this worker's jobs that are not ``active`` (a destroy
+        that failed while the hypervisor was away, a file a crash left): run between jobs,
+        so nothing is left behind at run time, not only at the next start. The job uids
+        whose leftovers went."""
+        removed = set()
+        for uid in self.driver.cleanup_leftovers() if not active else ():
+            removed.add(uid)
+        for uid in self.driver.list_own() if active else ():
+            if uid not in active:
+                self.driver.destroy(uid)
+                removed.add(uid)
+        for entry in self.vm_dir.iterdir():
+            uid = entry.name.rsplit("-", 1)[0]
+            if uid not in active:
+                entry.unlink(missing_ok=True)
+                removed.add(uid)
+        return sorted(removed)
 
     def _monitor(self, job: JobDescription, stop: threading.Event) -> str:
         """Wait for the guest to power off; stop it on request, at its wall-clock limit, or
@@ -274,7 +332,7 @@ class VMJobRunner:
         last_progress, last_console = started, -1
         next_check = started
         while True:
-            state = self.driver.state(uid)
+            state = self.driver.state(uid)  # the driver rides out a hypervisor restart
             if state in (VMState.SHUTOFF, VMState.MISSING):
                 return "off"
             if state == VMState.CRASHED:
@@ -340,7 +398,9 @@ class VMJobRunner:
             return VMOutcome(JobStatus.ERROR, message=f"the VM wrote more than "
                                               f"{CONSOLE_MAX_BYTES // 2**20} MiB to its console "
                                               f"and was stopped; console:\n{tail}")
-        return VMOutcome(JobStatus.ERROR, message=f"the VM crashed; console:\n{tail}")
+        log.warning("job %s: the VM crashed (its hypervisor process died): given back", job.uid)
+        return VMOutcome(JobStatus.PENDING, fault=Fault.VM_CRASHED,
+                         message=f"the VM crashed; console:\n{tail}")
 
 
 def _read_verdict(disk: Path, uid: str, archive: Path) -> exchange.Results | str:
