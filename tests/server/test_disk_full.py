@@ -124,8 +124,8 @@ def test_result_archive_on_a_full_blob_store(blob_full: ServerProcess) -> None:
         filler = fill(blob_full.data_dir / "blobs", leave=256 * KiB)
         content = os.urandom(MiB)
         resp = _call(blob_full, admin, "PUT", f"/works/{work.uid}/result", data=content)
-        assert _storage_full(resp).startswith("the server's blob store is full: the 1048576 "
-                                              "bytes of data ")
+        assert _storage_full(resp) == ("the server's blob store is full: the result archive "
+                                       f"of job {work.uid} (1048576 bytes) not stored")
         with sessions() as db:
             assert db.query(Data).count() == rows, "the result's data row was rolled back"
             assert db.query(Work).filter_by(uid=work.uid).one().result_data_uid is None

@@ -247,7 +247,8 @@ def upload_result(db: Session, store: BlobStore, p: Principal, uid: str, stream:
                   group_uid=work.group_uid, access_rights=work.access_rights)
     db.add(result)
     db.flush()
-    data_service.store_content(db, store, result, stream, length, max_size, sha256, p.uid)
+    data_service.store_content(db, store, result, stream, length, max_size, sha256, p.uid,
+                               what=f"the result archive of job {uid} ({length} bytes)")
     old = work.result_data_uid
     work.result_data_uid = result.uid
     if old and db.get(Data, old) is not None:
