@@ -15,7 +15,7 @@ from xwvm.protocol.calls import (
     WorkAnswer,
 )
 from xwvm.protocol.messages import JobDescription
-from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN
+from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN, Fault
 
 JOB = JobDescription(uid="w1", args=("-v",), app="hello")
 EVERY = [(WorkAnswer, WorkAnswer(work=JOB, alive_period=60)),
@@ -78,3 +78,17 @@ def test_a_reports_exit_code_is_a_signed_32_bit_integer() -> None:
 def test_an_unknown_progress_status_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^progress\.status: not a known value"):
         ProgressAnswer.from_json({"stop": False, "status": "SLEEPING"})
+
+
+def test_a_job_given_back_names_its_fault_and_only_such_a_report_does() -> None:
+    back = Report(JobStatus.PENDING, message="broken pipe", fault=Fault.HYPERVISOR)
+    assert Report.from_json(back.to_json()) == back
+    assert "fault" not in Report(JobStatus.ERROR).to_json()
+    assert Report.from_json({"status": "PENDING"}).fault is None  # an older worker
+    for bad in ({"status": "PENDING", "fault": "gremlins"},
+                {"status": "PENDING", "fault": ["hypervisor"]},
+                {"status": "ERROR", "fault": "hypervisor"},
+                {"status": "COMPLETED", "fault": "disk_full"}):
+        with pytest.raises(ValueError, match=r"report\.fault") as err:
+            Report.from_json(bad)
+        assert "gremlins" not in str(err.value)
