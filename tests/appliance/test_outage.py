@@ -87,18 +87,22 @@ def take_job(server: ServerProcess, tmp: Path, command: str, with_input: bool = 
 
 
 def guest(server: ServerProcess, tmp: Path, taken: tuple[Client, Client, dict],
-          deadline_s: float = 120, token: str | None = None) -> Guest:
+          deadline_s: float = 120, token: str | None = None,
+          pilot_idle_s: int | None = None) -> Guest:
     """The nested worker of a taken job, its backoff in tenths of the guest's, a beat every
-    0.2 s and a deadline ``deadline_s`` from now; ``token``: another credential."""
+    0.2 s and a deadline ``deadline_s`` from now; ``token``: another credential;
+    ``pilot_idle_s``: a pilot's, which idles that long."""
     admin, worker, work = taken
     uid = work["uid"]
     inputs = tuple(InputRef(f["data"], f["name"], f["sha256"]) for f in work["files"]
                    if f["role"] == "input")
-    ctx = JobContext(job_uid=uid, owner="admin", app=TEMPLATE, mode=Mode.SINGLE,
+    mode = Mode.PILOT if pilot_idle_s else Mode.SINGLE
+    ctx = JobContext(job_uid=uid, owner="admin", app=TEMPLATE, mode=mode,
                      server_url=server.url, server_ca_pem=server.ca.read_text(),
                      credential=work["delegated_token"],
                      payload=Payload(command=work["command"], inputs=inputs),
-                     limits=Limits(wall_clock_seconds=300, cpus=1, memory_mb=256, disk_mb=1))
+                     limits=Limits(wall_clock_seconds=300, cpus=1, memory_mb=256, disk_mb=1,
+                                   idle_seconds=pilot_idle_s))
     disk = tmp / "exchange.img"
     exchange.create(disk, uid, [], results_capacity=0)  # as a network job's
     deadline = time.monotonic() + deadline_s
@@ -243,3 +247,28 @@ def test_the_deadline_counts_from_the_guests_boot_less_a_reserve() -> None:
     now = time.monotonic()
     assert job_deadline(600, up_s=30) - now == pytest.approx(600 - 30 - 10, abs=1)
     assert job_deadline(20) - now == pytest.approx(18, abs=1)  # a tenth of a short one
+
+
+def test_a_pilot_waits_out_an_outage_and_serves_on(server: ServerProcess, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    admin = server.client()
+    admin.create_app("root", kind="shared")
+    pilot = admin.submit(template=TEMPLATE, pilot=True, pilot_idle_s=2)
+    worker, host = vm_capable_worker(server, admin, f"outage-{uuid.uuid4().hex[:8]}")
+    work = worker.request_work(host)["work"]
+    assert work["uid"] == pilot["uid"]
+    g = guest(server, tmp_path, (admin, worker, work), pilot_idle_s=2)
+    job = admin.submit("root", command="echo served > out.txt; sleep 1")
+    thread, got = in_background(g.nested.run_pilot)
+    wait_for(lambda: (g.work_dir / job["uid"] / "run" / "out.txt").exists())
+    server.stop()  # while the pilot's job runs: its upload waits
+    wait_for(lambda: said(caplog, f"job {job['uid']}'s results: PUT") == 1, timeout=20)
+    server.start()
+    thread.join(60)
+    assert got == [1]
+    assert admin.get_work(job["uid"])["status"] == "COMPLETED"
+    verdict = g.verdict(tmp_path)
+    assert (verdict.exit_code, verdict.message, verdict.uploaded) == \
+        (0, "pilot served 1 job(s)", True)
+    assert said(caplog, f"job {job['uid']}'s results: the server answers again") == 1
