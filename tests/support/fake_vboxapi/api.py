@@ -20,6 +20,7 @@ from typing import Any
 from tests.support.fake_vboxapi import guest as fake_guest
 from tests.support.fake_vboxapi import vdi, vmdk
 from tests.support.fake_vboxapi.constants import COM_RESULTS, RESULTS, FakeConstants, signed
+from tests.support.fake_vboxapi.remote import Remote
 
 C = FakeConstants()
 VERSION = "7.1.6"
@@ -53,6 +54,10 @@ class FakeService:
         self.progresses: list[FakeProgress] = []
         self.lock_busy: dict[str, int] = {}  # machine name -> lockMachine calls to refuse
         self.calls: list[str] = []
+        self.epoch = 0  # VBoxSVC's incarnation: proxies got from an earlier one are dead
+        self.down_until = 0.0  # while VBoxSVC restarts, no client can connect
+        # API name -> seconds: VBoxSVC restarts (down that long) as a client next uses it.
+        self.restart_on: dict[str, float] = {}
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -72,6 +77,35 @@ class FakeService:
     def shutdown(self) -> None:
         for m in self.machines:
             m.kill_process()
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """VBoxSVC dies and is back after ``down_s``. Every proxy a client holds is dead;
+        VM processes exit (VirtualBox's frontends do when VBoxSVC becomes unavailable),
+        leaving their machines Aborted; sessions are unlocked; pending progress objects
+        never complete. Registered machines and media stay (their settings files do)."""
+        self.calls.append(f"restart {down_s:g}")
+        self.epoch += 1
+        self.down_until = time.monotonic() + down_s
+        self.progresses.clear()
+        for m in self.machines:
+            if m.process is not None or m.state in (
+                    C.MachineState_Running, C.MachineState_Starting, C.MachineState_Paused,
+                    C.MachineState_Stopping, C.MachineState_Stuck):
+                m.end(C.MachineState_Aborted)
+            m.session_state, m.unlocked_at = C.SessionState_Unlocked, None
+
+    def hook(self, name: str) -> None:
+        """A client uses API ``name``: restart first if a test asked for it then."""
+        down_s = self.restart_on.pop(name, None)
+        if down_s is not None:
+            self.restart(down_s)
+
+    def up(self) -> bool:
+        return time.monotonic() >= self.down_until
+
+    def dead(self, what: str) -> FakeXPCOMError:
+        return FakeXPCOMError("NS_ERROR_CALL_FAILED", f"fake: {what}: the VBoxSVC this "
+                                                      "object came from is gone")
 
 
 _service: FakeService | None = None
@@ -109,11 +143,14 @@ class VirtualBoxManager:
         self.oXcptClass = FakeXPCOMError
         self.style, self.type = "XPCOM", "XPCOM"
 
-    def getVirtualBox(self) -> FakeVirtualBox:
-        return FakeVirtualBox(self.svc)
+    def getVirtualBox(self) -> Any:
+        """A proxy of IVirtualBox (a new VirtualBoxClient each call, as vboxapi's)."""
+        if self.svc is not _service or not self.svc.up():
+            raise FakeXPCOMError("NS_ERROR_CALL_FAILED", "fake: VBoxSVC is not running")
+        return Remote(FakeVirtualBox(self.svc), self.svc)
 
-    def getSessionObject(self, oIVBox: Any = None) -> FakeSession:
-        return FakeSession(self.svc)
+    def getSessionObject(self, oIVBox: Any = None) -> Any:
+        return Remote(FakeSession(self.svc), self.svc)
 
     def getArray(self, obj: Any, attr: str) -> list[Any]:
         return list(getattr(obj, attr))
@@ -126,6 +163,11 @@ class VirtualBoxManager:
 
     def xcptIsOurXcptKind(self, e: BaseException | None = None) -> bool:
         return isinstance(e, FakeXPCOMError)
+
+    def xcptIsDeadInterface(self, e: BaseException | None = None) -> bool:
+        """As vboxapi's XPCOM platform: NS_ERROR_ABORT or NS_ERROR_CALL_FAILED."""
+        return self.xcptGetStatus(e) in (signed(COM_RESULTS["NS_ERROR_ABORT"]),
+                                         signed(COM_RESULTS["NS_ERROR_CALL_FAILED"]))
 
     def deinit(self) -> bool:
         return True

@@ -36,6 +36,7 @@ from xwvm.worker.drivers import (
     VMSpec,
     VMState,
 )
+from xwvm.worker.drivers.errors import ConnectionLost
 from xwvm.worker.drivers.virtualbox import VirtualBoxDriver, network, policy
 from xwvm.worker.drivers.virtualbox.host import Host
 
@@ -286,13 +287,14 @@ def test_fake_com_errors_are_translated_in_one_place(svc: FakeService) -> None:
     host = Host(fake_vboxapi)
     host.connect()
     cases = {"VBOX_E_OBJECT_NOT_FOUND": VMNotFound, "E_INVALIDARG": SpecError,
-             "VBOX_E_NOT_SUPPORTED": SpecError, "NS_ERROR_CALL_FAILED": HypervisorUnavailable,
+             "VBOX_E_NOT_SUPPORTED": SpecError, "NS_ERROR_CALL_FAILED": ConnectionLost,
              "VBOX_E_INVALID_OBJECT_STATE": DriverError, "E_ACCESSDENIED": DriverError}
     for code, kind in cases.items():
         with pytest.raises(kind) as e, host.translated("doing it"):
             raise FakeXPCOMError(code, "the message")
         assert type(e.value) is kind
         assert e.value.message == "doing it: the message"
+    assert issubclass(ConnectionLost, HypervisorUnavailable)  # a dead VBoxSVC is one
     with pytest.raises(KeyError), host.translated("not COM"):
         raise KeyError("ours")
 

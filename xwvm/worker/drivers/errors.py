@@ -17,6 +17,12 @@ class HypervisorUnavailable(DriverError):
     status, code = 503, "hypervisor_unavailable"
 
 
+class ConnectionLost(HypervisorUnavailable):
+    """The connection to the hypervisor's service broke under a call (the service restarts
+    or died): the backend reconnects and repeats the call within its reconnect window
+    (xwvm.worker.drivers.reconnect); only a backend's own retry loop sees this one."""
+
+
 class VMNotFound(DriverError):
     """No VM of this worker for that job."""
 

@@ -22,7 +22,13 @@ from typing import Any
 from xwvm.protocol.messages import HypervisorProbe
 from xwvm.protocol.vocab import NetworkPolicy
 from xwvm.worker.drivers.base import Driver, VMSpec, unusable, usable
-from xwvm.worker.drivers.errors import DriverError, SpecError, Unsupported, VMNotFound
+from xwvm.worker.drivers.errors import (
+    ConnectionLost,
+    DriverError,
+    SpecError,
+    Unsupported,
+    VMNotFound,
+)
 from xwvm.worker.drivers.probe import PROBE_SECTOR
 from xwvm.worker.drivers.spec import disk_size
 from xwvm.worker.drivers.virtualbox import disk, network, policy
@@ -41,12 +47,14 @@ class VirtualBoxDriver(Driver):
     probe_memory_mb = 64
 
     def __init__(self, worker_id: str, work_dir: Path, api: Any = None,
-                 lan_nat: bool = False) -> None:
+                 lan_nat: bool = False, reconnect_s: float | None = None) -> None:
         """``api``: the vboxapi module, or a stand-in with the same VirtualBoxManager (the
         tests' fake); None imports vboxapi. ``lan_nat``: allow network=server through
-        VirtualBox NAT although it cannot keep the guest off the LAN (network.py)."""
+        VirtualBox NAT although it cannot keep the guest off the LAN (network.py).
+        ``reconnect_s``: how long a call waits out a VBoxSVC restart (None: the default
+        of xwvm.worker.drivers.reconnect, or $XWVM_HYPERVISOR_RECONNECT_S)."""
         super().__init__(worker_id, work_dir)
-        self.host = Host(api)
+        self.host = Host(api, reconnect_s)
         self.lan_nat = lan_nat
         self._probe: HypervisorProbe | None = None
 
@@ -155,24 +163,28 @@ class VirtualBoxDriver(Driver):
 
     def _lookup(self, name: str) -> Guest | None:
         try:
-            with self.host.translated(f"find machine {name}"):
-                machine = self.host.vbox.findMachine(name)
+            return self.host.run(f"find machine {name}", lambda: Guest(
+                self.host, self.host.vbox.findMachine(name)))
         except VMNotFound:
             return None
-        return Guest(self.host, machine)
 
     def _guests(self) -> Iterator[Guest]:
-        with self.host.translated("list machines"):
-            machines = list(self.host.vbox.machines)
-        for machine in machines:
+        yield from self.host.run("list machines", self._wrap_machines)
+
+    def _wrap_machines(self) -> list[Guest]:
+        guests = []
+        for machine in list(self.host.vbox.machines):
             try:
-                yield Guest(self.host, machine)
+                guests.append(Guest(self.host, machine))
+            except ConnectionLost:
+                raise
             except DriverError:
                 continue  # inaccessible, or unregistered meanwhile
+        return guests
 
     def _remove_folder(self, folder: Path) -> None:
         """The VM folder, and any medium VirtualBox still has registered inside it."""
-        if self.host._vbox is not None:
+        if self.host._mgr is not None:  # connected once (maybe to a VBoxSVC since gone)
             disk.forget_under(self.host, folder)
         super()._remove_folder(folder)
 

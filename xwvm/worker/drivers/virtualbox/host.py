@@ -6,30 +6,50 @@ object with a ``VirtualBoxManager`` (the tests pass a fake of it). Every API cal
 driver runs inside :func:`Host.translated`, which turns the binding's exception (COM's
 ``pywintypes.com_error`` or XPCOM's ``xpcom.Exception``, whichever ``oXcptClass`` the
 manager reports) into a :class:`~xwvm.worker.drivers.errors.DriverError` subclass.
+
+A VBoxSVC that restarts (or dies and is started again by the next client, as XPCOM does)
+leaves every object a client holds dead: calls on them fail with what vboxapi's
+``xcptIsDeadInterface`` recognises (XPCOM: NS_ERROR_ABORT, NS_ERROR_CALL_FAILED; COM:
+RPC_S_SERVER_UNAVAILABLE, RPC_S_CALL_FAILED, RPC_E_DISCONNECTED...). :meth:`Host.run`
+then drops the IVirtualBox, gets a fresh one from the manager (``getVirtualBox()`` makes a
+new VirtualBoxClient, which reaches the new VBoxSVC), waiting while VBoxSVC is absent,
+and repeats the call, within the reconnect window (xwvm.worker.drivers.reconnect). The
+manager itself is kept: its ``deinit()`` shuts XPCOM down for the whole process. Machines
+are found again by name and UUID (virtualbox/guest.py). VirtualBox's VM processes exit
+when VBoxSVC goes away ("VBoxSVC became unavailable, exiting"): after a restart a job's
+VM reads as CRASHED (Aborted), and stop()/destroy() still work.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from xwvm.worker.drivers.errors import (
+    ConnectionLost,
     DriverError,
     HypervisorUnavailable,
     SpecError,
     VMNotFound,
 )
+from xwvm.worker.drivers.reconnect import Outage, reconnect_window
+
+T = TypeVar("T")
 
 # A standard COM result code (VBox/com/defs.h; XPCOM's NS_ERROR_* share the values).
 E_INVALIDARG = 0x80070057
-# The VBoxSVC process (or the COM connection to it) went away.
+# The VBoxSVC process (or the COM connection to it) went away: vboxapi's
+# xcptIsDeadInterface lists, for a manager that lacks it.
 DEAD = {0x80004004,  # NS_ERROR_ABORT
         0x800706BA,  # RPC_S_SERVER_UNAVAILABLE
-        0x800706BE}  # RPC_S_CALL_FAILED / NS_ERROR_CALL_FAILED
+        0x800706BE,  # RPC_S_CALL_FAILED / NS_ERROR_CALL_FAILED
+        0x800706BF,  # RPC_S_CALL_FAILED_DNE
+        0x80010108,  # RPC_E_DISCONNECTED
+        0x800706B5}  # RPC_S_UNKNOWN_IF
 
 # Session locks: VirtualBox releases a machine's session lock asynchronously. After a VM
 # process exits (a guest poweroff, powerDown) or another client closes its session,
@@ -58,8 +78,10 @@ class Host:
     """One connection to VBoxSVC, opened lazily. All of the driver's API calls go through
     here or through :meth:`translated`."""
 
-    def __init__(self, api: Any = None) -> None:
+    def __init__(self, api: Any = None, reconnect_s: float | None = None) -> None:
         self._api = api
+        self.reconnect_s = reconnect_window(reconnect_s)
+        self.generation = 0  # counts IVirtualBox objects got: a machine belongs to one
         self._mgr: Any = None
         self._vbox: Any = None
         self._errors: Any = None  # the last manager: classifies errors even after close()
@@ -72,28 +94,33 @@ class Host:
 
     def connect(self) -> tuple[Any, Any]:
         """(manager, IVirtualBox); HypervisorUnavailable with the reason if VirtualBox
-        cannot be reached."""
+        cannot be reached (ConnectionLost once connected before: run() waits that out)."""
         with self._lock:
             if self._vbox is not None:
                 self._attach_thread()
                 return self._mgr, self._vbox
-            api = self._api if self._api is not None else load_api()
-            try:
-                mgr = api.VirtualBoxManager(None, None)
-            except ImportError as e:
-                raise HypervisorUnavailable(
-                    f"VirtualBox unreachable: vboxapi cannot load VirtualBox's XPCOM/COM "
-                    f"libraries ({e}); is VirtualBox installed?") from e
-            except Exception as e:  # the binding raises bare Exceptions while starting up
-                raise HypervisorUnavailable(f"VirtualBox unreachable: {e}") from e
+            mgr = self._mgr if self._mgr is not None else self._manager()
             try:
                 vbox = mgr.getVirtualBox()
             except Exception as e:
-                raise HypervisorUnavailable(f"VirtualBox unreachable: VBoxSVC did not "
-                                            f"answer: {_message(mgr, e)}") from e
+                kind = ConnectionLost if self._mgr is not None else HypervisorUnavailable
+                raise kind(f"VirtualBox unreachable: VBoxSVC did not answer: "
+                           f"{_message(mgr, e)}") from e
             self._mgr, self._vbox, self._errors = mgr, vbox, mgr
+            self.generation += 1
             self._threads = {threading.get_ident()}
             return mgr, vbox
+
+    def _manager(self) -> Any:
+        api = self._api if self._api is not None else load_api()
+        try:
+            return api.VirtualBoxManager(None, None)
+        except ImportError as e:
+            raise HypervisorUnavailable(
+                f"VirtualBox unreachable: vboxapi cannot load VirtualBox's XPCOM/COM "
+                f"libraries ({e}); is VirtualBox installed?") from e
+        except Exception as e:  # the binding raises bare Exceptions while starting up
+            raise HypervisorUnavailable(f"VirtualBox unreachable: {e}") from e
 
     def _attach_thread(self) -> None:
         """XPCOM wants every other thread that calls the API attached first (vboxapi's
@@ -126,7 +153,43 @@ class Host:
                     self._mgr.deinit()
             self._mgr = self._vbox = None
 
+    def _drop(self) -> None:
+        """Forget the dead IVirtualBox (and with it every object got through it)."""
+        with self._lock:
+            self._vbox = None
+
+    @property
+    def service(self) -> str:
+        return "VirtualBox (VBoxSVC)"
+
+    def run(self, action: str, call: Callable[[], T]) -> T:
+        """``call()`` with its API errors translated. When VBoxSVC restarts under it (a
+        dead interface), reconnect and call again, for up to ``reconnect_s``: ``call``
+        must be safe to repeat, and find what it works on again (Guest.machine does)."""
+        outage: Outage | None = None
+        while True:
+            try:
+                if outage is not None:
+                    self.connect()
+                    outage.recovered()
+                with self.translated(action):
+                    return call()
+            except ConnectionLost as e:
+                self._drop()
+                if outage is None:
+                    outage = Outage(self.service, action, e.message, self.reconnect_s)
+                outage.pause(e.message)
+
     # -- errors -------------------------------------------------------------------------
+
+    def dead(self, e: BaseException) -> bool:
+        """Whether ``e`` says VBoxSVC is gone (the manager's xcptIsDeadInterface)."""
+        mgr = self._errors
+        check = getattr(mgr, "xcptIsDeadInterface", None)
+        if check is not None:
+            with suppress(Exception):
+                return bool(check(e))
+        return self.status(e) in DEAD
 
     def status(self, e: BaseException) -> int | None:
         """The unsigned result code of a COM/XPCOM error; None for any other exception."""
@@ -145,9 +208,9 @@ class Host:
             return VMNotFound(message, details=details)
         if code in (E_INVALIDARG, c.VBOX_E_NOT_SUPPORTED):
             return SpecError(message, details=details)
-        if code in DEAD:
-            self.close()
-            return HypervisorUnavailable(message, details=details)
+        if self.dead(e):
+            self._drop()
+            return ConnectionLost(message, details=details)
         return DriverError(message, details=details)
 
     @contextmanager
