@@ -18,6 +18,13 @@ sector (see guest.py) and writes to the serial port's RawFile.
 
 ``start_service()`` plays "VirtualBox is installed and VBoxSVC runs"; without it,
 ``VirtualBoxManager()`` fails as the real one does when VirtualBox is not installed.
+
+``FakeService.restart(down_s)`` plays VBoxSVC dying and coming back (remote.py): the
+manager hands out proxies, and every proxy got before a restart is dead (any use raises
+NS_ERROR_CALL_FAILED, a dead interface to vboxapi's ``xcptIsDeadInterface``); while
+VBoxSVC is down, ``getVirtualBox()`` fails the same way; VM processes exit and their
+machines read Aborted. ``FakeService.restart_on[API name] = down_s`` restarts it just as
+a client next uses that API (to land a restart in the middle of a driver call).
 """
 
 from __future__ import annotations
