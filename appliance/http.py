@@ -173,7 +173,7 @@ class Server:
                  headers: dict[str, str] | None = None) -> Iterator[http.client.HTTPResponse]:
         """The answer to one request when it is a success (its connection closed after);
         GuestError with its status (0 when none came) otherwise."""
-        conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+        conn = http.client.HTTPSConnection(self.host, self.port, timeout=self._timeout(),
                                            context=self.tls)
         try:
             resp = self._send(conn, method, path, body, headers or {})
@@ -182,6 +182,13 @@ class Server:
             yield resp
         finally:
             conn.close()
+
+    def _timeout(self) -> float:
+        """A socket's timeout: ``timeout``, but an attempt never waits past the deadline
+        (an unanswered connection through the host's relay waits, it is not refused)."""
+        if self.deadline is None:
+            return self.timeout
+        return max(1.0, min(self.timeout, self.deadline - time.monotonic()))
 
     def _send(self, conn: http.client.HTTPSConnection, method: str, path: str,
               body: bytes | BinaryIO | None, headers: dict[str, str]

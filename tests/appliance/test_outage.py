@@ -8,6 +8,7 @@ and are said once per change, not once per beat."""
 from __future__ import annotations
 
 import logging
+import socket
 import tarfile
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import GuestError
-from appliance.http import Server, failure_status
+from appliance.http import OUTAGE, Server, failure_status
 from appliance.nested import NestedWorker, job_deadline
 from contextualizer.model import InputRef, JobContext, Limits, Mode, Payload
 from tests.support.processes import ServerProcess
@@ -228,6 +229,20 @@ def test_an_outage_past_the_deadline_ends_with_a_verdict_that_names_it(
     assert "no answer (ConnectionRefusedError)" in verdict.message
     assert said(caplog, "progress beats fail") == 1
     assert not (g.work_dir / g.uid).exists()
+
+
+def test_an_attempt_never_waits_past_the_deadline(server: ServerProcess) -> None:
+    """A connection that is taken and never answered (the host's relay, when the server's
+    machine is unreachable) waits its socket timeout, but not past the deadline."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        api = Server(f"https://127.0.0.1:{silent.getsockname()[1]}", server.ca, "token",
+                     timeout=60, backoff=FAST, deadline=time.monotonic() + 2)
+        started = time.monotonic()
+        with pytest.raises(GuestError) as e:
+            api.pilot_work("p")
+    assert e.value.code == OUTAGE and time.monotonic() - started < 5
+    assert "the server did not answer for " in e.value.message
+    assert "no answer (TimeoutError)" in e.value.message
 
 
 @pytest.mark.parametrize("status, code, transient", [
