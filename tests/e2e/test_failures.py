@@ -48,7 +48,13 @@ def test_sigterm_gives_the_running_job_back(server: ServerProcess, tmp_path: Pat
     assert code == 0, worker.log
     assert time.monotonic() - started < 15, "the worker stops promptly"
     job = admin.get_work(uid)
-    assert job["status"] == "PENDING" and job["retries"] == 0 and job["host"] is None
+    # given back for the worker stopping: the retry counts, the host's health does not
+    assert job["status"] == "PENDING" and job["retries"] == 1 and job["host"] is None
+    back = [e for e in admin.events(uid) if e["kind"] == "transition"][-1]
+    assert (back["from"], back["to"]) == ("RUNNING", "PENDING")
+    assert "given back by its worker (stopping)" in back["detail"]
+    [host] = [h for h in admin.list_hosts() if h["name"] == worker.name]
+    assert host["health"]["fault_streak"] == 0
     assert not list((worker.work_dir / "jobs").iterdir()), "sandbox removed"
 
 

@@ -45,6 +45,19 @@ def create_app(config: ServerConfig) -> Flask:
     def _mark_read_only() -> None:
         g.ro_token = read_only.set(request.method in ("GET", "HEAD"))
 
+    @app.after_request
+    def _drain(resp: Any) -> Any:
+        """A refusal answered before the request's body was read (a chunk at the wrong
+        offset, a 507): read the rest (at most DRAIN_MAX bytes, under the body timeout) so
+        the client reads the answer instead of a reset connection, which it would take
+        for an outage and retry."""
+        length = request.content_length
+        if resp.status_code >= 400 and length and length <= DRAIN_MAX:
+            with contextlib.suppress(Exception):
+                while request.stream.read(1 << 16):
+                    pass
+        return resp
+
     @app.teardown_request
     def _close(_exc: BaseException | None) -> None:
         session = g.pop("db", None)
@@ -101,6 +114,7 @@ def _errors(app: Flask) -> None:
                        message="the database is busy or unreachable; retry later"), 503
 
 
+DRAIN_MAX = 16 * 2**20  # twice a template upload's chunk
 DB_FULL = "the server's database is full: the request was not stored"
 _PG_DISK_FULL = "53100"  # SQLSTATE disk_full (psycopg's errors.DiskFull)
 
