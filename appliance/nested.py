@@ -40,7 +40,7 @@ from contextualizer.model import JobContext
 from xwvm.protocol import exchange
 from xwvm.protocol.exchange import ExchangeError
 from xwvm.protocol.messages import JobDescription
-from xwvm.protocol.vocab import DEFAULT_PILOT_IDLE_S, JobStatus
+from xwvm.protocol.vocab import DEFAULT_PILOT_IDLE_S, Fault, JobStatus
 
 log = logging.getLogger("xwvm.nested")
 T = TypeVar("T")
@@ -73,6 +73,11 @@ def undelivered(e: GuestError) -> str:
     if is_refusal(e):
         return f"the server refused the results: {e.message} (HTTP {e.status}, {e.code})"
     return f"the results were not delivered: {e.message}"
+
+
+def _fault(e: GuestError) -> Fault | None:
+    """An upload that failed for an outage (not a refusal) is the infrastructure's."""
+    return None if is_refusal(e) else Fault.SERVER
 
 
 @dataclass
@@ -115,10 +120,11 @@ class NestedWorker:
     # --- the verdict, for the outer worker ---------------------------------------------------
 
     def verdict(self, exit_code: int | None, message: str, archive: Path | None = None,
-                uploaded: bool = False) -> None:
-        """On the exchange disk: the outer worker's one source for how the payload ended."""
+                uploaded: bool = False, fault: Fault | None = None) -> None:
+        """On the exchange disk: the outer worker's one source for how the payload ended
+        (``fault``: the results were not delivered for an outage, not the payload's doing)."""
         exchange.write_results(self.exchange_disk, self.ctx.job_uid, archive, exit_code,
-                               message, uploaded)
+                               message, uploaded, fault)
 
     # --- progress ---------------------------------------------------------------------------
 
@@ -203,20 +209,22 @@ class NestedWorker:
         if self.server is None:
             self.verdict(outcome.exit_code, outcome.reason, archive)
             return
-        problem = self._deliver(self.server, task.uid, archive)
-        if problem is None:
+        failed = self._deliver(self.server, task.uid, archive)
+        if failed is None:
             self.verdict(outcome.exit_code, outcome.reason, uploaded=True)
         else:
-            self.verdict(outcome.exit_code, "; ".join(m for m in (outcome.reason, problem) if m))
+            self.verdict(outcome.exit_code,
+                         "; ".join(m for m in (outcome.reason, undelivered(failed)) if m),
+                         fault=_fault(failed))
 
     @staticmethod
-    def _deliver(server: Server, uid: str, archive: Path) -> str | None:
+    def _deliver(server: Server, uid: str, archive: Path) -> GuestError | None:
         """Upload (waiting out an outage until the deadline); None, or why not."""
         try:
             server.upload_result(uid, archive)
         except GuestError as e:
             say(undelivered(e))
-            return undelivered(e)
+            return e
         return None
 
     def _upload(self, task: Task, archive: Path, outcome: runner.Outcome) -> None:
@@ -298,8 +306,8 @@ class NestedWorker:
             box.stderr.write_text("")
             (box.run_dir / "served.json").write_text(json.dumps(served, indent=2))
             archive = runner.pack_results(box, {}, Path(tmp) / "results.tar.gz")
-            problem = self._deliver(self.online(), self.ctx.job_uid, archive)
-        if problem is None:
+            failed = self._deliver(self.online(), self.ctx.job_uid, archive)
+        if failed is None:
             self.verdict(0, message, uploaded=True)
         else:
-            self.verdict(0, f"{message}; {problem}")
+            self.verdict(0, f"{message}; {undelivered(failed)}", fault=_fault(failed))

@@ -29,6 +29,7 @@ from tests.templates.test_delegation import vm_capable_worker
 from xwvm.client.sdk import Client
 from xwvm.protocol import exchange
 from xwvm.protocol.retry import Backoff
+from xwvm.protocol.vocab import Fault
 
 # A guest that waits out what it should not (a refusal, past its deadline) fails, not hangs.
 pytestmark = pytest.mark.timeout(120)
@@ -191,7 +192,7 @@ def test_a_job_that_moved_on_is_stopped_and_its_results_refused_at_once(
     thread.join(30)
     assert not thread.is_alive() and time.monotonic() - started < 10
     verdict = g.verdict(tmp_path)
-    assert not verdict.uploaded
+    assert not verdict.uploaded and verdict.fault is None  # a refusal is no outage
     assert verdict.message.startswith("stopped by the worker; the server refused the "
                                       "results: "), verdict.message
     assert "(HTTP 401, token_revoked)" in verdict.message
@@ -223,6 +224,7 @@ def test_an_outage_past_the_deadline_ends_with_a_verdict_that_names_it(
     assert deadline <= time.monotonic() < deadline + 2  # gave up at the deadline
     verdict = g.verdict(tmp_path)
     assert not verdict.uploaded and verdict.exit_code == 0
+    assert verdict.fault == Fault.SERVER  # the worker gives the job back, not the user's
     assert verdict.message.startswith(f"the results were not delivered: the upload of job "
                                       f"{g.uid}'s results: the server did not answer for ")
     assert "until the job's wall-clock deadline; last: PUT" in verdict.message

@@ -14,6 +14,7 @@ import pytest
 from appliance.exchange import find_device
 from xwvm.protocol import exchange
 from xwvm.protocol.exchange import ExchangeError
+from xwvm.protocol.vocab import Fault
 
 JOB = "job-1"
 
@@ -181,3 +182,30 @@ def test_the_guest_finds_its_disk_among_others(disk: Path, tmp_path: Path) -> No
     assert find_device(JOB, sys_block, dev) == dev / "vdc"
     with pytest.raises(ExchangeError, match=r"no exchange disk for job job-9; found .*vdb"):
         find_device("job-9", sys_block, dev)
+
+
+def test_results_lost_to_an_outage_name_the_servers_fault_and_nothing_else(
+        tmp_path: Path) -> None:
+    """The guest's one fault: the server unreachable until its deadline. The worker then
+    gives the job back instead of ending it; any other fault a guest names is refused (a
+    guest must not steer the host's circuit breaker), and a verdict with results or an
+    upload carries none."""
+    small = tmp_path / "verdict.img"
+    exchange.create(small, JOB, [], results_capacity=0)
+    exchange.write_results(small, JOB, None, 0, "the results were not delivered: ...",
+                           fault=Fault.SERVER)
+    got = exchange.read_results(small, JOB, tmp_path / "r.tgz")
+    assert (got.fault, got.uploaded, got.archive) == (Fault.SERVER, False, None)
+    exchange.write_results(small, JOB, None, 0, "done", uploaded=True, fault=Fault.SERVER)
+    assert exchange.read_results(small, JOB, tmp_path / "r.tgz").fault is None
+    for claim in ("hypervisor", "disk_full", 1, ["server"]):
+        with small.open("rb") as f:
+            layout = exchange.read_layout(f, JOB)
+            raw = f.seek(layout.results_offset) and f.read(exchange.RESULTS_HEADER)
+        doc = json.loads(raw[len(exchange.RESULTS_MAGIC):].split(b"\0")[0])
+        with small.open("r+b") as f:
+            f.seek(layout.results_offset)
+            f.write((exchange.RESULTS_MAGIC + json.dumps({**doc, "fault": claim}).encode())
+                    .ljust(exchange.RESULTS_HEADER, b"\0"))
+        with pytest.raises(ExchangeError, match="fault"):
+            exchange.read_results(small, JOB, tmp_path / "r.tgz")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN
+from xwvm.protocol.vocab import EXIT_CODE_MAX, EXIT_CODE_MIN, Fault
 
 FORMAT = 1
 MAGIC = b"XWVM-EXCHANGE\n"
@@ -125,6 +125,9 @@ class Results:
     message: str
     archive: Path | None  # None: not on the disk (uploaded, or the payload could not run)
     uploaded: bool = False  # the guest uploaded the results archive to the server itself
+    # The results could not be delivered because the server was unreachable until the
+    # deadline (the only fault a guest sees): the worker gives the job back.
+    fault: Fault | None = None
 
 
 def check_name(name: str) -> str:
@@ -269,6 +272,7 @@ def _verdict(doc: dict[str, Any], job_uid: str) -> tuple[Results, int, str | Non
         exit_code = _exit_code(doc["exit_code"])
         message = doc.get("message")
         uploaded = doc.get("uploaded") is True
+        fault = _guest_fault(doc.get("fault"))
         if sha is not None:
             _str(sha, "sha256")
         if message is not None:
@@ -278,7 +282,17 @@ def _verdict(doc: dict[str, Any], job_uid: str) -> tuple[Results, int, str | Non
     message = message or ""
     if sha is None and not uploaded and not message:
         message = "the guest wrote no results"
-    return Results(exit_code, message, None, uploaded and sha is None), length, sha
+    return Results(exit_code, message, None, uploaded and sha is None,
+                   fault if sha is None and not uploaded else None), length, sha
+
+
+def _guest_fault(value: Any) -> Fault | None:
+    """A verdict's fault: absent, or the one a guest can see (the server unreachable)."""
+    if value is None:
+        return None
+    if value != Fault.SERVER:
+        raise ValueError(f"fault: a guest may only name {Fault.SERVER}")
+    return Fault.SERVER
 
 
 def read_layout(f: BinaryIO, job_uid: str) -> Layout:
@@ -312,7 +326,7 @@ def extract_inputs(device: Path, job_uid: str, dest_dir: Path) -> list[Path]:
 
 
 def write_results(device: Path, job_uid: str, archive: Path | None, exit_code: int | None,
-                  message: str, uploaded: bool = False) -> None:
+                  message: str, uploaded: bool = False, fault: Fault | None = None) -> None:
     """The guest's verdict: the results archive, then its header (last), flushed to the
     disk. ``archive`` None: no results here, because ``uploaded`` (to the server, by the
     guest itself) or because the payload could not run (``message`` says why). An archive
@@ -335,7 +349,8 @@ def write_results(device: Path, job_uid: str, archive: Path | None, exit_code: i
         _write_block(f, layout.results_offset, RESULTS_HEADER, RESULTS_MAGIC,
                      {"format": FORMAT, "job": job_uid, "length": length, "sha256": sha,
                       "exit_code": exit_code, "message": message,
-                      "uploaded": bool(uploaded and archive is None)})
+                      "uploaded": bool(uploaded and archive is None),
+                      "fault": None if fault is None else str(fault)})
         _sync(f)
     if too_big:
         raise ExchangeError(too_big)

@@ -375,6 +375,11 @@ class VMJobRunner:
             if isinstance(got, str):
                 return VMOutcome(JobStatus.ERROR, message=f"{got}; console:\n{tail}")
             problem = _no_results(got, _vm(job).network)
+            if problem is not None and got.fault is not None:  # the server was away
+                log.warning("job %s: the guest could not deliver its results (%s): given "
+                            "back", uid, got.fault)
+                return VMOutcome(JobStatus.PENDING, message=f"{problem}; console:\n{tail}",
+                                 fault=got.fault)
             if problem is not None:
                 return VMOutcome(JobStatus.ERROR, exit_code=got.exit_code,
                                  message=f"{problem}; console:\n{tail}")
