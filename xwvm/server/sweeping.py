@@ -28,11 +28,19 @@ LAST_SWEEP = "last_sweep"
 #: After a failed round the next waits longer, doubling up to this many intervals, so a
 #: database that is gone is not hammered; one good round brings the interval back.
 MAX_BACKOFF_INTERVALS = 16
+#: A gap between sweeps longer than this many intervals means no server process ran.
+OUTAGE_INTERVALS = 4
 
 
 def sweep_once(db: Session, cfg: ServerConfig, images: BlobStore) -> None:
     """One round: each sweep that this process wins the claim for. The caller commits."""
-    if reaper.claim(db, "reaper", cfg.reap_interval_s * 0.9):
+    previous = reaper.claim(db, "reaper", cfg.reap_interval_s * 0.9)
+    if previous is not None:
+        down_s = (utcnow() - previous).total_seconds() - cfg.reap_interval_s
+        if down_s > OUTAGE_INTERVALS * cfg.reap_interval_s:
+            log.warning("no sweep for %.0f s (the server was down?): hosts' silence "
+                        "meanwhile not counted", down_s)
+            reaper.forgive_outage(db, down_s)
         counts = reaper.sweep(db, default_wall_clock_s=cfg.default_wall_clock_s,
                               grace_s=cfg.wall_clock_grace_s)
         if any(counts.values()):

@@ -18,17 +18,36 @@ from xwvm.server.db.models import Host, Maintenance, Work, utcnow
 MISSED_BEATS = 3
 
 
-def claim(db: Session, name: str, interval_s: float) -> bool:
-    """True if this caller won the right to run sweep ``name`` now."""
+def claim(db: Session, name: str, interval_s: float) -> dt.datetime | None:
+    """When this caller won the right to run sweep ``name`` now: when it last ran (any
+    process); None when another process runs it."""
     now = utcnow()
-    if db.get(Maintenance, name) is None:
-        db.add(Maintenance(name=name, last_run=now - dt.timedelta(days=1)))
+    row = db.get(Maintenance, name)
+    if row is None:
+        row = Maintenance(name=name, last_run=now - dt.timedelta(days=1))
+        db.add(row)
         db.flush()
+    previous = row.last_run
     res = db.execute(update(Maintenance)
                      .where(Maintenance.name == name,
                             Maintenance.last_run <= now - dt.timedelta(seconds=interval_s))
                      .values(last_run=now))
-    return res.rowcount == 1
+    return previous if res.rowcount == 1 else None
+
+
+def forgive_outage(db: Session, down_s: float, now: dt.datetime | None = None) -> int:
+    """No process swept for ``down_s`` seconds: the server was down (or cut off). A host
+    could not be heard meanwhile, so that time is not counted as its silence: each alive
+    host's last beat moves forward by the outage (never past now). Without this, a
+    server restarted after three heartbeat periods would take every running job away
+    from workers that kept them running. The number of hosts forgiven."""
+    now = now or utcnow()
+    hosts = db.scalars(select(Host).where(Host.status == "alive")).all()
+    for host in hosts:
+        host.last_seen = min(host.last_seen + dt.timedelta(seconds=down_s), now)
+    events.record(db, "server_back", detail=f"no sweep for {down_s:.0f} s: the silence of "
+                                            f"{len(hosts)} hosts meanwhile is not counted")
+    return len(hosts)
 
 
 def lose_host_jobs(db: Session, host: Host, reason: str) -> int:
