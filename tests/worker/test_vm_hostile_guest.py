@@ -16,6 +16,7 @@ from tests.support import fake_vboxapi
 from tests.support.fake_vboxapi import FakeService, vdi
 from xwvm.protocol import exchange
 from xwvm.protocol.messages import JobDescription
+from xwvm.protocol.vocab import Fault
 from xwvm.worker.drivers.virtualbox import VirtualBoxDriver
 from xwvm.worker.vmjob import VMJobRunner, VMOptions
 
@@ -92,6 +93,26 @@ def test_uploaded_is_believed_from_a_vm_with_network(tmp_path: Path) -> None:
     disk = _disk_with_verdict(tmp_path, uploaded=True, exit_code=3)
     out = runner._verdict(_vm_job("server"), disk, "")
     assert (out.status, out.exit_code) == ("COMPLETED", 3), out
+
+
+def test_a_vm_that_died_before_its_verdict_is_given_back(tmp_path: Path) -> None:
+    """No verdict at all: the guest's agent never got to write one (QEMU or the guest's
+    kernel died under it). That is no payload's doing: given back, fault vm_crashed."""
+    runner = _runner(tmp_path)
+    disk = tmp_path / f"{JOB_UID}-exchange.img"
+    exchange.create(disk, JOB_UID, [], results_capacity=1 << 20)
+    out = runner._verdict(_vm_job("none"), disk, "kernel panic")
+    assert (out.status, out.fault) == ("PENDING", Fault.VM_CRASHED), out
+    assert "without writing results" in out.message and "kernel panic" in out.message
+
+
+def test_results_lost_to_an_outage_are_given_back(tmp_path: Path) -> None:
+    runner = _runner(tmp_path)
+    disk = _disk_with_verdict(tmp_path, message="the results were not delivered: no answer",
+                              fault=Fault.SERVER)
+    out = runner._verdict(_vm_job("server"), disk, "")
+    assert (out.status, out.fault) == ("PENDING", Fault.SERVER), out
+    assert "not delivered" in out.message
 
 
 @pytest.mark.parametrize("raw", [b"[" * 4000, b'{"job":"%s","length":1e400,"sha256":"x",'

@@ -56,6 +56,11 @@ class ExchangeError(Exception):
         self.message = message
 
 
+class NoVerdict(ExchangeError):
+    """The VM powered off without writing a verdict: its agent never got to it (QEMU or
+    the guest's kernel died under it), which is no payload's doing."""
+
+
 @dataclass(frozen=True)
 class InputSlot:
     name: str      # relative path in the payload's run dir
@@ -245,8 +250,8 @@ def read_results(path: Path, job_uid: str, dest: Path) -> Results:
         layout = read_layout(f, job_uid)
         doc = read_header(f, layout.results_offset, RESULTS_HEADER, RESULTS_MAGIC)
         if doc is None:
-            raise ExchangeError("the VM powered off without writing results to its "
-                                "exchange disk")
+            raise NoVerdict("the VM powered off without writing results to its "
+                            "exchange disk")
         verdict, length, sha = _verdict(doc, job_uid)
         if sha is None:
             return verdict

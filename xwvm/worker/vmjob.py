@@ -372,6 +372,10 @@ class VMJobRunner:
         archive = disk.with_name(f"{uid}-results.tar.gz")
         try:
             got = _read_verdict(disk, uid, archive)
+            if isinstance(got, exchange.NoVerdict):  # the VM died before its agent could
+                log.warning("job %s: %s: given back", uid, got.message)
+                return VMOutcome(JobStatus.PENDING, message=f"{got.message}; console:\n{tail}",
+                                 fault=Fault.VM_CRASHED)
             if isinstance(got, str):
                 return VMOutcome(JobStatus.ERROR, message=f"{got}; console:\n{tail}")
             problem = _no_results(got, _vm(job).network)
@@ -408,12 +412,16 @@ class VMJobRunner:
                          message=f"the VM crashed; console:\n{tail}")
 
 
-def _read_verdict(disk: Path, uid: str, archive: Path) -> exchange.Results | str:
-    """The guest's verdict from its exchange disk, or why it does not read. The guest
-    wrote those bytes: whatever they make the reader raise is that job's error, never
-    an exception that ends the worker (and then the next worker the job goes to)."""
+def _read_verdict(disk: Path, uid: str,
+                  archive: Path) -> exchange.Results | exchange.NoVerdict | str:
+    """The guest's verdict from its exchange disk, none (the VM died before writing one),
+    or why it does not read. The guest wrote those bytes: whatever they make the reader
+    raise is that job's error, never an exception that ends the worker (and then the next
+    worker the job goes to)."""
     try:
         return exchange.read_results(disk, uid, archive)
+    except exchange.NoVerdict as e:
+        return e
     except exchange.ExchangeError as e:
         return e.message
     except OSError as e:
