@@ -33,7 +33,7 @@ def test_legal_path_is_logged(world: World) -> None:
 @pytest.mark.parametrize("src,dst", [
     ("PENDING", "COMPLETED"), ("COMPLETED", "RUNNING"), ("ERROR", "PENDING"),
     ("ABORTED", "PENDING"), ("WAITING", "RUNNING"), ("DATAREQUEST", "RUNNING"),
-    ("LOST", "RUNNING"), ("RESULTREQUEST", "PENDING"),
+    ("LOST", "RUNNING"), ("RESULTREQUEST", "RUNNING"),
 ])
 def test_illegal_move_is_409_and_changes_nothing(world: World, src: str, dst: str) -> None:
     alice = world.user("alice")
@@ -76,3 +76,18 @@ def test_a_job_back_in_the_queue_has_no_holder(world: World, back: str) -> None:
     assert (job.status, job.host_uid, job.pilot_uid) == (states.PENDING, None, None)
     states.move(world.db, job, states.RUNNING, actor_uid=None, host_uid="h2")
     assert (job.host_uid, job.pilot_uid) == ("h2", None)
+
+
+def test_a_job_given_back_from_resultrequest_counts_its_retry(world: World) -> None:
+    """A worker whose results the server never took before the job's wall clock ended
+    gives the job back from RESULTREQUEST: PENDING with the retry counted."""
+    alice = world.user("alice")
+    job = world.jobs(alice, world.app("a", alice), 1, status="RESULTREQUEST",
+                     max_retries=1)[0]
+    states.give_back(world.db, job, reason="given back by its worker (server)",
+                     actor_uid=None)
+    assert (job.status, job.retries) == ("PENDING", 1)
+    job.status = "RESULTREQUEST"
+    states.give_back(world.db, job, reason="again", actor_uid=None)
+    assert (job.status, job.retries) == ("ERROR", 2)
+    assert job.error_message == "again; gave up after 1 retries"

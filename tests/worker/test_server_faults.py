@@ -146,3 +146,23 @@ def test_a_final_report_refused_as_malformed_becomes_error(fake: FakeServer,
     assert [(r["status"], r["exit_code"]) for r in fake.reports] == [("ERROR", None)]
     assert "invalid report: exit_code" in fake.reports[0]["message"]
     assert len(calls) == 2, "one fallback, never a loop"
+
+
+def test_results_a_full_blob_store_keeps_refusing_are_given_back_at_the_wall_clock(
+        fake: FakeServer, tmp_path: Path) -> None:
+    """The server answers 507 storage_full to every upload (its blob store is full): the
+    worker keeps the results and retries, tells RESULTREQUEST after a few, and when the
+    job's wall clock ends gives the job back (fault server) instead of dropping it."""
+    fake.routes[("PUT", r"/api/v1/works/(.+)/result")] = lambda h, m: _json(
+        {"error": "storage_full", "message": "the server's blob store is full"}, 507)
+    worker = _in_process_worker(fake, tmp_path)
+    archive = tmp_path / "results.tar.gz"
+    archive.write_bytes(b"results")
+    worker._deadline = time.monotonic() + 2
+    started = time.monotonic()
+    assert worker._upload(JOB, archive, 0) is False
+    assert 2 <= time.monotonic() - started < 5
+    assert fake.count("PUT", "/result") >= 3 and archive.exists()
+    assert [r["status"] for r in fake.reports] == ["RESULTREQUEST", "PENDING"], fake.reports
+    assert fake.reports[1]["fault"] == "server"
+    assert "wall clock" in fake.reports[1]["message"]

@@ -32,7 +32,7 @@ GRAPH: dict[str, frozenset[str]] = {
     PENDING: frozenset({RUNNING, WAITING, ABORTED}),
     WAITING: frozenset({PENDING, DATAREQUEST, ABORTED}),
     RUNNING: frozenset({COMPLETED, ERROR, RESULTREQUEST, LOST, PENDING, ABORTED}),
-    RESULTREQUEST: frozenset({COMPLETED, ERROR, LOST, ABORTED}),
+    RESULTREQUEST: frozenset({COMPLETED, ERROR, LOST, PENDING, ABORTED}),
     LOST: frozenset({PENDING, ERROR}),
     COMPLETED: frozenset(),
     ERROR: frozenset(),

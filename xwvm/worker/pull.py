@@ -574,10 +574,12 @@ class Worker:
         return program, stdin, placed
 
     def _upload(self, uid: str, archive: Path, exit_code: int | None) -> bool:
-        """Upload the results, retrying failures (no answer, any 5xx, 408, 429) until it
-        works or the worker stops; after a few, tell the server (RESULTREQUEST). False
-        when the results were not taken: the job is no longer this worker's, or the
-        server refused them for good (a 400, 409, 413...: the job's error says why)."""
+        """Upload the results, retrying failures (no answer, any 5xx such as a full blob
+        store's 507, 408, 429) until it works, the worker stops or the job's wall clock
+        ends (then the job is given back, fault server); after a few, tell the server
+        (RESULTREQUEST). False when the results were not taken: the job is no longer this
+        worker's, or the server refused them for good (a 400, 409, 413...: the job's error
+        says why)."""
         failures, told = 0, False
 
         def put() -> bool:
@@ -605,8 +607,8 @@ class Worker:
         try:
             backoff = Backoff(first=min(1.0, self.opts.max_backoff),
                               cap=self.opts.max_backoff, attempts=None)
-            return bool(retrying(put, _failure_status, backoff, sleep=wait,
-                                 on_retry=on_retry))
+            if retrying(put, _failure_status, backoff, sleep=wait, on_retry=on_retry):
+                return True
         except ApiError as e:
             if e.code == "not_active" or e.status in (403, 404):
                 return False
@@ -614,6 +616,19 @@ class Worker:
             self._report(uid, JobStatus.ERROR, exit_code,
                          f"the server refused the job's results: {e.message}")
             return False
+        if not self.stopping.is_set():  # the wall clock ended with the results undelivered
+            self._give_back_once(uid, Fault.SERVER, "the server did not take the results "
+                                                    "before the job's wall clock ended")
+        return False
+
+    def _give_back_once(self, uid: str, fault: Fault, message: str) -> None:
+        """Give the job back with one attempt (the server may still be away: then its
+        sweep requeues the job itself)."""
+        log.warning("job %s given back (%s): %s", uid, fault, message)
+        try:
+            self.client.report(uid, JobStatus.PENDING, message=message, fault=fault)
+        except XwvmError as e:
+            log.warning("the give-back of job %s was not taken: %s", uid, e.message)
 
     def _report(self, uid: str, status: JobStatus, exit_code: int | None = None,
                 message: str | None = None, fault: Fault | None = None) -> bool:
