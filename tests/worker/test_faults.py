@@ -44,6 +44,8 @@ def _wrapped(outer: Exception, cause: BaseException) -> Exception:
     (_wrapped(ImageError("cannot write the chunk"), OSError(errno.ENOSPC, "full")),
      Fault.DISK_FULL),
     (_wrapped(XwvmError("exchange disk"), OSError(errno.ENOSPC, "full")), Fault.DISK_FULL),
+    (DriverError("qemu-img create failed: No space left on device", code="disk_full"),
+     Fault.DISK_FULL),
     (HypervisorUnavailable("look up domain: Cannot write data: Broken pipe"),
      Fault.HYPERVISOR),
     (DriverError("create domain: internal error"), Fault.HYPERVISOR),

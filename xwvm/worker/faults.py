@@ -61,6 +61,8 @@ def is_disk_full(e: BaseException) -> bool:
         seen.add(id(cur))
         if isinstance(cur, DiskFull) or (isinstance(cur, OSError) and cur.errno in _DISK_FULL):
             return True
+        if isinstance(cur, XwvmError) and cur.code == "disk_full":  # a tool said so (qemu-img)
+            return True
         cur = cur.__cause__ or cur.__context__
     return False
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -54,6 +55,10 @@ from xwvm.worker.images import select_artifacts
 
 log = logging.getLogger("xwvm.worker.vm")
 STOP_GRACE_S = 5.0
+# A VM its hypervisor paused (QEMU stops a guest whose disk write met a full host disk)
+# this long is stopped and its job given back.
+PAUSED_S = 5.0
+LOW_DISK_BYTES = 64 * 2**20
 
 
 class TooBig(XwvmError):
@@ -331,6 +336,7 @@ class VMJobRunner:
         started = time.monotonic()
         last_progress, last_console = started, -1
         next_check = started
+        paused_since: float | None = None
         while True:
             state = self.driver.state(uid)  # the driver rides out a hypervisor restart
             if state in (VMState.SHUTOFF, VMState.MISSING):
@@ -338,6 +344,10 @@ class VMJobRunner:
             if state == VMState.CRASHED:
                 return "crashed"
             now = time.monotonic()
+            paused_since = (paused_since or now) if state == VMState.PAUSED else None
+            if paused_since is not None and now - paused_since > PAUSED_S:
+                self.driver.stop(uid, 0)  # nobody here pauses VMs: its hypervisor did
+                return "paused"
             if stop.is_set():
                 self.driver.stop(uid, STOP_GRACE_S)
                 return "stopped"
@@ -407,6 +417,14 @@ class VMJobRunner:
             return VMOutcome(JobStatus.ERROR, message=f"the VM wrote more than "
                                               f"{CONSOLE_MAX_BYTES // 2**20} MiB to its console "
                                               f"and was stopped; console:\n{tail}")
+        if state == "paused":
+            full = shutil.disk_usage(self.vm_dir).free < LOW_DISK_BYTES
+            log.warning("job %s: the hypervisor paused the VM%s: given back", job.uid,
+                        " (the work dir's disk is full)" if full else "")
+            return VMOutcome(JobStatus.PENDING, fault=Fault.DISK_FULL if full else Fault.HOST,
+                             message="the hypervisor paused the VM (a disk write failed"
+                                     + (": the worker's disk is full)" if full else ")")
+                                     + f"; console:\n{tail}")
         log.warning("job %s: the VM crashed (its hypervisor process died): given back", job.uid)
         return VMOutcome(JobStatus.PENDING, fault=Fault.VM_CRASHED,
                          message=f"the VM crashed; console:\n{tail}")

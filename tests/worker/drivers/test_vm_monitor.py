@@ -12,6 +12,7 @@ import pytest
 from tests.support.guest import Guest
 from xwvm.client.sdk import Client
 from xwvm.protocol.messages import JobDescription
+from xwvm.protocol.vocab import Fault
 from xwvm.worker.drivers import Driver, VMSpec, VMState
 from xwvm.worker.vmjob import VMJobRunner, VMOptions
 
@@ -57,3 +58,30 @@ def test_probe_refuses_a_work_dir_qemu_cannot_reach(vm_root: Path, kernel: objec
     result = LibvirtDriver("t-private", private / "work").probe()
     assert not result.usable
     assert f"{private} is not searchable by others" in result.reason
+
+
+@pytest.mark.parametrize("driver_kind", ["libvirt"])
+def test_a_vm_its_hypervisor_paused_is_stopped_and_its_job_given_back(
+        driver: Driver, spec_for: Callable[..., VMSpec], make_guest: Callable[[str], Guest],
+        work_dir: Path) -> None:
+    """QEMU pauses a guest whose disk write met a full host disk (werror=enospc): nobody
+    in the worker pauses VMs, so a paused one is stopped after PAUSED_S and its job given
+    back (fault disk_full when the work dir's disk is short, else host), never left to the
+    hang timeout as the job's error."""
+    uid = "mon-paused"
+    driver.define(spec_for(uid, make_guest("echo up\nwhile true; do echo tick; sleep 1; done\n")))
+    driver.start(uid)
+    pause = threading.Timer(3, lambda: driver.host.lookup(driver._name(uid)).suspend())  # type: ignore[attr-defined]
+    pause.start()
+    try:
+        run = runner(driver, work_dir, hang_timeout_s=600)
+        job = JobDescription.from_json({"uid": uid})
+        state = run._monitor(job, threading.Event())
+        assert state == "paused"
+        assert driver.state(uid) in (VMState.SHUTOFF, VMState.MISSING), "the VM was stopped"
+        out = run._stopped(job, state, "tick")
+        assert (out.status, out.fault) == ("PENDING", Fault.HOST), out
+        assert "the hypervisor paused the VM" in out.message
+    finally:
+        pause.cancel()
+        driver.destroy(uid)

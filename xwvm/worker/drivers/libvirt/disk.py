@@ -111,4 +111,6 @@ def create_overlay(template: Path, fmt: str, overlay: Path, size: int) -> None:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise DriverError(f"qemu-img create failed: {e}") from e
     if proc.returncode != 0:
-        raise DriverError(f"qemu-img create failed: {proc.stderr.strip()}")
+        full = "No space left on device" in proc.stderr or "Disk quota exceeded" in proc.stderr
+        raise DriverError(f"qemu-img create failed: {proc.stderr.strip()}",
+                          code="disk_full" if full else None)
