@@ -43,9 +43,9 @@ def test_an_outage_is_not_counted_as_the_workers_silence(world: World,
     hosts, jobs = _world_with_two_running_jobs(world)
     now = utcnow()
     # host 0 beat just before the server went down 10 minutes ago; host 1 had been silent
-    # for 4 periods (240 s) already when it went down
+    # for 5 periods (300 s) already when it went down
     hosts[0].last_seen = now - dt.timedelta(seconds=600)
-    hosts[1].last_seen = now - dt.timedelta(seconds=600 + 240)
+    hosts[1].last_seen = now - dt.timedelta(seconds=600 + 300)
     reaper.claim(db, "uploads", 0)
     _swept_after_outage(db, cfg, 600)
     assert (hosts[0].status, jobs[0].status) == ("alive", "RUNNING")
@@ -59,7 +59,7 @@ def test_without_an_outage_silence_counts_as_before(world: World, tmp_path: Path
     db = world.db
     cfg = ServerConfig(data_dir=tmp_path, reap_interval_s=5)
     hosts, jobs = _world_with_two_running_jobs(world)
-    hosts[0].last_seen = utcnow() - dt.timedelta(seconds=200)  # > 3 periods of 60 s
+    hosts[0].last_seen = utcnow() - dt.timedelta(seconds=250)  # > 4 periods of 60 s
     reaper.claim(db, "uploads", 0)
     _swept_after_outage(db, cfg, 5)  # the previous sweep ran one interval ago
     assert (hosts[0].status, jobs[0].status) == ("lost", "PENDING")

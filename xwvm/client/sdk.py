@@ -444,11 +444,21 @@ class Client:
 
     def wait(self, uids: list[str], timeout: float | None = None,
              poll: float = 0.5) -> list[dict[str, Any]]:
+        """Until every job in ``uids`` is final (their rows), or ``timeout``. A server that
+        does not answer or answers "retry later" (5xx, 408, 429: restarting, its database
+        restarting) is waited out like a job that is not done yet."""
         deadline = time.monotonic() + timeout if timeout else None
         delay = poll
         while True:
-            works = self.list_works(uids)
-            if len(works) == len(uids) and all(w["status"] in TERMINAL_STATUSES for w in works):
+            works: list[dict[str, Any]] | None = None
+            try:
+                works = self.list_works(uids)
+            except ApiError as e:
+                status = status_of(e)
+                if status is None or not (status == 0 or status >= 500 or status in (408, 429)):
+                    raise
+            if works is not None and len(works) == len(uids) and \
+                    all(w["status"] in TERMINAL_STATUSES for w in works):
                 return works
             if deadline and time.monotonic() > deadline:
                 raise ApiError(f"timed out after {timeout} s waiting for {len(uids)} job(s)",

@@ -45,18 +45,7 @@ def create_app(config: ServerConfig) -> Flask:
     def _mark_read_only() -> None:
         g.ro_token = read_only.set(request.method in ("GET", "HEAD"))
 
-    @app.after_request
-    def _drain(resp: Any) -> Any:
-        """A refusal answered before the request's body was read (a chunk at the wrong
-        offset, a 507): read the rest (at most DRAIN_MAX bytes, under the body timeout) so
-        the client reads the answer instead of a reset connection, which it would take
-        for an outage and retry."""
-        length = request.content_length
-        if resp.status_code >= 400 and length and length <= DRAIN_MAX:
-            with contextlib.suppress(Exception):
-                while request.stream.read(1 << 16):
-                    pass
-        return resp
+    app.after_request(_drain)
 
     @app.teardown_request
     def _close(_exc: BaseException | None) -> None:
@@ -75,6 +64,19 @@ def create_app(config: ServerConfig) -> Flask:
         return jsonify(ok=True, version=_version(), last_sweep=last and last.isoformat())
 
     return app
+
+
+def _drain(resp: Any) -> Any:
+    """A refusal answered before the request's body was read (a chunk at the wrong offset,
+    a 507): read the rest (at most DRAIN_MAX bytes, under the body timeout) so the client
+    reads the answer instead of a reset connection, which it would take for an outage and
+    retry."""
+    length = request.content_length
+    if resp.status_code >= 400 and length and length <= DRAIN_MAX:
+        with contextlib.suppress(Exception):
+            while request.stream.read(1 << 16):
+                pass
+    return resp
 
 
 def _version() -> str:

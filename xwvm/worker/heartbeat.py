@@ -56,12 +56,20 @@ class Heartbeat:
             self.on_stop(uid)
 
     def _loop(self) -> None:
-        while not self._done.wait(self.period):
-            try:
-                self.beat()
-            except XwvmError as e:  # a missed beat is survivable; the server allows three
-                log.warning("heartbeat failed: %s", e.message)
-            except ValueError as e:  # an answer that is not one: as a missed beat
-                log.warning("heartbeat answer malformed: %s", e)
-            except Exception:  # a thread that died would leave the job to the reaper
-                log.exception("heartbeat failed")
+        wait = self.period
+        while not self._done.wait(wait):
+            wait = self.period if self._beat_once() else max(MIN_PERIOD_S, self.period / 4)
+
+    def _beat_once(self) -> bool:
+        """One beat; False when it failed (the next comes after a quarter period: the
+        server's silence clock then stops soon after an outage ends)."""
+        try:
+            self.beat()
+            return True
+        except XwvmError as e:  # a missed beat is survivable; the server allows three
+            log.warning("heartbeat failed: %s", e.message)
+        except ValueError as e:  # an answer that is not one: as a missed beat
+            log.warning("heartbeat answer malformed: %s", e)
+        except Exception:  # a thread that died would leave the job to the reaper
+            log.exception("heartbeat failed")
+        return False

@@ -15,6 +15,9 @@ from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S
 from xwvm.server import events, states
 from xwvm.server.db.models import Host, Maintenance, Work, utcnow
 
+#: A host is lost once it missed this many beats: silent for one period more than that
+#: (the beat it was sending when it fell silent, then the missed ones), so that a worker
+#: cut off for two periods is never lost, whatever the phase of its beats (issue 15).
 MISSED_BEATS = 3
 
 
@@ -70,7 +73,7 @@ def sweep(db: Session, now: dt.datetime | None = None,
     lost_hosts = lost_jobs = timed_out = 0
     for host in db.scalars(select(Host).where(Host.status == "alive")).all():
         silent_for = (now - host.last_seen).total_seconds()
-        if silent_for > MISSED_BEATS * host.alive_period:
+        if silent_for > (MISSED_BEATS + 1) * host.alive_period:
             host.status = "lost"
             lost_hosts += 1
             events.record(db, "host_lost", object_uid=host.uid,
