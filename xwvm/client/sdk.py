@@ -436,6 +436,11 @@ class Client:
     def get_work(self, uid: str) -> dict[str, Any]:
         return self.get(paths.work(uid))
 
+    def why(self, uid: str) -> dict[str, Any]:
+        """Why a job waits: ``hosts`` considered, ``matching`` (those that can run it now),
+        ``conditions`` [{name, asks, failing}] and a one-line ``summary``."""
+        return self.get(f"{paths.work(uid)}/why")
+
     def work_action(self, uid: str, action: str) -> dict[str, Any]:
         return self.post(f"/works/{uid}/{action}")
 
@@ -605,6 +610,31 @@ class Client:
         """The next job for pilot ``pilot_uid`` (its description), or None when none waits."""
         return WorkAnswer.from_json(self.post(paths.pilot_work(pilot_uid))).work
 
+
+    # --- objects' lifecycle: removal, a host's goodbye, an app's new binaries ---------------
+
+    def delete_host(self, ref: str) -> dict[str, Any]:
+        """Remove a host (id or name): its running jobs are lost, it is "gone"."""
+        return self.request("DELETE", f"/hosts/{ref}").json()
+
+    def goodbye(self, host: str) -> dict[str, Any]:
+        """The worker stops cleanly: its host is "stopped", not lost."""
+        return self.post(f"/hosts/{host}/goodbye")
+
+    def delete_user(self, ref: str) -> dict[str, Any]:
+        """Remove an account (login or id); refused while it owns unfinished jobs."""
+        return self.request("DELETE", f"/users/{ref}").json()
+
+    def delete_group(self, name: str) -> dict[str, Any]:
+        """Remove a usergroup; refused while accounts belong to it."""
+        return self.request("DELETE", f"/groups/{name}").json()
+
+    def update_app_binaries(self, ref: str, binaries: dict[str, str] | None = None,
+                            remove: list[str] | None = None) -> dict[str, Any]:
+        """Add or replace binaries (``{"os/arch": DATA_UID}``) or remove platforms: the
+        app's next version, unsigned until signed anew."""
+        return self.post(f"/apps/{ref}/binaries",
+                         {"binaries": binaries or {}, "remove": remove or []})
 
 def status_of(e: Exception) -> int | None:
     """For :func:`xwvm.protocol.retry.retrying`: an ApiError's HTTP status, 0 when no

@@ -68,6 +68,13 @@ _OPERATIONS: dict[str, tuple[Level, bool]] = {
     "insert_template": (Level.GROUP_ADMIN, False),
     "upload_blob": (Level.GROUP_ADMIN, False),  # resumable uploads feed templates
     "manage_certs": (Level.SUPER, False),  # client certificates of the server CA
+    # Removals (issue 23): a host by whoever may write it (its owner, an admin of its
+    # group, a super user); a user by who may create one like it; a usergroup by a super
+    # user. A worker says goodbye for its own host.
+    "remove_host": (Level.STANDARD, False),
+    "remove_user": (Level.GROUP_ADMIN, False),
+    "remove_group": (Level.SUPER, False),
+    "host_goodbye": (Level.WORKER, True),
 }
 
 

@@ -177,6 +177,10 @@ class Worker:
             idle_since = time.monotonic()
             if self.opts.max_jobs and done >= self.opts.max_jobs:
                 break
+        try:  # a clean stop: the server shows the host "stopped", not lost
+            self.client.goodbye(self.host)
+        except XwvmError as e:
+            log.warning("could not tell the server this worker stops: %s", e.message)
         return done
 
     def _sweep(self) -> None:

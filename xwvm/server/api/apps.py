@@ -18,6 +18,11 @@ NEW_APP = {"type": "object", "additionalProperties": False, "required": ["name"]
                           "binaries": {"type": "object",
                                        "additionalProperties": {"type": "string"}},
                           "access_rights": {"type": "string", "maxLength": 64}}}
+UPDATE_BINARIES = {"type": "object", "additionalProperties": False,
+                   "properties": {"binaries": {"type": "object", "maxProperties": 64,
+                                               "additionalProperties": {"type": "string"}},
+                                  "remove": {"type": "array", "maxItems": 64,
+                                             "items": {"type": "string", "maxLength": 64}}}}
 NEW_SIGNATURE = {"type": "object", "additionalProperties": False,
                  "required": ["public_key", "signature"],
                  "properties": {"public_key": {"type": "string", "maxLength": 100},
@@ -27,7 +32,8 @@ NEW_SIGNATURE = {"type": "object", "additionalProperties": False,
 def _view(app):
     signed = app_service.description_for_worker(db(), app)
     return {**views.app(app, app_service.binaries(db(), app.uid), cfg().public_name),
-            "signed": bool(signed["signatures"]), "signatures": signed["signatures"],
+            "version": app.version, "signed": bool(signed["signatures"]),
+            "signatures": signed["signatures"],
             "manifest": signed["manifest"], "signed_binaries": signed["binaries"]}
 
 
@@ -61,6 +67,16 @@ def sign(ref: str):
                                     body["signature"])
     commit()
     return jsonify(_view(app)), 201
+
+
+@bp.post("/apps/<ref>/binaries")
+def update_binaries(ref: str):
+    """Add or replace binaries per platform, or remove some: the app's next version."""
+    body = json_body(UPDATE_BINARIES)
+    app = app_service.update_binaries(db(), principal(), ref, body.get("binaries", {}),
+                                      body.get("remove", []))
+    commit()
+    return jsonify(_view(app))
 
 
 @bp.delete("/apps/<ref>")

@@ -93,3 +93,19 @@ def request_work(uid: str):
 def list_hosts():
     return jsonify([views.host(h, cfg().public_name)
                     for h in host_service.list_hosts(db(), principal())])
+
+
+@bp.post("/hosts/<uid>/goodbye")
+def goodbye(uid: str):
+    """A worker stopping cleanly: its host is "stopped" until it registers again."""
+    host = host_service.goodbye(db(), principal(), uid)
+    commit()
+    return jsonify(views.host(host, cfg().public_name))
+
+
+@bp.delete("/hosts/<ref>")
+def remove(ref: str):
+    """Remove a host (by id or name): its running jobs are lost, it is "gone"."""
+    host = host_service.remove(db(), principal(), ref)
+    commit()
+    return jsonify(views.host(host, cfg().public_name))

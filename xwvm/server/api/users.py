@@ -56,6 +56,14 @@ def enable_user(uid: str):
     return jsonify(views.user(user, cfg().public_name))
 
 
+@bp.delete("/users/<ref>")
+def remove_user(ref: str):
+    """Remove an account (by login or id); refused while it owns unfinished jobs."""
+    user = user_service.remove_user(db(), principal(), ref)
+    commit()
+    return jsonify(views.user(user, cfg().public_name))
+
+
 @bp.post("/groups")
 def create_group():
     body = json_body(NEW_GROUP)
@@ -68,6 +76,14 @@ def create_group():
 def list_groups():
     return jsonify([views.group(g, cfg().public_name)
                     for g in user_service.list_groups(db(), principal())])
+
+
+@bp.delete("/groups/<name>")
+def remove_group(name: str):
+    """Remove a usergroup; refused while accounts belong to it."""
+    grp = user_service.remove_group(db(), principal(), name)
+    commit()
+    return jsonify(views.group(grp, cfg().public_name))
 
 
 @bp.post("/workers/enroll")

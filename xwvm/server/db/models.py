@@ -84,6 +84,9 @@ class User(Owned, Base):
     password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
     rights: Mapped[int] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # When an admin removed the account (services/users.py remove_user): it stays, disabled
+    # and unlisted, so that the objects, jobs and events naming its uid keep their history.
+    removed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     # A worker account is confined to the jobs of this user or group (None: public worker).
     confine_user_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
     confine_group_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
@@ -174,6 +177,9 @@ class App(Owned, Base):
     # manifest (xwvm.signing.canonical_app_manifest): workers run only what a key they
     # trust signed.
     signatures: Mapped[list[Any]] = mapped_column(default=list)
+    # Counts the changes of its binaries (1 as created): each replaced, added or removed
+    # binary makes a new version, whose manifest is signed anew.
+    version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     # Names are unique per owner: a name resolves within the namespaces a user trusts
@@ -216,7 +222,8 @@ class Host(Owned, Base):
     shared_apps: Mapped[list[Any]] = mapped_column(default=list)
     hypervisors: Mapped[dict[str, Any]] = mapped_column(default=dict)
     version: Mapped[str] = mapped_column(String(32), default="")
-    status: Mapped[str] = mapped_column(String(16), default="alive")  # alive | lost | gone
+    # alive | stopped (said goodbye) | lost (fell silent) | gone (removed)
+    status: Mapped[str] = mapped_column(String(16), default="alive")
     # Template uids whose images this host has cached: the scheduler prefers their jobs.
     templates_held: Mapped[list[Any]] = mapped_column(default=list)
     # Its health (scheduler/health.py): infrastructure faults in a row, the last one, and
@@ -235,7 +242,8 @@ class Work(Owned, Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     uid: Mapped[str] = mapped_column(UID, unique=True, default=new_uid)
     # A native job names an app; a VM job names a template and a shell command instead.
-    app_uid: Mapped[str | None] = mapped_column(ForeignKey("apps.uid"), nullable=True)
+    # No foreign key: a final job keeps the uid of an app removed since (its history).
+    app_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
     template_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
     command: Mapped[str | None] = mapped_column(Text, nullable=True)
     network: Mapped[str] = mapped_column(String(16), default=str(NetworkPolicy.SERVER))

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from xwvm import signing
 from xwvm.errors import BadRequest, Conflict
-from xwvm.server import events, policy
-from xwvm.server.db.models import App, AppBinary, AppSigner, Data, Work
+from xwvm.protocol.platforms import normalize_arch
+from xwvm.server import events, policy, states
+from xwvm.server.db.models import App, AppBinary, AppSigner, Data, Work, WorkData
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
 from xwvm.server.services.common import (
@@ -30,7 +31,27 @@ from xwvm.server.services.common import (
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
-PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+\Z")
+# What workers report (platform.system().lower(), and protocol.platforms.normalize_arch):
+# a binary for any other os/arch would never meet a host, so its platform is refused.
+KNOWN_OS = ("darwin", "freebsd", "linux", "netbsd", "openbsd", "windows")
+KNOWN_ARCH = ("aarch64", "armv7l", "ppc64le", "riscv64", "s390x", "x86", "x86_64")
+_OS_ALIASES = {"macos": "darwin", "macosx": "darwin", "mac": "darwin"}
+
+
+def check_platform(platform: str) -> tuple[str, str]:
+    """(os, arch) of ``os/arch``, spelled as workers report them (``macos`` is ``darwin``,
+    ``amd64`` is ``x86_64``); anything else is refused with the accepted values."""
+    os_name, sep, arch = platform.strip().lower().partition("/")
+    os_name, arch = _OS_ALIASES.get(os_name, os_name), normalize_arch(arch)
+    accepted = (f"OS one of {', '.join(KNOWN_OS)}; arch one of {', '.join(KNOWN_ARCH)}")
+    if not sep or os_name not in KNOWN_OS or arch not in KNOWN_ARCH:
+        swapped = normalize_arch(os_name) in KNOWN_ARCH and \
+            _OS_ALIASES.get(arch, arch) in KNOWN_OS
+        hint = " (OS and arch swapped?)" if swapped else ""
+        raise BadRequest(f"unknown platform {platform!r}{hint}: a platform is OS/ARCH, e.g. "
+                         f"linux/x86_64, with {accepted}", code="bad_platform",
+                         details={"os": list(KNOWN_OS), "arch": list(KNOWN_ARCH)})
+    return os_name, arch
 
 
 def get(db: Session, uid: str) -> App:
@@ -66,23 +87,34 @@ def create(db: Session, p: Principal, name: str, kind: str, binaries: dict[str, 
     if db.scalars(select(App.uid).where(App.name == name, same_namespace(db, p, App))
                   .limit(1)).first():
         raise Conflict("you already have an app of that name", code="exists")
+    checked = _binary_data(db, p, binaries)
     app = App(name=name, kind=kind, owner_uid=p.uid, group_uid=p.group_uid,
-              access_rights=access_rights)
+              access_rights=access_rights, version=1)
     db.add(app)
     db.flush()
+    for (os_name, arch), data in sorted(checked.items()):
+        db.add(AppBinary(app_uid=app.uid, os=os_name, arch=arch, data_uid=data.uid))
+    events.record(db, "app_created", object_uid=app.uid, actor_uid=p.uid,
+                  detail=f"{name} ({kind})")
+    return app
+
+
+def _binary_data(db: Session, p: Principal,
+                 binaries: dict[str, str]) -> dict[tuple[str, str], Data]:
+    """Each platform checked, with its data: readable by ``p`` and uploaded; every problem
+    found before anything is written."""
+    checked: dict[tuple[str, str], Data] = {}
     for platform, data_uid in sorted(binaries.items()):
-        if not PLATFORM_RE.match(platform):
-            raise BadRequest("a platform must look like linux/x86_64", code="bad_platform")
+        key = check_platform(platform)
+        if key in checked:
+            raise BadRequest(f"two binaries for {'/'.join(key)}", code="bad_platform")
         data = get_or_404(db, Data, data_uid, "data")
         policy.check(p, data, "r", "data")
         if data.status != "available":
             raise BadRequest(f"binary data {data.uid} for {platform} has no content yet",
                              code="data_pending")
-        os_name, arch = platform.split("/")
-        db.add(AppBinary(app_uid=app.uid, os=os_name, arch=arch, data_uid=data.uid))
-    events.record(db, "app_created", object_uid=app.uid, actor_uid=p.uid,
-                  detail=f"{name} ({kind})")
-    return app
+        checked[key] = data
+    return checked
 
 
 def binaries(db: Session, app_uid: str) -> dict[str, str]:
@@ -141,8 +173,86 @@ def list_apps(db: Session, p: Principal) -> list[App]:
 def delete(db: Session, p: Principal, ref: str) -> None:
     app = find(db, p, ref)
     policy.check_delete(p, app, "app")
-    if db.scalars(select(Work.uid).where(Work.app_uid == app.uid).limit(1)).first():
-        raise Conflict(f"app {app.name} is still referenced by jobs: remove them first",
-                       code="in_use")
-    db.delete(app)
+    unfinished = db.scalars(select(Work.uid).where(
+        Work.app_uid == app.uid, Work.status.not_in(states.TERMINAL))).all()
+    if unfinished:
+        raise Conflict(f"app {app.name} has {len(unfinished)} unfinished jobs: abort or "
+                       "remove them first", code="in_use",
+                       details={"jobs": sorted(unfinished)[:20]})
+    db.delete(app)  # final jobs keep its uid, and the events its story
     events.record(db, "app_deleted", object_uid=app.uid, actor_uid=p.uid, detail=app.name)
+
+
+def update_binaries(db: Session, p: Principal, ref: str, binaries: dict[str, str],
+                    remove: list[str]) -> App:
+    """Add or replace a native app's binary per platform, or remove some: a new version
+    of the app, whose signatures are dropped (they sign the old manifest: sign it anew).
+    Jobs not yet on a worker run the new version; a job on a worker keeps the binary it
+    fetched (and runs the new one if it is given back); final jobs keep the record of
+    the binaries they ran (their ``app`` files)."""
+    policy.require(p, "insert_app")
+    app = find(db, p, ref)
+    policy.check(p, app, "w", "app")
+    if app.kind != "native":
+        raise BadRequest("a shared app has no binaries: workers provide it", code="bad_kind")
+    checked = _binary_data(db, p, binaries)
+    current = {(b.os, b.arch): b for b in
+               db.scalars(select(AppBinary).where(AppBinary.app_uid == app.uid))}
+    gone = [check_platform(plat) for plat in remove]
+    for key in gone:
+        if key in checked:
+            raise BadRequest(f"{'/'.join(key)} is both replaced and removed",
+                             code="bad_platform")
+        if key not in current:
+            raise BadRequest(f"app {app.name} has no binary for {'/'.join(key)}",
+                             code="no_binary")
+    left = (set(current) - set(gone)) | set(checked)
+    if not left:
+        raise BadRequest("a native app keeps at least one binary", code="no_binary")
+    changes = _apply(db, app, current, checked, gone)
+    if not changes:
+        return app
+    app.version += 1
+    app.signatures = []
+    db.execute(AppSigner.__table__.delete().where(AppSigner.app_uid == app.uid))
+    db.flush()
+    _retarget_jobs(db, app)
+    events.record(db, "app_updated", object_uid=app.uid, actor_uid=p.uid,
+                  detail=f"version {app.version}: " + "; ".join(changes)
+                  + " (unsigned until signed anew)")
+    return app
+
+
+def _apply(db: Session, app: App, current: dict[tuple[str, str], AppBinary],
+           checked: dict[tuple[str, str], Data], gone: list[tuple[str, str]]) -> list[str]:
+    changes = []
+    for key in gone:
+        db.delete(current[key])
+        changes.append(f"{'/'.join(key)} removed (was data {current[key].data_uid})")
+    for key, data in sorted(checked.items()):
+        old = current.get(key)
+        if old is None:
+            db.add(AppBinary(app_uid=app.uid, os=key[0], arch=key[1], data_uid=data.uid))
+            changes.append(f"{'/'.join(key)} added (data {data.uid})")
+        elif old.data_uid != data.uid:
+            changes.append(f"{'/'.join(key)} replaced (data {old.data_uid} -> {data.uid})")
+            old.data_uid = data.uid
+    return changes
+
+
+def _retarget_jobs(db: Session, app: App) -> None:
+    """The app files of the app's unfinished jobs become its current binaries: replaced
+    for jobs no worker holds, added for those one holds (it may read what it fetched)."""
+    now = set(binaries(db, app.uid).values())
+    jobs = db.scalars(select(Work).where(Work.app_uid == app.uid,
+                                         Work.status.not_in(states.TERMINAL))).all()
+    for work in jobs:
+        rows = db.scalars(select(WorkData).where(WorkData.work_uid == work.uid)).all()
+        held = work.status in policy.ACTIVE_ON_WORKER
+        for row in rows:
+            if row.role == "app" and row.data_uid not in now and not held:
+                db.delete(row)
+        have = {row.data_uid for row in rows}
+        for data_uid in sorted(now - have):
+            db.add(WorkData(work_uid=work.uid, data_uid=data_uid, role="app", name=app.name))
+    db.flush()

@@ -9,13 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xwvm.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from xwvm.server import events, policy
+from xwvm.server import events, policy, states
 from xwvm.server.auth import crls, passwords, tokens
 from xwvm.server.config import ServerConfig
-from xwvm.server.db.models import Token, User, UserGroup, utcnow
+from xwvm.server.db.models import ClientCert, Host, Identity, Token, User, UserGroup, Work, utcnow
 from xwvm.server.policy import Principal
 from xwvm.server.rights import GROUP, PRIVATE, Level
-from xwvm.server.services.common import check_uid
+from xwvm.server.services import hosts as host_service
+from xwvm.server.services.common import check_uid, id_in_ref
 
 LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}\Z")
 MIN_PASSWORD = 8
@@ -163,7 +164,7 @@ def set_enabled(db: Session, p: Principal, uid: str, enabled: bool) -> User:
     such a user may do it, and nobody disables themselves."""
     policy.require(p, "insert_user")
     user = db.get(User, check_uid(uid, "user"))
-    if user is None:
+    if user is None or user.removed_at is not None:
         raise NotFound(f"no user {uid}", code="not_found")
     if not policy.manage_user_allowed(p, user.group_uid, Level(user.rights)):
         raise Forbidden(f"you may not manage the {Level(user.rights).label} user {user.login}",
@@ -186,19 +187,26 @@ def principal_for(db: Session, secret: bytes, token: str,
     claims = tokens.decode(secret, token)
     row = db.execute(select(Token, User).join(User, User.uid == Token.user_uid)
                      .where(Token.jti == claims.jti)).first()
+    if row is not None and not row[1].enabled:  # its tokens were revoked with it: say why
+        raise _account_refusal(row[1])
     if row is None or row[0].revoked or _cert_revoked(db, cfg, row[0]):
         raise Unauthorized("token revoked: log in again", code="token_revoked")
     if utcnow() >= row[0].expires_at:
         raise Unauthorized("token expired: log in again", code="token_expired")
     scope, user = row[0].scope_work_uid, row[1]
-    if not user.enabled:
-        raise Unauthorized(f"account {user.login} is disabled", code="account_disabled")
     if scope is not None:  # a nested worker's credential: the owner's, narrowed to one job
         return Principal(uid=user.uid, login=user.login, level=Level.VWORKER,
                          group_uid=user.group_uid, token_jti=claims.jti, scope_work_uid=scope)
     return Principal(uid=user.uid, login=user.login, level=Level(user.rights),
                      group_uid=user.group_uid, confine_user_uid=user.confine_user_uid,
                      confine_group_uid=user.confine_group_uid, token_jti=claims.jti)
+
+
+def _account_refusal(user: User) -> Unauthorized:
+    if user.removed_at is not None:
+        login = user.login.split("#removed-")[0]
+        return Unauthorized(f"account {login} was removed", code="account_removed")
+    return Unauthorized(f"account {user.login} is disabled", code="account_disabled")
 
 
 def _cert_revoked(db: Session, cfg: ServerConfig | None, tok: Token) -> bool:
@@ -218,10 +226,84 @@ def logout(db: Session, p: Principal) -> None:
 
 def list_users(db: Session, p: Principal) -> list[User]:
     policy.require(p, "list")
-    users = db.scalars(select(User).order_by(User.login)).all()
+    users = db.scalars(select(User).where(User.removed_at.is_(None))
+                       .order_by(User.login)).all()
     return [u for u in users if u.uid == p.uid or policy.allows(p, u, "r")]
 
 
 def list_groups(db: Session, p: Principal) -> list[UserGroup]:
     policy.require(p, "list")
     return list(db.scalars(select(UserGroup).order_by(UserGroup.name)))
+
+
+# --- removal (issue 23) ---------------------------------------------------------------
+# As Slurm's sacctmgr refuses to delete a user with active jobs, a user with unfinished
+# jobs is not removed; and as userdel keeps a departed user's files, the objects and
+# final jobs a removed user owns stay (their history), ownerless but for super users.
+
+def _user(db: Session, ref: str) -> User:
+    uid = id_in_ref(ref, "user")
+    q = select(User).where(User.removed_at.is_(None))
+    user = db.scalars(q.where(User.uid == uid) if uid else q.where(User.login == ref)).first()
+    if user is None:
+        raise NotFound(f"no user {ref}", code="unknown_user")
+    return user
+
+
+def remove_user(db: Session, p: Principal, ref: str) -> User:
+    """Remove an account (by login or id): refused while it owns unfinished jobs. Its
+    tokens, certificates and outside identities end; its login is free again; the worker
+    accounts it runs (its own, or enrolled for it alone) go with it, their hosts removed."""
+    policy.require(p, "remove_user")
+    user = _user(db, ref)
+    if not policy.manage_user_allowed(p, user.group_uid, Level(user.rights)):
+        raise Forbidden(f"you may not remove the {Level(user.rights).label} user {user.login}",
+                        code="forbidden_level")
+    if user.uid == p.uid:
+        raise Conflict("you may not remove your own account", code="own_account")
+    unfinished = db.scalars(select(Work.uid).where(
+        Work.owner_uid == user.uid, Work.status.not_in(states.TERMINAL))).all()
+    if unfinished:
+        raise Conflict(f"user {user.login} owns {len(unfinished)} unfinished jobs: abort or "
+                       "remove them first", code="in_use",
+                       details={"jobs": sorted(unfinished)[:20]})
+    workers = db.scalars(select(User).where(User.removed_at.is_(None),
+                                            User.confine_user_uid == user.uid)).all()
+    for account in [user, *workers]:
+        _retire(db, p, account)
+    return user
+
+
+def _retire(db: Session, p: Principal, user: User) -> None:
+    login = user.login
+    for host in db.scalars(select(Host).where(Host.worker_user_uid == user.uid,
+                                              Host.status != "gone")):
+        host_service.retire(db, host, p.uid, f"its worker account {login} was removed")
+    tokens.revoke_all(db, user.uid)
+    for cert in db.scalars(select(ClientCert).where(ClientCert.user_uid == user.uid,
+                                                    ClientCert.revoked_at.is_(None))):
+        cert.revoked_at = utcnow()
+    for identity in db.scalars(select(Identity).where(Identity.user_uid == user.uid)):
+        db.delete(identity)
+    user.enabled = False
+    user.removed_at = utcnow()
+    # The login is free for a new account (a new uid: nothing of this one becomes its).
+    user.login = f"{login[:100]}#removed-{user.uid[:8]}"
+    events.record(db, "user_removed", object_uid=user.uid, actor_uid=p.uid, detail=login)
+
+
+def remove_group(db: Session, p: Principal, name: str) -> UserGroup:
+    """Remove a usergroup (super users): refused while an account belongs to it or a
+    worker account serves it. Objects of the group keep its id, which nobody has now."""
+    policy.require(p, "remove_group")
+    grp = group_by_name(db, name)
+    members = db.scalars(select(User.login).where(
+        User.removed_at.is_(None),
+        (User.group_uid == grp.uid) | (User.confine_group_uid == grp.uid))
+        .order_by(User.login)).all()
+    if members:
+        raise Conflict(f"usergroup {name} still has {len(members)} accounts ("
+                       + ", ".join(members[:10]) + "): remove them first", code="in_use")
+    db.delete(grp)
+    events.record(db, "group_removed", object_uid=grp.uid, actor_uid=p.uid, detail=name)
+    return grp
