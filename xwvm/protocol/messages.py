@@ -324,7 +324,8 @@ def _networks(d: Mapping[str, Any], where: str) -> tuple[NetworkPolicy, ...] | N
 class HypervisorProbe:
     """What one hypervisor's self-test found on a host (or, under the name ``native``,
     whether the host runs native jobs). The optional parts are present only when they
-    apply: ``networks`` and ``limits`` for a usable hypervisor, ``app_keys`` and
+    apply: ``networks``, ``limits`` and ``template_keys`` (the ids of the keys whose
+    template signatures its worker trusts) for a usable hypervisor, ``app_keys`` and
     ``unsigned_apps`` for the native entry."""
 
     usable: bool
@@ -335,6 +336,7 @@ class HypervisorProbe:
     limits: VMCeilings | None = None
     app_keys: tuple[str, ...] | None = None
     unsigned_apps: bool | None = None
+    template_keys: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"usable": self.usable, "accel": self.accel,
@@ -347,6 +349,8 @@ class HypervisorProbe:
             doc["app_keys"] = list(self.app_keys)
         if self.unsigned_apps is not None:
             doc["unsigned_apps"] = self.unsigned_apps
+        if self.template_keys is not None:
+            doc["template_keys"] = list(self.template_keys)
         return doc
 
     @classmethod
@@ -362,7 +366,9 @@ class HypervisorProbe:
                    else VMCeilings.from_json(limits, f"{where}.limits"),
                    app_keys=None if d.get("app_keys") is None
                    else f.str_list(d, "app_keys", where),
-                   unsigned_apps=f.opt(d, "unsigned_apps", bool, where))
+                   unsigned_apps=f.opt(d, "unsigned_apps", bool, where),
+                   template_keys=None if d.get("template_keys") is None
+                   else f.str_list(d, "template_keys", where))
 
 
 def _probes(d: Mapping[str, Any], where: str) -> dict[str, HypervisorProbe]:

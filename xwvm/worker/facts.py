@@ -3,6 +3,7 @@ native jobs (outside a VM) at all; and the ceilings its owner sets on any one VM
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -14,7 +15,7 @@ from xwvm.protocol.messages import HostFacts, HypervisorProbe, VMCeilings
 from xwvm.protocol.platforms import normalize_arch
 
 __all__ = ["DEFAULT_MAX_VM_DISK_MB", "MIN_VM_MEMORY_MB", "VMCeilings", "collect", "memory_mb",
-           "native_entry", "vm_ceilings"]
+           "native_entry", "vm_ceilings", "vm_entry"]
 
 
 def memory_mb() -> int:
@@ -52,6 +53,24 @@ def native_entry(allowed: bool, sandbox_problem: str | None = None,
     return HypervisorProbe(
         usable=True, reason="its owner allows native jobs; they run in the bubblewrap sandbox",
         app_keys=tuple(sorted(app_keys)), unsigned_apps=unsigned_apps)
+
+
+NO_TEMPLATE_KEY = ("VM jobs refused: this worker trusts no template key (give --trusted-key): "
+                   "it would boot no template")
+
+
+def vm_entry(probe: HypervisorProbe, template_keys: Iterable[str]) -> HypervisorProbe:
+    """A hypervisor's entry as the worker advertises it: with ``template_keys``, the ids
+    of the keys whose template signatures it trusts (the scheduler sends it only VM jobs
+    whose template one of them signed). A worker that trusts none would refuse every
+    template: its hypervisor is advertised as unusable, so that no VM job is sent here."""
+    keys = tuple(sorted(set(template_keys)))
+    if not probe.usable:
+        return probe
+    if not keys:
+        return dataclasses.replace(probe, usable=False, reason=NO_TEMPLATE_KEY,
+                                   template_keys=())
+    return dataclasses.replace(probe, template_keys=keys)
 
 
 # --- the owner's ceilings on any VM (issue 13, hole 10) ---------------------------------

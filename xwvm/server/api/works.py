@@ -1,4 +1,5 @@
-"""/works: submit, list, show, abort/hold/release, remove, results; the worker's reports."""
+"""/works: submit, list, show, why a job waits, abort/hold/release, remove, results; the
+worker's reports."""
 
 from __future__ import annotations
 
@@ -91,6 +92,13 @@ def list_works():
 @bp.get("/works/<uid>")
 def show(uid: str):
     return jsonify(_view(work_service.get_readable(db(), principal(), uid)))
+
+
+@bp.get("/works/<uid>/why")
+def why(uid: str):
+    """Why the job waits: hosts considered, how many fail each matching condition, and a
+    one-line summary (to its owner or an administrator)."""
+    return jsonify(work_service.why(db(), principal(), uid).to_json())
 
 
 @bp.post("/works/<uid>/<any(abort, hold, release):action>")

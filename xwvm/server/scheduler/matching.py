@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, false, or_, select
+from sqlalchemy import and_, exists, false, or_, select, true
+from sqlalchemy.orm import object_session
 
-from xwvm.protocol import NetworkPolicy
+from xwvm.protocol import JobStatus, NetworkPolicy
 from xwvm.protocol.messages import HypervisorProbe
 from xwvm.protocol.vocab import NATIVE_ENTRY
 from xwvm.server.db.models import App, AppBinary, AppSigner, Host, Template, Work
@@ -18,6 +20,12 @@ GROUP_READ, OTHER_READ = 0o040, 0o004
 NATIVE = NATIVE_ENTRY
 # What a usable hypervisor enforces when its worker does not say (older versions).
 UNSTATED_NETWORKS = (NetworkPolicy.SERVER,)
+# Network policies no worker enforces yet (no driver implements them), and why: a job
+# asking for one is refused at submission instead of waiting for a host that never comes.
+UNSUPPORTED_NETWORKS = {
+    NetworkPolicy.INTERNET: "no worker enforces it (it needs an egress proxy that keeps "
+                            "the guest off the LAN and the host)",
+}
 
 
 def probes(host: Host) -> dict[str, HypervisorProbe]:
@@ -61,17 +69,26 @@ def signed_for(host: Host) -> list[Any]:
         AppSigner.app_uid == Work.app_uid, AppSigner.key_id.in_(keys)))]
 
 
+def app_binary(host: Host) -> Any:
+    """The job's app has a binary for the host's OS/arch."""
+    return exists(select(AppBinary.app_uid).where(
+        AppBinary.app_uid == Work.app_uid, AppBinary.os == host.os,
+        AppBinary.arch == host.arch))
+
+
+def app_shared(host: Host) -> Any:
+    """The job's app is a shared app the host provides (e.g. ``root``)."""
+    shared = list(host.shared_apps or [])
+    if not shared:
+        return false()
+    return exists(select(App.uid).where(
+        App.uid == Work.app_uid, App.kind == "shared", App.name.in_(shared)))
+
+
 def app_available(host: Host) -> Any:
     """A native binary for the host's OS/arch (signed by a key the host trusts), or an app
     the host shares (e.g. ``root``)."""
-    native = and_(exists(select(AppBinary.app_uid).where(
-        AppBinary.app_uid == Work.app_uid, AppBinary.os == host.os,
-        AppBinary.arch == host.arch)), *signed_for(host))
-    shared = list(host.shared_apps or [])
-    if not shared:
-        return native
-    return or_(native, exists(select(App.uid).where(
-        App.uid == Work.app_uid, App.kind == "shared", App.name.in_(shared))))
+    return or_(and_(app_binary(host), *signed_for(host)), app_shared(host))
 
 
 def vm_networks(host: Host) -> list[str]:
@@ -108,24 +125,86 @@ def within_vm_limits(host: Host) -> list[Any]:
             Work.min_disk_mb <= lim["disk_mb"], ~template_too_big]
 
 
-def runnable(host: Host) -> Any:
-    """Native jobs need their app here; VM jobs need a usable hypervisor here that
-    enforces the job's network policy, and minimums within the host's VM ceilings."""
-    native = and_(Work.template_uid.is_(None), app_available(host)) if runs_native(host) \
-        else false()
+def template_keys(host: Host) -> list[str] | None:
+    """The ids of the keys whose template signatures the host's worker trusts (the
+    ``template_keys`` of its usable hypervisors' probes); None from a worker that does not
+    say (older versions): it is not filtered."""
+    found: set[str] = set()
+    for kind, probe in probes(host).items():
+        if kind != NATIVE and probe.usable:
+            if probe.template_keys is None:
+                return None
+            found.update(probe.template_keys)
+    return sorted(found)
+
+
+def template_trusted(host: Host) -> list[Any]:
+    """A VM job goes only where a key that signed its template is trusted: a worker
+    refuses to boot any other, so sending it there would only fail the job. The
+    signatures are a JSON list on the template row, so the templates that pending jobs
+    use are read here, in the host's session, and matched in Python."""
+    keys = template_keys(host)
+    db = object_session(host)
+    if keys is None or db is None:
+        return []
+    pending = exists(select(Work.seq).where(Work.template_uid == Template.uid,
+                                            Work.status == JobStatus.PENDING))
+    trusted = [uid for uid, sigs in db.execute(
+        select(Template.uid, Template.signatures).where(pending))
+        if any(isinstance(s, dict) and s.get("key_id") in keys for s in sigs or ())]
+    return [Work.template_uid.in_(trusted)]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One matching condition on jobs, as SQL: ``name`` its stable id (the analysis's),
+    ``kind`` the jobs it is about (native, vm or all): it holds for the others."""
+
+    name: str
+    kind: str
+    expr: Any
+
+
+def _when(kind: str, conds: list[Any]) -> Any:
+    """``conds`` for jobs of ``kind`` (native or vm); true for the other kind."""
+    other = Work.template_uid.is_not(None) if kind == "native" else Work.template_uid.is_(None)
+    return or_(other, and_(true(), *conds))
+
+
+def _vm_checks(host: Host) -> list[Check]:
     networks = vm_networks(host)
-    if not networks:
-        return native
-    return or_(native, and_(Work.template_uid.is_not(None), Work.network.in_(networks),
-                            *within_vm_limits(host)))
+    usable = [true()] if networks else [false()]
+    # Without a usable hypervisor the checks below hold: "hypervisor" alone then fails.
+    policy = [Work.network.in_(networks)] if networks else []
+    limits = within_vm_limits(host) if networks else []
+    trusted = template_trusted(host) if networks else []
+    return [Check("hypervisor", "vm", _when("vm", usable)),
+            Check("network", "vm", _when("vm", policy)),
+            Check("template_trusted", "vm", _when("vm", trusted)),
+            Check("vm_limits", "vm", _when("vm", limits))]
+
+
+def checks(host: Host, worker: Principal) -> list[Check]:
+    """Every matching condition, one by one: a job matches the host when all hold. Native
+    jobs need native jobs allowed here and their app here (a binary for the platform,
+    signed by a key the host trusts, or a shared app it provides); VM jobs need a usable
+    hypervisor that enforces the job's network policy, a template signed by a key the
+    host trusts, and minimums within the host's VM ceilings."""
+    shared = app_shared(host)
+    return [
+        Check("rights", "all", confinement(worker)),
+        Check("expected_host", "all", or_(Work.expected_host_uid.is_(None),
+                                          Work.expected_host_uid == host.uid)),
+        Check("native", "native", _when("native", [true() if runs_native(host) else false()])),
+        Check("platform", "native", _when("native", [or_(app_binary(host), shared)])),
+        Check("signed", "native", _when("native", [or_(and_(true(), *signed_for(host)),
+                                                       shared)])),
+        *_vm_checks(host),
+        Check("memory", "all", Work.min_memory_mb <= host.memory_mb),
+        Check("cpus", "all", Work.min_cpus <= host.cpus),
+        Check("disk", "all", Work.min_disk_mb <= host.disk_mb),
+    ]
 
 
 def conditions(host: Host, worker: Principal) -> list[Any]:
-    return [
-        Work.min_memory_mb <= host.memory_mb,
-        Work.min_cpus <= host.cpus,
-        Work.min_disk_mb <= host.disk_mb,
-        or_(Work.expected_host_uid.is_(None), Work.expected_host_uid == host.uid),
-        confinement(worker),
-        runnable(host),
-    ]
+    return [c.expr for c in checks(host, worker)]

@@ -32,9 +32,9 @@ from xwvm.server.db.models import (
 )
 from xwvm.server.policy import Principal
 from xwvm.server.rights import PUBLIC
-from xwvm.server.scheduler import health
+from xwvm.server.scheduler import analyze, health
 from xwvm.server.scheduler.health import Breaker
-from xwvm.server.scheduler.matching import confinement
+from xwvm.server.scheduler.matching import UNSUPPORTED_NETWORKS, confinement
 from xwvm.server.services import apps as app_service
 from xwvm.server.services import contexts as context_service
 from xwvm.server.services import data as data_service
@@ -97,14 +97,17 @@ def _check_spec(spec: WorkSpec) -> None:
     if spec.pilot and spec.network == NetworkPolicy.NONE:
         raise BadRequest("a pilot takes its jobs from the server: it cannot run with "
                          "network=none", code="pilot_needs_network")
+    if spec.network in UNSUPPORTED_NETWORKS:
+        raise BadRequest(f"network={spec.network} is not supported yet: "
+                         f"{UNSUPPORTED_NETWORKS[spec.network]}; use server or none",
+                         code="network_unsupported")
 
 
 def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) -> Work:
     policy.require(p, "insert_work")
     _check_spec(spec)
     app, template = _runs_what(db, p, spec)
-    if spec.expected_host:
-        get_or_404(db, Host, spec.expected_host, "host")
+    host = _expected_host(db, p, spec.expected_host) if spec.expected_host else None
     context = context_service.get_readable(db, p, spec.context) if spec.context else None
     work = Work(app_uid=app.uid if app else None,
                 template_uid=template.uid if template else None, command=spec.command,
@@ -114,11 +117,13 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
                                                  else spec.max_retries),
                 wall_clock_s=spec.wall_clock_s, min_memory_mb=spec.min_memory_mb,
                 min_cpus=spec.min_cpus, min_disk_mb=spec.min_disk_mb,
-                expected_host_uid=spec.expected_host, listen_port=spec.listen_port,
+                expected_host_uid=host.uid if host else None, listen_port=spec.listen_port,
                 label=spec.label, owner_uid=p.uid, group_uid=p.group_uid,
                 access_rights=spec.access_rights, context_uid=context.uid if context else None)
     db.add(work)
     db.flush()
+    if host is not None:
+        _check_runs_there(db, work, host)
     _attach_files(db, p, work, spec, app)
     first = states.WAITING if spec.hold else states.PENDING
     if data_service.missing_inputs(db, work.uid):
@@ -127,6 +132,44 @@ def submit(db: Session, p: Principal, spec: WorkSpec, default_max_retries: int) 
     events.record(db, "transition", object_uid=work.uid, actor_uid=p.uid, to_status=first,
                   detail=f"submitted ({app.name if app else 'VM ' + template.name})")
     return work
+
+
+def _expected_host(db: Session, p: Principal, ref: str) -> Host:
+    """The host a job must run on (--host): one that exists and ``p`` may see."""
+    host = get_or_404(db, Host, ref, "host")
+    if host.status == "gone" or not policy.allows(p, host, "r"):
+        raise NotFound(f"no host with id {ref}", code="unknown_host")
+    return host
+
+
+def _check_runs_there(db: Session, work: Work, host: Host) -> None:
+    """Refuse a job that its expected host could never run: its worker's confinement (the
+    scheduler's own condition) keeps it off, whatever else changes."""
+    worker = db.get(User, host.worker_user_uid)
+    if worker is not None and analyze.holds(db, work, [confinement(worker)]) == [True]:
+        return
+    mode = f"{work.access_rights:03o}"
+    if worker is None:
+        reason = "it has no worker account"
+    elif worker.confine_user_uid:
+        reason = "its worker runs only the jobs of the user who enrolled it"
+    elif worker.confine_group_uid:
+        reason = (f"its worker runs only its project's group-readable jobs (this one: rights "
+               f"{mode}, group {work.group_uid})")
+    else:
+        reason = f"its worker runs only public jobs (rights like 755; this one: {mode})"
+    raise BadRequest(f"host {host.name} ({host.uid}) can never run this job: {reason}",
+                     code="host_not_allowed")
+
+
+def why(db: Session, p: Principal, uid: str) -> analyze.Analysis:
+    """Why a job waits (:mod:`xwvm.server.scheduler.analyze`), to its owner or an
+    administrator: it counts the hosts that fail each condition."""
+    work = get_or_404(db, Work, uid, "job")
+    if work.owner_uid != p.uid and p.level < policy.Level.SUPER:
+        raise Forbidden(f"only the owner of job {uid} or an administrator may ask why it "
+                        "waits", code="not_owner")
+    return analyze.analyze(db, work)
 
 
 def _runs_what(db: Session, p: Principal, spec: WorkSpec) -> tuple[App | None, Template | None]:
