@@ -114,13 +114,15 @@ def test_the_pause_doubles_with_each_further_fault(site: Site) -> None:
     assert 2 * PAUSE_S - 1 <= left <= 2 * PAUSE_S + 1, left
 
 
-def test_a_worker_stopping_is_no_fault_of_its_host_but_counts_the_retry(site: Site) -> None:
+@pytest.mark.parametrize("fault", ["stopping", "refused"])
+def test_a_worker_stopping_or_refusing_is_no_fault_of_its_host_but_counts_the_retry(
+        site: Site, fault: str) -> None:
     app = site.app()
     worker, host = site.worker(app)
     job = site.admin.submit(app)["uid"]
     for _ in range(4):
         assert take(worker, host) == job
-        worker.report(job, "PENDING", message="worker stopping", fault="stopping")
+        worker.report(job, "PENDING", message="not here", fault=fault)
     assert site.admin.get_work(job)["retries"] == 4
     assert host_record(site, host)["health"]["fault_streak"] == 0
     assert take(worker, host) == job  # never paused

@@ -142,3 +142,31 @@ def test_a_context_the_contextualizer_refuses_is_the_jobs_error(
     assert out.status == "ERROR", out
     assert out.message.startswith("the job's context was refused: "), out
     assert not list((tmp_path / "w" / "vm").glob("*.img")), "the exchange disk is removed"
+
+
+def test_a_template_signed_by_a_key_this_worker_does_not_trust_is_given_back(
+        tmp_path: Path) -> None:
+    """Another worker may trust its signer: the job is given back (fault refused, which
+    the server does not count against this host), never failed; an altered or unsigned
+    template is the template's error."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from xwvm import signing
+    from xwvm.worker import images
+    job = _vm_job("none")
+    assert job.vm is not None
+    tpl = job.vm.template.to_json()
+    tpl["manifest"] = signing.canonical_manifest(tpl)
+    theirs, ours = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    sig = signing.sign(tpl["manifest"], theirs)
+    tpl["signatures"] = [{"key_id": sig.key_id, "signature": sig.signature}]
+    signed = _vm_job("none", template=tpl)
+    runner = _runner(tmp_path)
+    trusted = {signing.key_id(ours.public_key()): ours.public_key()}
+    runner.verify = lambda t: images.verify(t, trusted)
+    out = runner.run(signed, threading.Event(), threading.Event())
+    assert (out.status, out.fault) == ("PENDING", Fault.REFUSED), out
+    assert "does not trust" in out.message
+    tpl["signatures"] = []
+    out = runner.run(_vm_job("none", template=tpl), threading.Event(), threading.Event())
+    assert (out.status, out.fault) == ("ERROR", None) and "unsigned" in out.message, out

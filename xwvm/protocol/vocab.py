@@ -40,7 +40,7 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.A
 
 class Fault(StrEnum):
     """Why a worker gave a job back: an infrastructure failure, never the payload's. The
-    server counts the retry and, for every kind but STOPPING, the host's fault streak
+    server counts the retry and, for every kind but STOPPING and REFUSED, the host's fault streak
     (its circuit breaker). Payload failures are not faults: they end the job."""
 
     HYPERVISOR = "hypervisor"  # the hypervisor's connection or service failed
@@ -50,6 +50,8 @@ class Fault(StrEnum):
     SERVER = "server"          # the server could not be reached long enough
     HOST = "host"              # any other failure of the worker's host
     STOPPING = "stopping"      # the worker is stopping (its owner, a signal)
+    REFUSED = "refused"        # this worker may not run it (a template signed by no key it
+    #                            trusts): another may; no fault of the host either
 
 #: The entry of a host's hypervisor probes that says whether it runs native jobs (on the
 #: host itself, sandboxed) rather than naming a hypervisor.

@@ -160,6 +160,9 @@ class VMJobRunner:
             return VMOutcome(JobStatus.PENDING, message=f"given back: {e.message}",
                              fault=Fault.HOST)
         except XwvmError as e:
+            if e.code == "untrusted_signature":  # another worker may trust its signer
+                return VMOutcome(JobStatus.PENDING, fault=Fault.REFUSED,
+                                 message=f"given back: template refused: {e.message}")
             return VMOutcome(JobStatus.ERROR, message=f"template refused: {e.message}")
         with contextlib.ExitStack() as stack:
             try:

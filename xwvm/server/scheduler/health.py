@@ -39,8 +39,9 @@ class Breaker:
 
 def note_fault(db: Session, host: Host, fault: Fault, message: str,
                breaker: Breaker) -> None:
-    """One more infrastructure fault on ``host`` (a worker stopping is not one)."""
-    if fault == Fault.STOPPING:
+    """One more infrastructure fault on ``host`` (a worker stopping, or refusing a job it
+    may not run, is not one)."""
+    if fault in (Fault.STOPPING, Fault.REFUSED):
         return
     host.fault_streak = (host.fault_streak or 0) + 1
     host.last_fault = f"{fault}: {message}"[:MAX_MESSAGE]
