@@ -41,7 +41,7 @@ _OS_ALIASES = {"macos": "darwin", "macosx": "darwin", "mac": "darwin"}
 def check_platform(platform: str) -> tuple[str, str]:
     """(os, arch) of ``os/arch``, spelled as workers report them (``macos`` is ``darwin``,
     ``amd64`` is ``x86_64``); anything else is refused with the accepted values."""
-    os_name, sep, arch = platform.strip().lower().partition("/")
+    os_name, sep, arch = platform.lower().partition("/")
     os_name, arch = _OS_ALIASES.get(os_name, os_name), normalize_arch(arch)
     accepted = (f"OS one of {', '.join(KNOWN_OS)}; arch one of {', '.join(KNOWN_ARCH)}")
     if not sep or os_name not in KNOWN_OS or arch not in KNOWN_ARCH:
