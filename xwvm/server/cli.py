@@ -16,8 +16,7 @@ import click
 # `server run` loads the Flask app in gunicorn's workers; importing it here too makes a host
 # without Flask find out at once (an unavailable group), not in each worker process.
 import xwvm.server.app  # noqa: F401
-from xwvm.server import config as server_config
-from xwvm.server.init import init
+from xwvm.server.init import init, initialized
 from xwvm.server.pki import fingerprint
 from xwvm.server.wsgi import run
 
@@ -37,10 +36,15 @@ def server_group() -> None:
 
 
 @server_group.command("init")
-@click.option("--data-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--data-dir", required=True,
+              type=click.Path(file_okay=False, resolve_path=True, path_type=Path),
+              help="where the server keeps its files (made if missing; stored as an "
+                   "absolute path)")
 @click.option("--admin-password-file", required=True, type=click.Path(exists=True))
 @click.option("--admin-login", default="admin", show_default=True)
-@click.option("--db", "db_url", help="database URL (default: SQLite in the data dir)")
+@click.option("--db", "db_url",
+              help="database URL, e.g. postgresql+psycopg://xwvm@dbhost/xwvm "
+                   "(default: SQLite in the data dir)")
 @click.option("--public-name", help="host name in xw:// URIs (default: this host's name)")
 @click.option("--hostname", "hostnames", multiple=True,
               help="names/addresses for the server certificate (repeatable)")
@@ -59,13 +63,16 @@ def server_init(data_dir: Path, admin_password_file: str, admin_login: str, db_u
 
 
 @server_group.command("run")
-@click.option("--data-dir", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--data-dir", required=True,
+              type=click.Path(exists=True, file_okay=False, resolve_path=True, path_type=Path),
+              help="a data directory made by 'xwvm server init'")
 @click.option("--bind", default="127.0.0.1:4322", show_default=True)
 @click.option("--workers", type=int, help="server processes (default: number of CPUs, min 2)")
 @click.option("--threads", type=int, default=8, show_default=True)
 @click.option("--db", "db_url", help="database URL (overrides server.yaml)")
 def server_run(data_dir: Path, bind: str, workers: int | None, threads: int,
                db_url: str | None) -> None:
-    """Serve the API over TLS with gunicorn."""
-    cfg = server_config.load(data_dir, db_url=db_url)
+    """Serve the API over TLS with gunicorn (refused for a data directory that 'xwvm server
+    init' did not make)."""
+    cfg = initialized(data_dir, db_url)
     run(cfg, bind, workers=workers, threads=threads)

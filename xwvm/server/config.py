@@ -1,4 +1,9 @@
-"""Server configuration: defaults, then DATA_DIR/server.yaml, then XWVM_* environment variables."""
+"""Server configuration: defaults, then DATA_DIR/server.yaml, then XWVM_* environment variables.
+
+Every path in a loaded configuration is absolute, so that the server finds the same files
+whatever folder it is started from: a relative path in server.yaml is relative to the data
+directory, one from the environment or the command line to the current folder; `server
+init` writes absolute ones."""
 
 from __future__ import annotations
 
@@ -10,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from xwvm.errors import BadRequest
 from xwvm.protocol import DEFAULT_WALL_CLOCK_S, WALL_CLOCK_GRACE_S
 from xwvm.server.scheduler.health import Breaker
 
 CONFIG_FILE = "server.yaml"
+#: Settings that name files (trusted_crl_files: several, comma-separated).
+PATH_SETTINGS = ("trusted_ca_file", "trusted_crl_files", "trusted_ca_policy_file",
+                 "oidc_ca_file")
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ class ServerConfig:
     oidc_discovery_cache_s: int = 3600
 
     def __post_init__(self) -> None:
-        self.data_dir = Path(self.data_dir)
+        self.data_dir = Path(os.path.abspath(self.data_dir))
         if not self.db_url:
             self.db_url = f"sqlite:///{self.data_dir / 'xwvm.db'}"
 
@@ -139,23 +149,60 @@ def _coerce(name: str, raw: Any, typ: Any) -> Any:
                          code="bad_config") from None
 
 
+def absolute_db_url(url: str, base: Path) -> str:
+    """``url`` with a relative SQLite file made absolute under ``base`` (other databases,
+    and SQLite in memory, as they are); a string that is no database URL is refused."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise BadRequest(f"server setting db_url: {url!r} is not a database URL (for example "
+                         "postgresql+psycopg://xwvm@dbhost/xwvm or sqlite:////srv/xwvm/xwvm.db)",
+                         code="bad_config") from None
+    db = parsed.database
+    if (parsed.get_backend_name() != "sqlite" or not db or db == ":memory:"
+            or db.startswith("file:") or Path(db).is_absolute()):
+        return url
+    return parsed.set(database=os.path.normpath(base / db)).render_as_string(hide_password=False)
+
+
+def absolute_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``values`` (settings as read) with the database file and every file setting made
+    absolute under ``base``."""
+    out = dict(values)
+    if out.get("db_url"):
+        out["db_url"] = absolute_db_url(str(out["db_url"]), base)
+    for name in PATH_SETTINGS:
+        if out.get(name):
+            out[name] = ",".join(os.path.normpath(base / p.strip())
+                                 for p in str(out[name]).split(",") if p.strip())
+    return out
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BadRequest(f"{path} is not valid YAML: {e}", code="bad_config") from None
+    if not isinstance(values, dict):
+        raise BadRequest(f"{path} must hold a mapping of settings", code="bad_config")
+    return values
+
+
 def load(data_dir: Path, **overrides: Any) -> ServerConfig:
-    values: dict[str, Any] = {}
-    path = Path(data_dir) / CONFIG_FILE
-    if path.is_file():
-        values.update(yaml.safe_load(path.read_text()) or {})
+    data_dir = Path(os.path.abspath(data_dir))
+    path = data_dir / CONFIG_FILE
+    values = absolute_paths(_read_file(path), data_dir) if path.is_file() else {}
     fields = {f.name: f.type for f in dataclasses.fields(ServerConfig) if f.name != "data_dir"}
-    for name in fields:
-        env = os.environ.get(f"XWVM_{name.upper()}")
-        if env is not None:
-            values[name] = env
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {f"XWVM_{name.upper()}": name for name in fields}
+    outside = {name: os.environ[env] for env, name in given.items() if env in os.environ}
+    outside.update({k: v for k, v in overrides.items() if v is not None})
+    values.update(absolute_paths(outside, Path.cwd()))
     unknown = set(values) - set(fields)
     if unknown:
         raise BadRequest(f"unknown server settings in {path}: {', '.join(sorted(unknown))}",
                          code="bad_config")
     typed = {k: _coerce(k, v, fields[k]) for k, v in values.items()}
-    return ServerConfig(data_dir=Path(data_dir), **typed)
+    return ServerConfig(data_dir=data_dir, **typed)
 
 
 def save(cfg: ServerConfig) -> None:
