@@ -28,7 +28,7 @@ from contextualizer import (
 )
 from xwvm.client import cli_common as common
 from xwvm.client import formats
-from xwvm.client.cli_common import client, parse_env
+from xwvm.client.cli_common import client, output, parse_env, refs, resolve
 from xwvm.client.sdk import Client
 from xwvm.client.session import Session
 from xwvm.errors import XwvmError
@@ -162,17 +162,17 @@ def context_create(name: str, file: Path | None, ssh_keys: tuple[Path, ...],
     """Create a context on the server (validated here first, then by the server)."""
     doc = build_document(file, ssh_keys, parse_env(env), network, hostname)
     check_locally(doc, str(file) if file else "context")
-    result = client().create_context(name, doc, mode)
-    click.echo(formats.render([result], CONTEXT_COLUMNS, fmt, "context"))
+    c = client()
+    output([c.create_context(name, doc, mode)], CONTEXT_COLUMNS, fmt, "context", c)
 
 
 @context.command("show")
-@click.argument("uid")
+@click.argument("uid", metavar="CONTEXT", callback=refs("context"))
 @click.option("--format", "fmt", type=click.Choice(("yaml", "json")), default="yaml",
               show_default=True)
 @handle_errors
 def context_show(uid: str, fmt: str) -> None:
-    """Show a context and its document."""
+    """Show a context (an id, xw:// URI or the name of one of yours) and its document."""
     view = client().get_context(uid)
     if fmt == "json":
         click.echo(json.dumps(view, indent=2, sort_keys=True))
@@ -186,14 +186,17 @@ def context_show(uid: str, fmt: str) -> None:
 @handle_errors
 def context_list(fmt: str) -> None:
     """List the contexts you can read."""
-    click.echo(formats.render(client().list_contexts(), CONTEXT_COLUMNS, fmt, "context"))
+    c = client()
+    output(c.list_contexts(), CONTEXT_COLUMNS, fmt, "context", c)
 
 
 @context.command("rm")
-@click.argument("uids", nargs=-1, required=True)
+@click.argument("uids", nargs=-1, required=True, metavar="CONTEXT...",
+                callback=refs("context"))
 @handle_errors
 def context_rm(uids: tuple[str, ...]) -> None:
-    """Remove contexts (refused while an unfinished job uses one)."""
+    """Remove contexts (ids, xw:// URIs or names of yours; refused while an unfinished job
+    uses one)."""
     c = client()
     for uid in uids:
         c.delete_context(uid)
@@ -215,13 +218,14 @@ def preview_job(job_uid: str | None, session: Session | None) -> JobSpec:
 
 
 @context.command("iso")
-@click.argument("source", metavar="CONTEXT_UID_OR_FILE")
+@click.argument("source", metavar="CONTEXT_OR_FILE")
 @click.option("-o", "--output", "dest", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="the ISO file to write")
 @click.option("--job-uid", help="instance id to use (default: a fresh random UUID)")
 @handle_errors
 def context_iso(source: str, dest: Path, job_uid: str | None) -> None:
-    """Write a PREVIEW context ISO of a context (a server UID, or a local YAML/JSON file).
+    """Write a PREVIEW context ISO of a context (on the server: an id, xw:// URI or name of
+    yours; or a local YAML/JSON file).
 
     It is the ISO a VM job would boot with, except that the job side holds placeholders:
     job uid (--job-uid or random), owner (your login or "preview"), app "preview", the
@@ -238,7 +242,8 @@ def context_iso(source: str, dest: Path, job_uid: str | None) -> None:
         raise click.ClickException(f"{source} is not a file, and reading a context from the "
                                    "server needs a login: run 'xwvm login' first")
     else:
-        doc = session.client().get_context(source)["document"]
+        c = session.client()
+        doc = c.get_context(resolve(c, source, "context"))["document"]
     ctx = build_job_context(doc, preview_job(job_uid, session))
     write_iso(ctx, dest)
     click.echo(f"{dest}: preview context ISO, {dest.stat().st_size} bytes, job {ctx.job_uid}, "

@@ -18,7 +18,7 @@ import click
 
 from xwvm import signing
 from xwvm.client import formats
-from xwvm.client.cli_common import client, handle_errors, path_refs, progress_bar
+from xwvm.client.cli_common import client, handle_errors, output, progress_bar, refs
 from xwvm.client.cli_common import format_option as format_option_factory
 from xwvm.client.cli_template import template_group
 from xwvm.client.sdk import Client
@@ -27,7 +27,7 @@ from xwvm.protocol.digest import sha256_file
 from xwvm.protocol.vocab import ARTIFACT_ROLES
 
 TEMPLATE_COLUMNS = ("uid", "name", "version", "status", "os", "arch", "signed", "disk",
-                    "access_rights")
+                    "owner", "access_rights")
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
@@ -138,8 +138,9 @@ def _guess_disk_format(path: Path) -> str:
 @click.option("--arch", default="x86_64", show_default=True)
 @click.option("--cmdline", default="", help="kernel command line (direct kernel boot)")
 @click.option("--shared-app", "shared_apps", multiple=True, help="an app the image provides")
-@click.option("--min-memory", "min_memory_mb", type=int, default=0, help="MiB")
-@click.option("--min-cpus", type=int, default=0)
+@click.option("--min-memory", "min_memory_mb", type=click.IntRange(min=0), default=0,
+              help="MiB")
+@click.option("--min-cpus", type=click.IntRange(min=0), default=0)
 @click.option("--disk-format", "disk_formats", multiple=True,
               help="with OUT_DIR: push only these disk formats (default: all)")
 @click.option("--access-rights", default="755", show_default=True)
@@ -179,7 +180,7 @@ def template_push(out_dir: Path | None, disk: Path | None, kernel: Path | None,
 
 
 @template_group.command("pull")
-@click.argument("ref", callback=path_refs)
+@click.argument("ref", callback=refs("template"))
 @click.option("-o", "--output", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path))
 @click.option("--role", "roles", multiple=True, type=click.Choice(ARTIFACT_ROLES),
@@ -217,19 +218,18 @@ def _row(t: dict[str, Any]) -> dict[str, Any]:
 @template_group.command("list")
 @click.option("--name")
 @click.option("--status", type=click.Choice(("draft", "published", "deprecated")))
-@format_option
+@format_option_factory()
 @handle_errors
 def template_list(name: str | None, status: str | None, fmt: str) -> None:
     """Templates you may read."""
-    rows = client().list_templates(name, status)
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, sort_keys=True))
-    else:
-        click.echo(formats.render([_row(t) for t in rows], TEMPLATE_COLUMNS, "table"))
+    c = client()
+    rows = c.list_templates(name, status)
+    output(rows if fmt == "json" else [_row(t) for t in rows], TEMPLATE_COLUMNS, fmt,
+           "template", c)
 
 
 @template_group.command("show")
-@click.argument("ref", callback=path_refs)
+@click.argument("ref", callback=refs("template"))
 @format_option
 @handle_errors
 def template_show(ref: str, fmt: str) -> None:
@@ -251,7 +251,7 @@ def template_show(ref: str, fmt: str) -> None:
 
 
 @template_group.command("sign")
-@click.argument("ref", callback=path_refs)
+@click.argument("ref", callback=refs("template"))
 @click.option("--key", "key_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Ed25519 private key (PEM) from 'xwvm admin keygen'")
@@ -270,7 +270,7 @@ def template_sign(ref: str, key_path: Path) -> None:
 
 
 @template_group.command("publish")
-@click.argument("ref", callback=path_refs)
+@click.argument("ref", callback=refs("template"))
 @handle_errors
 def template_publish(ref: str) -> None:
     """Make REF available to job submissions."""
@@ -281,7 +281,7 @@ def template_publish(ref: str) -> None:
 
 
 @template_group.command("deprecate")
-@click.argument("ref", callback=path_refs)
+@click.argument("ref", callback=refs("template"))
 @handle_errors
 def template_deprecate(ref: str) -> None:
     """No new jobs may use REF; jobs already submitted finish."""
@@ -290,12 +290,13 @@ def template_deprecate(ref: str) -> None:
 
 
 @template_group.command("rm")
-@click.argument("refs", nargs=-1, required=True, callback=path_refs)
+@click.argument("names", nargs=-1, required=True, metavar="REF...",
+                callback=refs("template"))
 @handle_errors
-def template_rm(refs: tuple[str, ...]) -> None:
+def template_rm(names: tuple[str, ...]) -> None:
     """Remove templates (refused while unfinished jobs use one)."""
     c = client()
-    for ref in refs:
+    for ref in names:
         c.delete_template(ref)
         click.echo(f"removed template {ref}")
 

@@ -8,15 +8,11 @@ from typing import Any
 import click
 
 from xwvm.client import cli
+from xwvm.client.cli_common import fail, refs, resolve, uri_uid
 from xwvm.client.formats import FORMATS
 
 FORMAT_CHOICE = click.Choice(FORMATS)
-RM_COLUMNS = ("uid", "kind", "removed")
-
-
-def uid_of(ref: str) -> str:
-    """Accept XWHEP URIs (xw://server/UID) wherever an id is expected."""
-    return ref.rstrip("/").rsplit("/", 1)[-1] if ref.startswith("xw://") else ref
+RM_COLUMNS = cli.RM_COLUMNS
 
 
 def xw_options(fn: Any) -> Any:
@@ -50,7 +46,8 @@ def xwsendapp(name: str, rest: tuple[str, ...], sign_key: Path | None, fmt: str)
 @xw_options
 @cli.handle_errors
 def xwapps(fmt: str) -> None:
-    cli.output(cli.client().list_apps(), cli.APP_COLUMNS, fmt, "app")
+    c = cli.client()
+    cli.output(c.list_apps(), cli.APP_COLUMNS, fmt, "app", c)
 
 
 @click.command(help="xwsubmit APP [ARGS...]: submit a job (XWHEP alias).",
@@ -70,23 +67,27 @@ def xwsubmit(app_name: str, args: tuple[str, ...], inputs: tuple[str, ...],
 
 
 @click.command(help="List jobs (XWHEP alias); accepts xw:// URIs.")
-@click.argument("refs", nargs=-1)
+@click.argument("uids", nargs=-1, metavar="[JOB]...", callback=refs("job"))
 @xw_options
 @cli.handle_errors
-def xwworks(refs: tuple[str, ...], fmt: str) -> None:
-    rows = cli.client().list_works([uid_of(r) for r in refs] or None)
-    cli.output(rows, cli.WORK_COLUMNS, fmt, "work")
+def xwworks(uids: tuple[str, ...], fmt: str) -> None:
+    c = cli.client()
+    rows = c.list_works(list(uids) or None)
+    if rows or not uids:
+        cli.output(rows, cli.WORK_COLUMNS, fmt, "work", c)
+    missing = [u for u in dict.fromkeys(uids) if u not in {r["uid"] for r in rows}]
+    if missing:
+        fail("no such job (or not readable): " + ", ".join(missing))
 
 
 @click.command(help="Download jobs' results into DIR/UID (XWHEP alias).")
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("uids", nargs=-1, required=True, metavar="JOB...", callback=refs("job"))
 @click.option("--xwoutput", "-o", "dest", type=click.Path(path_type=Path), default=Path("."))
 @xw_options
 @cli.handle_errors
-def xwresults(refs: tuple[str, ...], dest: Path, fmt: str) -> None:
+def xwresults(uids: tuple[str, ...], dest: Path, fmt: str) -> None:
     rows = []
-    for ref in refs:
-        uid = uid_of(ref)
+    for uid in uids:
         names = cli.fetch_results(uid, dest / uid, quiet=True)
         rows.append({"uid": uid, "path": str(dest / uid), "files": len(names)})
     cli.output(rows, ("uid", "path", "files"), fmt, "result")
@@ -98,33 +99,38 @@ def xwresults(refs: tuple[str, ...], dest: Path, fmt: str) -> None:
 @cli.handle_errors
 def xwsenddata(files: tuple[str, ...], fmt: str) -> None:
     c = cli.client()
-    cli.output([cli.upload(c, Path(f)) for f in files], cli.DATA_COLUMNS, fmt, "data")
+    cli.output([cli.upload(c, Path(f)) for f in files], cli.DATA_COLUMNS, fmt, "data", c)
 
 
 @click.command(help="List data (XWHEP alias).")
 @xw_options
 @cli.handle_errors
 def xwdatas(fmt: str) -> None:
-    cli.output(cli.client().list_data(), cli.DATA_COLUMNS, fmt, "data")
+    c = cli.client()
+    cli.output(c.list_data(), cli.DATA_COLUMNS, fmt, "data", c)
 
 
 @click.command(help="List workers (XWHEP alias).")
 @xw_options
 @cli.handle_errors
 def xwworkers(fmt: str) -> None:
-    cli.output(cli.client().list_hosts(), cli.HOST_COLUMNS, fmt, "host")
+    c = cli.client()
+    cli.output(c.list_hosts(), cli.HOST_COLUMNS, fmt, "host", c)
 
 
 @click.command(help="Remove jobs, data or apps by id or xw:// URI (XWHEP alias).")
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("uris", nargs=-1, required=True, metavar="REF...")
 @xw_options
 @cli.handle_errors
-def xwrm(refs: tuple[str, ...], fmt: str) -> None:
+def xwrm(uris: tuple[str, ...], fmt: str) -> None:
     from xwvm.client.sdk import ApiError
     c = cli.client()
+    found = {ref: uri_uid(c, ref, "object") for ref in uris}
+    bad = [ref for ref, uid in found.items() if uid is None]
+    if bad:
+        fail(f"not an id (a UUID, or xw://SERVER/UUID): {', '.join(bad)}")
     rows = []
-    for ref in refs:
-        uid = uid_of(ref)
+    for uid in filter(None, found.values()):
         for kind, remove in (("work", c.delete_work), ("data", c.delete_data),
                              ("app", c.delete_app)):
             try:
@@ -143,10 +149,10 @@ def xwrm(refs: tuple[str, ...], fmt: str) -> None:
 
 @click.command(help="xwchmod MODE REF...: change access rights (XWHEP alias).")
 @click.argument("mode")
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, metavar="REF...")
 @xw_options
 @cli.handle_errors
-def xwchmod(mode: str, refs: tuple[str, ...], fmt: str) -> None:
+def xwchmod(mode: str, names: tuple[str, ...], fmt: str) -> None:
     c = cli.client()
-    rows = [c.chmod(uid_of(ref), mode) for ref in refs]
+    rows = [c.chmod(uid, mode) for uid in [resolve(c, ref, "object") for ref in names]]
     cli.output(rows, ("uid", "kind", "access_rights"), fmt, "object")
