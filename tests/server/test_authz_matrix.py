@@ -384,7 +384,7 @@ OBJECT_ENDPOINTS = [
        lambda w, obj: {"json": {"app": w.job_app, "stdin": obj["uid"]}}),
     Ep("data-as-binary", "data", "POST", "/apps", uses("r", "group_admin"),
        lambda w, obj: {"json": {"name": f"bin-{uuid.uuid4().hex[:10]}", "kind": "native",
-                                "binaries": {"linux/matrix_arch": obj["uid"]}}},
+                                "binaries": {"linux/s390x": obj["uid"]}}},
        counted="/apps"),
     # jobs (api/works.py, services/works.py)
     Ep("job-show", "job", "GET", "/works/{uid}", read(NOT_ASSIGNED)),

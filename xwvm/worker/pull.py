@@ -354,10 +354,18 @@ class Worker:
                 raise XwvmError(f"--hypervisor {kind}: {kind} is unusable on this host: "
                                 f"{probe.reason}", code="no_hypervisor")
             return None
-        # The scheduler sends only VM jobs whose network policy this host enforces.
+        # The scheduler sends only VM jobs whose network policy this host enforces, of
+        # templates a key it trusts signed.
         networks = tuple(driver.networks())
-        self.hypervisors[kind] = dataclasses.replace(probe, networks=networks,
-                                                     limits=self.vm_ceilings())
+        entry = facts.vm_entry(dataclasses.replace(probe, networks=networks,
+                                                   limits=self.vm_ceilings()),
+                               self.trusted_keys)
+        self.hypervisors[kind] = entry
+        if not entry.usable:
+            log.warning("%s: %s", kind, entry.reason)
+            if named and not self.opts.native_allowed:
+                raise XwvmError(f"--hypervisor {kind}: {entry.reason}", code="no_hypervisor")
+            return None
         log.info("%s enforces network policies: %s", kind, ", ".join(map(str, networks)))
         return driver
 

@@ -32,6 +32,8 @@ _PROBE = {
         "app_keys": {"type": ["array", "null"], "maxItems": 256,
                      "items": {"type": "string", "maxLength": 128}},
         "unsigned_apps": {"type": ["boolean", "null"]},
+        "template_keys": {"type": ["array", "null"], "maxItems": 256,
+                          "items": {"type": "string", "maxLength": 128}},
     }}
 REGISTER = {
     "type": "object", "additionalProperties": False,
