@@ -305,7 +305,8 @@ def template_rm(names: tuple[str, ...]) -> None:
 
 @click.group("admin")
 def admin_group() -> None:
-    """Administration tools that need no server (template signing keys)."""
+    """Administration tools: 'keygen' works here and needs no server; 'issue-cert',
+    'revoke-cert' and 'certs' ask the server you logged in to (super users only)."""
 
 
 @admin_group.command("keygen")
