@@ -94,9 +94,9 @@ def test_disabled_user_loses_tokens_and_cannot_log_in(sec: SecurityServer) -> No
         c.set_user_enabled(admin.whoami()["uid"], False)
     assert e.value.status == 403
     assert admin.set_user_enabled(uid, False)["enabled"] is False
-    _refused(c, "token_revoked")
+    _refused(c, "account_disabled")  # its tokens were revoked with it: said why
     resp = _login(sec, login, PASSWORD)
-    assert resp.status_code == 401, resp.text
+    assert resp.status_code == 401 and resp.json()["error"] == "account_disabled", resp.text
     with pytest.raises(ApiError) as e:
         admin.set_user_enabled(admin.whoami()["uid"], False)
     assert e.value.code == "own_account"
@@ -118,7 +118,13 @@ def test_cli_passwd_disable_enable(sec: SecurityServer, tmp_path: Path) -> None:
              "--password-file", str(srv.password_file)], admin_home)
     assert "disabled" in run_cli(["user", "disable", login], admin_home).stdout
     out = run_cli(["whoami"], home, check=False)
-    assert out.returncode == 1 and "token_revoked" in out.stderr
+    assert out.returncode == 1 and f"account {login} is disabled" in out.stderr
+    again = run_cli(["login", "--server", srv.url, "--ca", str(srv.ca), "--user", login,
+                     "--password-file", str(tmp_path / "new")], home, check=False)
+    assert again.returncode == 1 and f"account {login} is disabled" in again.stderr
+    wrong = run_cli(["login", "--server", srv.url, "--ca", str(srv.ca), "--user", login,
+                     "--password-file", str(tmp_path / "old")], home, check=False)
+    assert "wrong login or password" in wrong.stderr  # no hint without the password
     run_cli(["user", "enable", login], admin_home)
     run_cli(["login", "--server", srv.url, "--ca", str(srv.ca), "--user", login,
              "--password-file", str(tmp_path / "new")], home)

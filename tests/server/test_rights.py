@@ -26,8 +26,9 @@ def test_parse_mode_rejects(bad: str) -> None:
 def test_levels_are_ordered_as_in_xtremweb() -> None:
     assert Level.STANDARD < Level.WORKER < Level.VWORKER < Level.GROUP_ADMIN < Level.SUPER
     assert Level.parse("group-admin") is Level.GROUP_ADMIN
-    with pytest.raises(BadRequest):
-        Level.parse("emperor")
+    for ambiguous in ("emperor", "admin", "user", "advanced", "superuser"):
+        with pytest.raises(BadRequest, match="use one of standard"):
+            Level.parse(ambiguous)
 
 
 def test_format_mode() -> None:

@@ -91,7 +91,7 @@ def _keygen_publish_sign(tmp_path: Path, cli_home: Path) -> str:
     assert "unsigned" in published.stderr  # allowed, with a warning
     run_cli(["template", "sign", "base:1.0", "--key", str(priv)], cli_home)
     listed = run_cli(["template", "list"], cli_home).stdout
-    assert "base" in listed and "published" in listed and "True" in listed
+    assert "base" in listed and "published" in listed and "true" in listed
     return kid
 
 

@@ -19,15 +19,12 @@ class Level(enum.IntEnum):
 
     @classmethod
     def parse(cls, text: str) -> Level:
-        aliases = {
-            "standard": cls.STANDARD, "user": cls.STANDARD,
-            "worker": cls.WORKER, "vworker": cls.VWORKER,
-            "group_admin": cls.GROUP_ADMIN, "groupadmin": cls.GROUP_ADMIN,
-            "advanced": cls.GROUP_ADMIN, "admin": cls.GROUP_ADMIN,
-            "super": cls.SUPER, "superuser": cls.SUPER, "super_user": cls.SUPER,
-        }
+        # One spelling each (a dash for the underscore, any case): "admin" or "user" could
+        # mean two levels, and a wrong guess makes a group admin of a user (issue 23).
+        levels = {"standard": cls.STANDARD, "worker": cls.WORKER, "vworker": cls.VWORKER,
+                  "group_admin": cls.GROUP_ADMIN, "super": cls.SUPER}
         try:
-            return aliases[text.strip().lower().replace("-", "_")]
+            return levels[text.strip().lower().replace("-", "_")]
         except KeyError:
             raise BadRequest(
                 "unknown rights level; use one of standard, worker, vworker, "

@@ -32,6 +32,7 @@ def list_events():
         policy.check(p, target, "r", "object")
         q = q.where(Event.object_uid == target.uid)
     elif p.level < Level.SUPER:
-        raise BadRequest("give ?object=UID (only super users read the whole log)",
+        raise BadRequest("name the object whose events you want (the object parameter): "
+                         "only super users read the whole log",
                          code="bad_query")
     return jsonify([views.event(e) for e in db().scalars(q)])

@@ -122,9 +122,10 @@ def enroll_worker(db: Session, p: Principal, project: str | None,
 def login(db: Session, secret: bytes, login_name: str, password: str,
           lifetime_s: int, worker_lifetime_s: int) -> tuple[str, User, object]:
     user = db.scalars(select(User).where(User.login == login_name)).first()
-    if user is None or not user.enabled or not passwords.verify_password(
-            password, user.password_hash):
+    if user is None or not passwords.verify_password(password, user.password_hash):
         raise Unauthorized("wrong login or password", code="bad_credentials")
+    # the right password of a disabled account: say so (session_for refuses it), rather
+    # than "wrong password", which sends its owner guessing (issue 23)
     return session_for(db, secret, user, lifetime_s, worker_lifetime_s)
 
 
