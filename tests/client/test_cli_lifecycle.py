@@ -257,9 +257,16 @@ def test_unknown_platforms_are_refused_at_registration(home: Path, tmp_path: Pat
                   home)
     assert "unknown platform 'x86_64/linux' (OS and arch swapped?)" in err
     assert "OS one of darwin, freebsd, linux" in err and "arch one of aarch64" in err
-    res = subprocess_xw(["xwsendapp", "hello5", "linux", "x86_64", str(f)], home)
-    assert res.returncode != 0 and "OS and arch swapped" in res.stderr, res
+    data_before = js(["data", "list"], home)
+    res = subprocess_xw(["xwsendapp", "hello5", "sparc", "linux", str(f)], home)
+    assert res.returncode != 0 and "unknown platform 'linux/sparc'" in res.stderr, res
     assert "hello5" not in [a["name"] for a in js(["app", "list"], home)]
+    assert js(["data", "list"], home) == data_before, "refused before any upload"
+    # XWHEP's order is CPU OS; the other way round is read as meant, and said so
+    res = subprocess_xw(["xwsendapp", "hello5", "linux", "x86_64", str(f)], home)
+    assert res.returncode == 0 and "read as CPU x86_64, OS linux" in res.stderr, res
+    [app] = [a for a in js(["app", "list"], home) if a["name"] == "hello5"]
+    assert list(app["binaries"]) == ["linux/x86_64"]
 
 
 def subprocess_xw(args: list[str], home: Path) -> Any:

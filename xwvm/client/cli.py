@@ -42,14 +42,14 @@ from xwvm.client.session import Session
 from xwvm.errors import XwvmError
 from xwvm.ids import check_file_name
 from xwvm.protocol import DEFAULT_PILOT_IDLE_S, JobStatus, NetworkPolicy
-from xwvm.protocol.platforms import normalize_arch
+from xwvm.protocol.platforms import UnknownPlatform, check_platform, normalize_arch
 
 WORK_COLUMNS = ("uid", "status", "owner", "app", "label", "exit_code", "retries", "host",
                 "error")
 HOST_COLUMNS = ("uid", "name", "status", "os", "arch", "cpus", "memory_mb", "shared_apps",
                 "hypervisors", "access_rights", "last_seen")
 DATA_COLUMNS = ("uid", "name", "owner", "size", "sha256", "status", "access_rights")
-APP_COLUMNS = ("uid", "name", "owner", "kind", "binaries", "access_rights")
+APP_COLUMNS = ("uid", "name", "owner", "kind", "version", "binaries", "access_rights")
 USER_COLUMNS = ("uid", "login", "rights", "group", "enabled")
 STATUS_COLUMNS = ("uid", "status")
 RM_COLUMNS = ("uid", "kind", "removed")
@@ -128,10 +128,17 @@ def app_send(name: str, files: tuple[str, ...], platforms: tuple[str, ...], shar
 
 
 def local_binaries(files: tuple[str, ...], platforms: tuple[str, ...]) -> dict[str, Path]:
+    """The binaries by platform, each platform checked before a byte is uploaded."""
     if platforms and len(platforms) != len(files):
         fail("give one --platform per --file")
-    return {platforms[i] if platforms else this_platform(): Path(f)
-            for i, f in enumerate(files)}
+    local = {platforms[i] if platforms else this_platform(): Path(f)
+             for i, f in enumerate(files)}
+    for plat in local:
+        try:
+            check_platform(plat)
+        except UnknownPlatform as e:
+            fail(str(e))
+    return local
 
 
 def send_app(name: str, files: tuple[str, ...], platforms: tuple[str, ...], shared: bool,

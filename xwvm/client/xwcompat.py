@@ -10,6 +10,7 @@ import click
 from xwvm.client import cli
 from xwvm.client.cli_common import fail, refs, resolve, uri_uid
 from xwvm.client.formats import FORMATS
+from xwvm.protocol.platforms import KNOWN_ARCH, KNOWN_OS, normalize_arch, normalize_os
 
 FORMAT_CHOICE = click.Choice(FORMATS)
 RM_COLUMNS = cli.RM_COLUMNS
@@ -32,6 +33,9 @@ def xw_options(fn: Any) -> Any:
 def xwsendapp(name: str, rest: tuple[str, ...], sign_key: Path | None, fmt: str) -> None:
     if len(rest) == 3:
         cpu, os_name, path = rest
+        if normalize_os(cpu) in KNOWN_OS and normalize_arch(os_name) in KNOWN_ARCH:
+            cpu, os_name = os_name, cpu  # XWHEP users often give them the other way round
+            click.echo(f"read as CPU {cpu}, OS {os_name}", err=True)
         platforms: tuple[str, ...] = (f"{os_name.lower()}/{cpu.lower()}",)
     elif len(rest) == 1:
         path, platforms = rest[0], ()

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from xwvm import signing
 from xwvm.errors import BadRequest, Conflict
-from xwvm.protocol.platforms import normalize_arch
+from xwvm.protocol import platforms
 from xwvm.server import events, policy, states
 from xwvm.server.db.models import App, AppBinary, AppSigner, Data, Work, WorkData
 from xwvm.server.policy import Principal
@@ -31,27 +31,15 @@ from xwvm.server.services.common import (
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
-# What workers report (platform.system().lower(), and protocol.platforms.normalize_arch):
-# a binary for any other os/arch would never meet a host, so its platform is refused.
-KNOWN_OS = ("darwin", "freebsd", "linux", "netbsd", "openbsd", "windows")
-KNOWN_ARCH = ("aarch64", "armv7l", "ppc64le", "riscv64", "s390x", "x86", "x86_64")
-_OS_ALIASES = {"macos": "darwin", "macosx": "darwin", "mac": "darwin"}
-
-
 def check_platform(platform: str) -> tuple[str, str]:
-    """(os, arch) of ``os/arch``, spelled as workers report them (``macos`` is ``darwin``,
-    ``amd64`` is ``x86_64``); anything else is refused with the accepted values."""
-    os_name, sep, arch = platform.lower().partition("/")
-    os_name, arch = _OS_ALIASES.get(os_name, os_name), normalize_arch(arch)
-    accepted = (f"OS one of {', '.join(KNOWN_OS)}; arch one of {', '.join(KNOWN_ARCH)}")
-    if not sep or os_name not in KNOWN_OS or arch not in KNOWN_ARCH:
-        swapped = normalize_arch(os_name) in KNOWN_ARCH and \
-            _OS_ALIASES.get(arch, arch) in KNOWN_OS
-        hint = " (OS and arch swapped?)" if swapped else ""
-        raise BadRequest(f"unknown platform {platform!r}{hint}: a platform is OS/ARCH, e.g. "
-                         f"linux/x86_64, with {accepted}", code="bad_platform",
-                         details={"os": list(KNOWN_OS), "arch": list(KNOWN_ARCH)})
-    return os_name, arch
+    """(os, arch) of ``os/arch`` as workers report them; a 400 naming the accepted values
+    otherwise (the protocol's vocabulary: the client checks the same before uploading)."""
+    try:
+        return platforms.check_platform(platform)
+    except platforms.UnknownPlatform as e:
+        raise BadRequest(str(e), code="bad_platform",
+                         details={"os": list(platforms.KNOWN_OS),
+                                  "arch": list(platforms.KNOWN_ARCH)}) from None
 
 
 def get(db: Session, uid: str) -> App:
