@@ -106,3 +106,20 @@ def test_worker_enroll_for_a_project(server: ServerProcess, cli_home: Path,
                        "no-such-group"], cli_home, check=False)
     assert unknown.returncode != 0 and "no usergroup of that name" in unknown.stderr
     assert not (tmp_path / "x.cred").exists()
+
+
+def test_worker_enroll_speaks_every_format_and_never_prints_the_password(
+        cli_home: Path, tmp_path: Path) -> None:
+    from xwvm.worker.credential import Credential
+    cred = tmp_path / "w.cred"
+    [row] = json.loads(run_cli(["worker", "enroll", "-o", str(cred), "--format", "json"],
+                               cli_home).stdout)
+    saved = Credential.load(cred)
+    assert row == {"credential": str(cred), "login": saved.login,
+                   "for": row["for"]} and row["for"].startswith("jobs of ")
+    for fmt in ("csv", "xml", "table"):
+        out = run_cli(["worker", "enroll", "-o", str(tmp_path / f"{fmt}.cred"), "--format",
+                       fmt], cli_home).stdout
+        password = Credential.load(tmp_path / f"{fmt}.cred").password
+        assert "worker" in out and password not in out
+    assert saved.password not in json.dumps(row)

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from xwvm.client.cli_common import WALL_CLOCK, fail, handle_errors
+from xwvm.client.cli_common import WALL_CLOCK, fail, format_option, handle_errors, output
 from xwvm.client.session import Session
 from xwvm.protocol.vocab import HYPERVISORS
 from xwvm.worker.credential import Credential
@@ -35,16 +35,22 @@ def worker_group() -> None:
 @click.option("-o", "--output", "dest", required=True, type=click.Path(path_type=Path))
 @click.option("--project", help="run only this usergroup's jobs")
 @click.option("--public", is_flag=True, help="run public jobs of anyone (super users)")
+@format_option()
 @handle_errors
-def worker_enroll(dest: Path, project: str | None, public: bool) -> None:
-    """Write a worker credential file (worker-user rights)."""
+def worker_enroll(dest: Path, project: str | None, public: bool, fmt: str) -> None:
+    """Write a worker credential file (worker-user rights); its password is in the file
+    only, never printed."""
     s = Session.load()
     answer = s.client().enroll_worker(project, public)
     ca_pem = Path(s.ca).read_text() if s.ca else None
     Credential(server=s.server, login=answer["login"], password=answer["password"],
                ca_pem=ca_pem).save(dest)
     scope = project or ("public jobs" if public else f"jobs of {s.login}")
-    click.echo(f"wrote {dest}: worker {answer['login']} for {scope}")
+    if fmt == "table":
+        click.echo(f"wrote {dest}: worker {answer['login']} for {scope}")
+        return
+    output([{"credential": str(dest), "login": answer["login"], "for": scope}],
+           ("credential", "login", "for"), fmt, "worker")
 
 
 def _credential(url: str | None, ca: str | None, credential: Path | None, cert: Path | None,
