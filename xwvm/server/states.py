@@ -87,22 +87,24 @@ def move(db: Session, work: Work, dst: str, *, actor_uid: str | None, reason: st
 def lose(db: Session, work: Work, *, reason: str) -> None:
     """The job's worker vanished: LOST, then back to PENDING or ERROR if retries are spent."""
     move(db, work, LOST, actor_uid=None, reason=reason)
-    work.retries += 1
-    if work.retries > work.max_retries:
-        move(db, work, ERROR, actor_uid=None,
-             reason=f"{reason}; gave up after {work.max_retries} retries")
-    else:
-        move(db, work, PENDING, actor_uid=None,
-             reason=f"retry {work.retries} of {work.max_retries}")
+    _retry_or_fail(db, work, None, reason, "")
 
 
 def give_back(db: Session, work: Work, *, reason: str, actor_uid: str | None) -> None:
     """The job's worker gave it back (never the payload's fault): PENDING with the retry
     counted, or ERROR once the retries are spent (the reason says why each time)."""
+    _retry_or_fail(db, work, actor_uid, reason, reason)
+
+
+def _retry_or_fail(db: Session, work: Work, actor_uid: str | None, reason: str,
+                   requeued: str) -> None:
+    """One more retry: back to PENDING (the move's reason ``requeued``, then the count),
+    or ERROR once ``max_retries`` are spent."""
     work.retries += 1
     if work.retries > work.max_retries:
         move(db, work, ERROR, actor_uid=actor_uid,
              reason=f"{reason}; gave up after {work.max_retries} retries")
-    else:
-        move(db, work, PENDING, actor_uid=actor_uid,
-             reason=f"{reason} (retry {work.retries} of {work.max_retries})")
+        return
+    count = f"retry {work.retries} of {work.max_retries}"
+    move(db, work, PENDING, actor_uid=actor_uid,
+         reason=f"{requeued} ({count})" if requeued else count)
