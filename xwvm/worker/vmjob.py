@@ -342,7 +342,10 @@ class VMJobRunner:
         paused_since: float | None = None
         while True:
             state = self.driver.state(uid)  # the driver rides out a hypervisor restart
-            if state in (VMState.SHUTOFF, VMState.MISSING):
+            # DEFINED after start: off, for a reason the hypervisor forgot (libvirt says
+            # "shut off (unknown)" when libvirtd restarted as the guest powered off); its
+            # verdict (or none: given back) says how it ended
+            if state in (VMState.SHUTOFF, VMState.MISSING, VMState.DEFINED):
                 return "off"
             if state == VMState.CRASHED:
                 return "crashed"

@@ -85,3 +85,20 @@ def test_a_vm_its_hypervisor_paused_is_stopped_and_its_job_given_back(
     finally:
         pause.cancel()
         driver.destroy(uid)
+
+
+@pytest.mark.parametrize("driver_kind", ["libvirt"])
+def test_a_vm_that_reads_defined_is_off_not_waited_on(
+        driver: Driver, spec_for: Callable[..., VMSpec], make_guest: Callable[[str], Guest],
+        work_dir: Path) -> None:
+    """libvirt says "shut off (unknown)" (DEFINED) for a guest that powered off while
+    libvirtd restarted (seen in the soak): the monitor reads it as off, and the verdict
+    decides, instead of waiting for the hang timeout and failing the job."""
+    uid = "mon-defined"
+    driver.define(spec_for(uid, make_guest("echo up\n")))  # never started: reads DEFINED
+    try:
+        assert driver.state(uid) == VMState.DEFINED
+        run = runner(driver, work_dir, hang_timeout_s=600)
+        assert run._monitor(JobDescription.from_json({"uid": uid}), threading.Event()) == "off"
+    finally:
+        driver.destroy(uid)
