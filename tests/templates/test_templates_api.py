@@ -78,6 +78,10 @@ def _push_shows_a_draft(out: Path, cli_home: Path) -> None:
                                                                      "x86_64", 512)
     assert sorted((a["role"], a["format"]) for a in shown["artifacts"]) == [
         ("disk", "qcow2"), ("disk", "vdi"), ("initrd", "initramfs"), ("kernel", "linux-kernel")]
+    table = run_cli(["template", "show", "base:1.0"], cli_home).stdout
+    [me] = json.loads(run_cli(["whoami", "--format", "json"], cli_home).stdout)
+    login = me["login"]
+    assert f"owner:          {login}" in table, table  # the login, not the uid
     qcow = next(a for a in shown["artifacts"] if a["format"] == "qcow2")
     assert (qcow["virtual_size"], qcow["chunk_count"]) == (8 * MiB, 1)
 

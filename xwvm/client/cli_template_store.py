@@ -18,7 +18,14 @@ import click
 
 from xwvm import signing
 from xwvm.client import formats
-from xwvm.client.cli_common import client, handle_errors, output, progress_bar, refs
+from xwvm.client.cli_common import (
+    client,
+    handle_errors,
+    output,
+    progress_bar,
+    refs,
+    with_names,
+)
 from xwvm.client.cli_common import format_option as format_option_factory
 from xwvm.client.cli_template import template_group
 from xwvm.client.sdk import Client
@@ -234,10 +241,12 @@ def template_list(name: str | None, status: str | None, fmt: str) -> None:
 @handle_errors
 def template_show(ref: str, fmt: str) -> None:
     """One template (uid, NAME or NAME:VERSION), its artifacts and signatures."""
-    t = client().get_template(ref)
+    c = client()
+    t = c.get_template(ref)
     if fmt == "json":
         click.echo(json.dumps(t, indent=2, sort_keys=True))
         return
+    [t] = with_names(c, [t], ("owner",))  # the owner's login, as in every table
     for key in ("uid", "name", "version", "status", "os", "arch", "cmdline", "min_memory_mb",
                 "min_cpus", "shared_apps", "owner", "access_rights", "created_at",
                 "published_at"):
