@@ -109,13 +109,13 @@ def test_the_pause_doubles_with_each_further_fault(site: Site) -> None:
     for _ in range(3):
         worker.report(take(worker, host), "PENDING", message="x", fault="host")
     time.sleep(PAUSE_S + 0.5)
-    worker.report(take(worker, host), "PENDING", message="again", fault="image")
+    worker.report(take(worker, host), "PENDING", message="again", fault="vm_crashed")
     left = worker.request_work(host)["retry_after"]
     assert 2 * PAUSE_S - 1 <= left <= 2 * PAUSE_S + 1, left
 
 
-@pytest.mark.parametrize("fault", ["stopping", "refused"])
-def test_a_worker_stopping_or_refusing_is_no_fault_of_its_host_but_counts_the_retry(
+@pytest.mark.parametrize("fault", ["stopping", "refused", "server", "image"])
+def test_what_is_not_the_hosts_doing_never_pauses_it_but_counts_the_retry(
         site: Site, fault: str) -> None:
     app = site.app()
     worker, host = site.worker(app)

@@ -65,3 +65,23 @@ def test_without_an_outage_silence_counts_as_before(world: World, tmp_path: Path
     assert (hosts[0].status, jobs[0].status) == ("lost", "PENDING")
     assert hosts[1].status == "alive"
     assert not db.scalars(select(Event).where(Event.kind == "server_back")).all()
+
+
+def test_an_outage_is_not_counted_against_a_running_jobs_wall_clock(world: World,
+                                                                    tmp_path: Path) -> None:
+    """A job whose wall clock ended while no server process ran is not ended by the first
+    sweep as its own failure: its worker gives it back once the server answers."""
+    db = world.db
+    cfg = ServerConfig(data_dir=tmp_path, reap_interval_s=5, wall_clock_grace_s=30)
+    hosts, jobs = _world_with_two_running_jobs(world)
+    now = utcnow()
+    hosts[0].last_seen = now - dt.timedelta(seconds=600)
+    jobs[0].wall_clock_s = 500
+    jobs[0].started_at = now - dt.timedelta(seconds=700)  # 100 s before the outage
+    reaper.claim(db, "uploads", 0)
+    _swept_after_outage(db, cfg, 600)
+    assert jobs[0].status == "RUNNING"
+    hosts[0].last_seen = utcnow()
+    jobs[0].started_at = utcnow() - dt.timedelta(seconds=600)  # over, and the server up
+    _swept_after_outage(db, cfg, 5)
+    assert jobs[0].status == "ERROR" and "wall-clock" in (jobs[0].error_message or "")

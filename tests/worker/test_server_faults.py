@@ -166,3 +166,17 @@ def test_results_a_full_blob_store_keeps_refusing_are_given_back_at_the_wall_clo
     assert [r["status"] for r in fake.reports] == ["RESULTREQUEST", "PENDING"], fake.reports
     assert fake.reports[1]["fault"] == "server"
     assert "wall clock" in fake.reports[1]["message"]
+
+
+def test_after_a_full_disk_give_back_the_worker_pauses_one_poll_then_takes_jobs(
+        fake: FakeServer, tmp_path: Path) -> None:
+    """Never for ever (the reviewer's case: the partial files are gone by then, so "more
+    free than at the fault" could never come): one poll period, then the usual rule."""
+    worker = _in_process_worker(fake, tmp_path)
+    worker.opts.disk_poll_s, worker.opts.min_free_mb = 0.5, 0
+    worker._disk_full = True
+    started = time.monotonic()
+    assert worker._wait_for_room() is True
+    assert 0.5 <= time.monotonic() - started < 3 and worker._disk_full is False
+    started = time.monotonic()
+    assert worker._wait_for_room() is True and time.monotonic() - started < 0.5

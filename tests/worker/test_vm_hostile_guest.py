@@ -170,3 +170,21 @@ def test_a_template_signed_by_a_key_this_worker_does_not_trust_is_given_back(
     tpl["signatures"] = []
     out = runner.run(_vm_job("none", template=tpl), threading.Event(), threading.Event())
     assert (out.status, out.fault) == ("ERROR", None) and "unsigned" in out.message, out
+
+
+def test_a_full_worker_disk_while_copying_the_results_out_is_given_back(
+        tmp_path: Path) -> None:
+    """network=none: the worker copies the archive off the exchange disk into its own
+    folder; a full disk there is the host's (disk_full), never the job's error."""
+    from tests.support.tmpfs import fill, tmpfs
+    runner = _runner(tmp_path / "work")
+    with tmpfs(tmp_path / "small", 4096) as small:
+        archive = tmp_path / "results.tar.gz"
+        archive.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+        disk = small / f"{JOB_UID}-exchange.img"
+        exchange.create(disk, JOB_UID, [], results_capacity=1 << 21)
+        exchange.write_results(disk, JOB_UID, archive, 0, "done")
+        fill(small, leave=64 * 1024)
+        out = runner._verdict(_vm_job("none"), disk, "")
+        assert (out.status, out.fault) == ("PENDING", Fault.DISK_FULL), out
+        assert not (small / f"{JOB_UID}-results.tar.gz").exists(), "no half-copied archive"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
 from typing import Any
 
 from flask import Flask, g, jsonify, request
@@ -67,14 +68,15 @@ def create_app(config: ServerConfig) -> Flask:
 
 
 def _drain(resp: Any) -> Any:
-    """A refusal answered before the request's body was read (a chunk at the wrong offset,
-    a 507): read the rest (at most DRAIN_MAX bytes, under the body timeout) so the client
+    """A refusal (DRAINED) answered before the request's body was read (a chunk at the
+    wrong offset, a 507): read the rest (at most DRAIN_MAX bytes for DRAIN_S seconds) so the client
     reads the answer instead of a reset connection, which it would take for an outage and
     retry."""
     length = request.content_length
-    if resp.status_code >= 400 and length and length <= DRAIN_MAX:
+    if resp.status_code in DRAINED and length and length <= DRAIN_MAX:
+        deadline = time.monotonic() + DRAIN_S  # a client trickling its body holds no thread
         with contextlib.suppress(Exception):
-            while request.stream.read(1 << 16):
+            while time.monotonic() < deadline and request.stream.read(4096):
                 pass
     return resp
 
@@ -117,6 +119,10 @@ def _errors(app: Flask) -> None:
 
 
 DRAIN_MAX = 16 * 2**20  # twice a template upload's chunk
+DRAIN_S = 2.0
+# Refusals of a well-formed upload that the client streams in full (a chunk at the wrong
+# offset, a full disk); never a 401 (anonymous callers hold no thread) nor a 413.
+DRAINED = frozenset({409, 507})
 DB_FULL = "the server's database is full: the request was not stored"
 _PG_DISK_FULL = "53100"  # SQLSTATE disk_full (psycopg's errors.DiskFull)
 

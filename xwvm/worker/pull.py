@@ -196,13 +196,17 @@ class Worker:
                         getattr(e, "message", e))
 
     def _wait_for_room(self) -> bool:
-        """Take no job while the work dir's disk is short of room: below --min-free-disk,
-        or, after a job was given back for a full disk, until that much more is free than
-        then. False if the worker is asked to stop meanwhile."""
+        """Take no job while the work dir's disk is short of room (below --min-free-disk),
+        nor for one poll period after a job was given back for a full disk (the server's
+        circuit breaker pauses a host whose disk keeps filling). False if the worker is
+        asked to stop meanwhile."""
         need = self.opts.min_free_mb
         if self._disk_full:
-            need += shutil.disk_usage(self.work_dir).free // 2**20
             self._disk_full = False
+            log.warning("a job was given back for a full disk: no job for %.0f s",
+                        self.opts.disk_poll_s)
+            if self.stopping.wait(self.opts.disk_poll_s):
+                return False
         logged = False
         while not self.stopping.is_set():
             free = shutil.disk_usage(self.work_dir).free // 2**20
@@ -507,11 +511,16 @@ class Worker:
         if outcome.reason == runner.STOPPED:
             return  # the server took the job away; there is nobody to report to
         faults.step("upload", desc.uid, self.work_dir)
-        with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
-            archive = runner.pack_results(sandbox, placed, Path(tmp) / "results.tar.gz",
-                                          isolation.account.uid if isolation.account else None)
-            if not self._upload(desc.uid, archive, outcome.exit_code):
-                return
+        try:
+            with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
+                archive = runner.pack_results(
+                    sandbox, placed, Path(tmp) / "results.tar.gz",
+                    isolation.account.uid if isolation.account else None)
+                if not self._upload(desc.uid, archive, outcome.exit_code):
+                    return
+        except (XwvmError, OSError) as e:  # a full disk while packing is the host's
+            self._fail(desc.uid, e, "could not pack the job's results")
+            return
         if outcome.stopped:
             self._report(desc.uid, JobStatus.ERROR, outcome.exit_code, outcome.reason)
         else:
@@ -634,11 +643,13 @@ class Worker:
         return False
 
     def _give_back_once(self, uid: str, fault: Fault, message: str) -> None:
-        """Give the job back with one attempt (the server may still be away: then its
-        sweep requeues the job itself)."""
+        """Give the job back, waiting for a server that is away (its sweep does not count
+        its own downtime against the job: reaper.forgive_outage); a refusal (the job moved
+        on meanwhile) is only logged."""
         log.warning("job %s given back (%s): %s", uid, fault, message)
         try:
-            self.client.report(uid, JobStatus.PENDING, message=message, fault=fault)
+            self._retry(lambda: self.client.report(uid, JobStatus.PENDING, message=message,
+                                                   fault=fault))
         except XwvmError as e:
             log.warning("the give-back of job %s was not taken: %s", uid, e.message)
 

@@ -390,8 +390,9 @@ class VMJobRunner:
             got = _read_verdict(disk, uid, archive)
             if isinstance(got, exchange.NoVerdict):  # the VM died before its agent could
                 log.warning("job %s: %s: given back", uid, got.message)
+                full = got.message.startswith("the worker's disk is full")
                 return VMOutcome(JobStatus.PENDING, message=f"{got.message}; console:\n{tail}",
-                                 fault=Fault.VM_CRASHED)
+                                 fault=Fault.DISK_FULL if full else Fault.VM_CRASHED)
             if isinstance(got, str):
                 return VMOutcome(JobStatus.ERROR, message=f"{got}; console:\n{tail}")
             problem = _no_results(got, _vm(job).network)
@@ -446,10 +447,12 @@ def _read_verdict(disk: Path, uid: str,
         return exchange.read_results(disk, uid, archive)
     except exchange.NoVerdict as e:
         return e
+    except OSError as e:
+        if faults.is_disk_full(e):  # the worker's disk, copying the results out
+            return exchange.NoVerdict(f"the worker's disk is full: {e}")
+        return str(e)
     except exchange.ExchangeError as e:
         return e.message
-    except OSError as e:
-        return str(e)
     except Exception as e:  # a reader bug a guest found: logged, and the job's error
         log.exception("the exchange disk of job %s does not read", uid)
         return f"the exchange disk does not read ({type(e).__name__})"

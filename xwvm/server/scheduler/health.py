@@ -22,6 +22,9 @@ from xwvm.protocol.vocab import MAX_MESSAGE, Fault
 from xwvm.server import events
 from xwvm.server.db.models import Host, utcnow
 
+#: Faults that say nothing about the host's health.
+NOT_THE_HOSTS = frozenset({Fault.STOPPING, Fault.REFUSED, Fault.SERVER, Fault.IMAGE})
+
 
 @dataclass(frozen=True)
 class Breaker:
@@ -39,9 +42,10 @@ class Breaker:
 
 def note_fault(db: Session, host: Host, fault: Fault, message: str,
                breaker: Breaker) -> None:
-    """One more infrastructure fault on ``host`` (a worker stopping, or refusing a job it
-    may not run, is not one)."""
-    if fault in (Fault.STOPPING, Fault.REFUSED):
+    """One more infrastructure fault on ``host``. A worker stopping, or refusing a job it
+    may not run, is not one; nor is the server's own failure (unreachable, its blob store
+    full, a template it could not serve): that would pause every busy host at once."""
+    if fault in NOT_THE_HOSTS:
         return
     host.fault_streak = (host.fault_streak or 0) + 1
     host.last_fault = f"{fault}: {message}"[:MAX_MESSAGE]

@@ -45,11 +45,22 @@ def forgive_outage(db: Session, down_s: float, now: dt.datetime | None = None) -
     server restarted after three heartbeat periods would take every running job away
     from workers that kept them running. The number of hosts forgiven."""
     now = now or utcnow()
+    gap = dt.timedelta(seconds=down_s)
     hosts = db.scalars(select(Host).where(Host.status == "alive")).all()
     for host in hosts:
-        host.last_seen = min(host.last_seen + dt.timedelta(seconds=down_s), now)
+        host.last_seen = min(host.last_seen + gap, now)
+    # nor against a running job's wall clock, as the server counts it: a worker that could
+    # not deliver meanwhile gives the job back once the server answers, rather than the
+    # sweep ending it as the job's own failure
+    active = db.scalars(select(Work).where(
+        Work.status.in_((states.RUNNING, states.RESULTREQUEST)),
+        Work.started_at.is_not(None))).all()
+    for work in active:
+        assert work.started_at is not None
+        work.started_at = min(work.started_at + gap, now)
     events.record(db, "server_back", detail=f"no sweep for {down_s:.0f} s: the silence of "
-                                            f"{len(hosts)} hosts meanwhile is not counted")
+                                            f"{len(hosts)} hosts meanwhile is not counted, "
+                                            f"nor against {len(active)} running jobs")
     return len(hosts)
 
 

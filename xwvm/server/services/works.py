@@ -316,6 +316,11 @@ def report(db: Session, p: Principal, uid: str, body: dict[str, Any],
         got = Report.from_json(body)
     except ValueError as e:  # names the field, never its value
         raise BadRequest(f"invalid report: {e}", code="bad_status") from None
+    if p.is_delegated and got.status == states.PENDING:
+        # a pilot's nested worker never gives a job back: it would steer the volunteer's
+        # host breaker from inside a VM
+        raise Forbidden("a pilot's nested worker does not give jobs back",
+                        code="forbidden_delegated")
     _apply_report(db, p, work, got, (got.message or "")[:MAX_MESSAGE], breaker)
     return work
 
