@@ -137,7 +137,8 @@ def test_names_of_untrusted_owners_resolve_only_by_id(world: World) -> None:
     assert world.user("carl").submit("gtool")["app"] == gtool["uid"]  # carl is in cms
     victor = world.user("victor")
     err = _refused(lambda: victor.submit("gtool"), 404, "unknown_app")
-    assert err.details["candidates"] == [{"uid": gtool["uid"], "owner": "mallory"}]
+    assert err.details["candidates"] == [{"uid": gtool["uid"], "owner": "mallory",
+                                          "version": 1}]
     assert victor.submit(gtool["uid"])["app"] == gtool["uid"]
 
 
@@ -162,19 +163,26 @@ def test_data_cannot_be_named_like_an_id(world: World) -> None:
 
 def test_the_cli_passes_xw_references_as_ids(world: World, tmp_path: Path) -> None:
     """``xwvm submit xw://SERVER/UID`` and ``xwvm template show xw://SERVER/UID`` reach
-    that object (the server resolves the reference; a URL path gets its uid)."""
+    that object when SERVER is this server; another server's reference is refused."""
     home, pw = tmp_path / "cli", tmp_path / "pw"
     pw.write_text("victor-password-1")
     run_cli(["login", "--server", world.server.url, "--ca", str(world.server.ca), "--user",
              "victor", "--password-file", str(pw)], home)
     app = world.admin.create_app("xwref-app", kind="shared")
     tpl = world.template(world.admin, "xwref-tpl", "1")
-    [job] = json.loads(run_cli(["submit", f"xw://elsewhere/{app['uid']}", "--format",
+    here = "127.0.0.1"  # the host of the URL logged in to (or the server's public name)
+    [job] = json.loads(run_cli(["submit", f"xw://{here}/{app['uid']}", "--format",
                                 "json"], home).stdout)
     assert job["app"] == app["uid"]
-    shown = json.loads(run_cli(["template", "show", f"xw://elsewhere/{tpl['uid']}",
+    shown = json.loads(run_cli(["template", "show", f"xw://{here}/{tpl['uid']}",
                                 "--format", "json"], home).stdout)
     assert shown["uid"] == tpl["uid"]
+    # another server's reference is never taken for one of this server's objects
+    for args in (["submit", f"xw://elsewhere/{app['uid']}"],
+                 ["template", "show", f"xw://elsewhere/{tpl['uid']}"]):
+        refused = run_cli(args, home, check=False)
+        assert refused.returncode == 1 and "names an object of server elsewhere" in \
+            refused.stderr, refused
 
 
 def test_a_squatted_name_does_not_block_its_owner(world: World) -> None:

@@ -328,6 +328,9 @@ def _public_worker(world: World) -> Client:
     return world.login(cred["login"], cred["password"])
 
 
+ARCH_A, ARCH_B = "ppc64le", "armv7l"  # one per test below; no other test's host has them
+
+
 @dataclass
 class NativeJob:
     arch: str
@@ -337,10 +340,10 @@ class NativeJob:
     job: dict[str, Any]
 
 
-def _native_job(world: World) -> NativeJob:
-    """A public job of a native app whose only binary is for a platform of its own (so that
-    only hosts of that made-up arch, i.e. this test's, can take it)."""
-    arch = "a" + uuid.uuid4().hex[:12]
+def _native_job(world: World, arch: str) -> NativeJob:
+    """A public job of a native app whose only binary is for a platform no other test's
+    host has (so that only this test's hosts, of that arch, can take it; the server
+    accepts only the platforms workers report)."""
     binary = world.upload("super", b"#!/bin/sh\necho " + arch.encode(), "700", "bin")
     app = world.admin.create_app(_name("native"), {f"linux/{arch}": binary["uid"]})
     content = b"input of " + arch.encode()
@@ -386,7 +389,7 @@ def test_only_workers_register_hosts(world: World) -> None:
 
 
 def test_worker_reads_only_the_data_of_its_jobs(world: World) -> None:
-    nj = _native_job(world)
+    nj = _native_job(world, ARCH_A)
     worker = _public_worker(world)
     host = _host(worker, nj.arch)
     bin_path = f"/data/{nj.binary['uid']}/content"
@@ -415,7 +418,7 @@ def test_worker_reads_only_the_data_of_its_jobs(world: World) -> None:
 
 def test_worker_cannot_touch_another_workers_job_or_host(world: World,
                                                          tmp_path: Path) -> None:
-    nj = _native_job(world)
+    nj = _native_job(world, ARCH_B)
     first, second = _public_worker(world), _public_worker(world)
     host1, host2 = _host(first, nj.arch), _host(second, nj.arch)
     assert first.request_work(host1["uid"])["work"]["uid"] == nj.job["uid"]

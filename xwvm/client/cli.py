@@ -333,6 +333,10 @@ def submit_jobs(app_name: str | None, args: tuple[str, ...], inputs: tuple[str, 
     app_name, args = job_spec(app_name, args, options)
     inputs = options.pop("inputs")
     c = client()
+    if app_name:
+        app_name = resolve(c, app_name, "app")
+    if options.get("template"):
+        options["template"] = resolve(c, options["template"], "template")
     if options.get("context"):
         options["context"] = resolve(c, options["context"], "context")
     if options.get("expected_host"):
