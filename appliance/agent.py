@@ -41,6 +41,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="xwvm-agent: %(message)s")
+    protect_from_oom(args.root)
     try:
         ctx = JobContext.from_document(json.loads(args.context.read_text()))
     except (OSError, ValueError, ContextError) as e:
@@ -69,6 +70,22 @@ def main(argv: list[str] | None = None) -> int:
     except (*TASK_ERRORS, ValueError) as e:
         return refuse(nested, f"payload failed: {e}", EXIT_FAILED)
     return EXIT_OK
+
+
+OOM_NEVER = -1000
+
+
+def protect_from_oom(root: Path) -> bool:
+    """The guest's OOM killer never takes the agent (its payloads go first: runner.oom_first):
+    without it, a payload exhausting the VM's memory could kill the agent, the VM would
+    power off with no verdict, and the job would be given back as a crashed VM, counted
+    against every host it went to. Best effort: False (and said) if refused."""
+    try:
+        (root / "proc/self/oom_score_adj").write_text(str(OOM_NEVER))
+        return True
+    except OSError as e:
+        say(f"cannot protect the agent from the OOM killer: {e}")
+        return False
 
 
 def nested_worker(ctx: JobContext, args: argparse.Namespace) -> NestedWorker:

@@ -178,6 +178,7 @@ def run(job: Command, sandbox: Sandbox, program: Path, stdin: Path | None,
         proc = subprocess.Popen(argv, cwd=sandbox.run_dir if isolation.kind == "uid" else "/",
                                 stdin=inp, stdout=out, stderr=err, start_new_session=True,
                                 **extra)
+        oom_first(proc.pid)
         reason, namespace = "", None
         quota = DiskQuota(sandbox.run_dir, limits_for(wall).disk_bytes)
         try:
@@ -306,3 +307,18 @@ class _Exactly:
         data += bytes(n - len(data))
         self.left -= n
         return data
+
+
+OOM_FIRST = 1000  # the payload is what the OOM killer takes first when memory runs out
+
+
+def oom_first(pid: int, proc_root: Path = Path("/proc")) -> bool:
+    """Make process ``pid`` (the payload, and whatever it starts from now on) the OOM
+    killer's first choice. In the guest the agent protects itself (appliance/agent.py):
+    a payload that exhausts the VM's memory is killed and its verdict still written, so
+    it cannot pass its own failure off as a crashed VM. Best effort: False if refused."""
+    try:
+        (proc_root / str(pid) / "oom_score_adj").write_text(str(OOM_FIRST))
+        return True
+    except OSError:
+        return False

@@ -158,6 +158,11 @@ def test_user_rm_and_group_rm(shared_server: ServerProcess, home: Path,
     host = bobs_worker.register_host(facts("bobs-pc"))
     assert "forbidden_level" in refused(["user", "rm", "admin"], bob)
     assert "owns 1 unfinished jobs" in refused(["user", "rm", "bob"], home)
+    # another server's reference never reaches this server's namesake (review of issue 23)
+    assert "an xw:// URI is xw://SERVER/UID" in refused(
+        ["user", "rm", "xw://elsewhere/bob"], home)
+    assert "names an object of server elsewhere" in refused(
+        ["host", "rm", f"xw://elsewhere/{host['uid']}"], home)
     assert "still has 2 accounts (bob, worker-" in refused(["group", "rm", "physics"], home)
     run_cli(["abort", job["uid"]], home)
     [gone] = js(["user", "rm", "bob"], home)

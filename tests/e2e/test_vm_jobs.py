@@ -127,6 +127,17 @@ if cat /run/xwvm/context.json >/dev/null 2>&1; then echo "context: readable"; \\
 if head -c 1 /dev/sr0 >/dev/null 2>&1; then echo "cd: readable"; else echo "cd: unreadable"; fi
 echo "cidata mounted: $(grep -c /run/xwvm/cidata /proc/mounts)"
 wc -c < data.txt > size.txt
+python3 - <<'PY'
+import os
+pid = os.getppid()  # up to the first root process: the agent
+while pid > 1:
+    status = open(f"/proc/{pid}/status").read()
+    if status.split("Uid:")[1].split()[0] == "0":
+        break
+    pid = int(status.split("PPid:")[1].split()[0])
+print("oom agent:", open(f"/proc/{pid}/oom_score_adj").read().strip())
+print("oom payload:", open("/proc/self/oom_score_adj").read().strip())
+PY
 """
 
 
@@ -190,6 +201,8 @@ def test_vm_job_round_trip_and_guest_hardening(grid: Grid, tmp_path: Path) -> No
     # can read.
     assert "context: unreadable" in stdout and "cd: unreadable" in stdout, stdout
     assert "cidata mounted: 0" in stdout, stdout
+    # the OOM killer takes the payload first and never the agent (its verdict is written)
+    assert "oom agent: -1000" in stdout and "oom payload: 1000" in stdout, stdout
     assert files["size.txt"].strip() == "1234"
     # The nested worker reached the server itself (its first beat); the exit code came to
     # the outer worker on the exchange disk, not through the server.

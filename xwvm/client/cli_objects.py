@@ -12,7 +12,14 @@ from typing import Any
 
 import click
 
-from xwvm.client.cli_common import client, fail, format_option, handle_errors, output
+from xwvm.client.cli_common import (
+    client,
+    fail,
+    format_option,
+    handle_errors,
+    output,
+    uri_uid,
+)
 from xwvm.client.sdk import Client
 from xwvm.errors import XwvmError
 from xwvm.protocol.platforms import normalize_arch
@@ -24,10 +31,11 @@ APP_COLUMNS = ("uid", "name", "version", "binaries", "signed")
 FORMAT = format_option()
 
 
-def path_ref(ref: str) -> str:
-    """The uid of an ``xw://SERVER/UID`` reference (a URL path cannot hold one), else
-    ``ref`` itself, which the server resolves (an id, or a name)."""
-    return ref.rstrip("/").rsplit("/", 1)[-1] if ref[:5].lower() == "xw://" else ref
+def path_ref(c: Client, ref: str, kind: str) -> str:
+    """The uid an id or an ``xw://SERVER/UID`` reference of this server names (another
+    server's is refused: cli_common.uri_uid), else ``ref`` itself, a name the server
+    resolves (a host's name or uid, a login, an app's name)."""
+    return uri_uid(c, ref, kind) or ref
 
 
 @click.group("host")
@@ -44,7 +52,7 @@ def host_rm(refs: tuple[str, ...], fmt: str) -> None:
     counted), and a worker still running there is refused until it registers again.
     The host's owner, an admin of its group or a super user may."""
     c = client()
-    output([c.delete_host(path_ref(r)) for r in refs], HOST_COLUMNS, fmt, "host")
+    output([c.delete_host(path_ref(c, r, "host")) for r in refs], HOST_COLUMNS, fmt, "host")
 
 
 @click.command("rm")
@@ -55,7 +63,7 @@ def user_rm(refs: tuple[str, ...], fmt: str) -> None:
     """Remove accounts (by login or id): refused while one owns unfinished jobs. Its
     sessions, certificates and worker accounts end; its objects and finished jobs stay."""
     c = client()
-    output([c.delete_user(path_ref(r)) for r in refs], USER_COLUMNS, fmt, "user")
+    output([c.delete_user(path_ref(c, r, "user")) for r in refs], USER_COLUMNS, fmt, "user")
 
 
 @click.command("rm")
@@ -93,7 +101,7 @@ def app_update(ref: str, files: tuple[str, ...], platforms: tuple[str, ...],
         fail("give --file (with --platform) or --remove-platform")
     local = user_cli.local_binaries(files, platforms) if files else {}
     c = client()
-    result = _update(c, path_ref(ref), local, list(removed))
+    result = _update(c, path_ref(c, ref, "app"), local, list(removed))
     if sign_key is not None:
         _check_listed(result, local)
         result = user_cli.sign_app(c, result["uid"], sign_key)
