@@ -110,6 +110,12 @@ def test_data_get_into_a_folder_and_nothing_half_written(grid: Grid) -> None:
     here.mkdir()
     assert "table.csv: 8 bytes" in grid.cli("data", "get", data["uri"], "-o", ".", cwd=here)
     assert (here / "table.csv").read_text() == "a,b\n1,2\n"
+    # into a folder, the data's name (its owner's choice) never replaces a file of yours
+    (here / "table.csv").write_text("mine")
+    assert "exists" in grid.fails("data", "get", data["uid"], "-o", ".", cwd=here)
+    assert (here / "table.csv").read_text() == "mine"
+    grid.cli("data", "get", data["uid"], "-o", str(here / "table.csv"))  # named: replaced
+    assert (here / "table.csv").read_text() == "a,b\n1,2\n"
     blocked = grid.tmp / "blocked"
     (blocked / "table.csv" / "inside").mkdir(parents=True)  # a folder where the file goes
     grid.fails("data", "get", data["uid"], "-o", str(blocked))

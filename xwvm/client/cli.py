@@ -239,13 +239,17 @@ def data_list(fmt: str) -> None:
 @data.command("get")
 @click.argument("uid", metavar="DATA", callback=refs("data"))
 @click.option("-o", "--output", "dest", required=True, type=click.Path(path_type=Path),
-              help="a file, or an existing folder (then the file takes the data's name)")
+              help="a file, or an existing folder (then the file takes the data's name, "
+                   "and a file of that name there is never replaced)")
 @handle_errors
 def data_get(uid: str, dest: Path) -> None:
     """Download DATA (id, xw:// URI, or the name of one of yours), sha256 verified."""
     c = client()
     meta = c.get_data(uid)
     target = dest / check_file_name(meta["name"], "data") if dest.is_dir() else dest
+    if dest.is_dir() and (target.exists() or target.is_symlink()):
+        # the name is the data's (its owner's, or a server's): never over a file of yours
+        fail(f"{target} exists: give -o a file name to replace it, or another folder")
     part = target.with_name(target.name + ".part")
     try:
         with progress_bar(meta["size"] or 0, f"download {meta['name']}") as cb:
