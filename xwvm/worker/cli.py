@@ -117,7 +117,7 @@ RUN_OPTIONS = (
     click.option("--min-free-disk", "min_free_mb", type=click.IntRange(0), default=256,
                  show_default=True,
                  help="MiB the work dir's disk must keep free for a job to be taken (after "
-                      "a job was given back for a full disk: this much more than then)"),
+                      "a job was given back for a full disk: no job for 10 s first)"),
 )
 
 

@@ -101,7 +101,7 @@ class WorkerOptions:
     max_vm_disk_mb: int | None = None
     vm_cpu_percent: int = 100
     # The work dir's disk must keep this much free for the worker to take a job; after a
-    # job was given back for a full disk, this much more than was free then.
+    # job was given back for a full disk, no job for one poll period first.
     min_free_mb: int = 256
     disk_poll_s: float = 10.0
 
