@@ -7,6 +7,7 @@ real VM by tests/e2e/test_vm_jobs.py's probe payload."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from appliance.agent import protect_from_oom
@@ -17,17 +18,22 @@ def _score(pid: int | str) -> int:
     return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
 
 
-def test_a_payload_is_the_first_choice_and_what_it_starts_too() -> None:
-    # the payload starts a child a second later: it inherits the score the agent set
-    proc = subprocess.Popen(["sh", "-c", "sleep 1; sleep 30 & wait"])
+def test_a_payload_is_the_first_choice_and_what_it_starts_too(tmp_path: Path) -> None:
+    # the payload starts a child only once its score was set (a shell builtin loop waits
+    # for the flag: no process is forked before): the child inherits the score
+    flag = tmp_path / "go"
+    proc = subprocess.Popen(["sh", "-c", f'while [ ! -e "{flag}" ]; do :; done; '
+                                         "sleep 30 & wait"])
     try:
         assert oom_first(proc.pid)
         assert _score(proc.pid) == OOM_FIRST
-        for _ in range(50):
+        flag.touch()
+        kids: list[str] = []
+        for _ in range(100):
             kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
             if kids:
                 break
-            subprocess.run(["sleep", "0.1"], check=True)
+            time.sleep(0.05)
         assert kids and _score(kids[0]) == OOM_FIRST
     finally:
         proc.kill()
