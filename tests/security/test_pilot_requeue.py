@@ -103,6 +103,11 @@ def test_pilot_credential_ends_when_its_job_moves_to_another_host(
     back = owner.get_work(job["uid"])
     assert back["status"] == "PENDING"
     assert back["pilot_uid"] is None and back["host"] is None, back
+    # a give-back from inside the pilot's VM counts the retry, never the host's breaker
+    [pilots_host] = [h for h in shared_server.client().list_hosts()
+                     if h["uid"] == owner.get_work(pilot_uid)["host"]]
+    assert back["retries"] == 1 and pilots_host["health"]["fault_streak"] == \
+        (0 if giver == "pilot" else 1), pilots_host
 
     other_worker, other_host = host_of(shared_server, owner, f"pq-root-{tag}",
                                        shared_apps=["root"])

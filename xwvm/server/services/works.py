@@ -316,11 +316,6 @@ def report(db: Session, p: Principal, uid: str, body: dict[str, Any],
         got = Report.from_json(body)
     except ValueError as e:  # names the field, never its value
         raise BadRequest(f"invalid report: {e}", code="bad_status") from None
-    if p.is_delegated and got.status == states.PENDING:
-        # a pilot's nested worker never gives a job back: it would steer the volunteer's
-        # host breaker from inside a VM
-        raise Forbidden("a pilot's nested worker does not give jobs back",
-                        code="forbidden_delegated")
     _apply_report(db, p, work, got, (got.message or "")[:MAX_MESSAGE], breaker)
     return work
 
@@ -361,8 +356,8 @@ def _give_back(db: Session, p: Principal, work: Work, fault: Fault, message: str
     states.give_back(db, work, actor_uid=p.uid,
                      reason=f"given back by its worker ({fault}): "
                             f"{message or 'no reason given'}")
-    if host is not None:
-        health.note_fault(db, host, fault, message, breaker)
+    if host is not None and not p.is_delegated:  # a pilot's nested worker, inside a VM,
+        health.note_fault(db, host, fault, message, breaker)  # never steers the breaker
 
 
 def progress(db: Session, p: Principal, uid: str, phase: str) -> ProgressAnswer:
